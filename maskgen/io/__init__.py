@@ -1,0 +1,66 @@
+"""Readers and writers: image files, insightface ``.bin`` packs and RecordIO sets (no MXNet).
+
+Example:
+    >>> from maskgen.io import IMAGE_EXTENSIONS
+    >>> ".jpg" in IMAGE_EXTENSIONS
+    True
+"""
+
+from maskgen.io.atomic import AtomicFile, atomic_open, atomic_write_bytes, atomic_write_text
+from maskgen.io.binpack import BinPack, BinPackError, UnsafePickleError, load_bin, save_bin
+from maskgen.io.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    decode_image,
+    decode_image_raw,
+    encode_image,
+    iter_image_files,
+    read_image,
+    read_image_raw,
+    sniff_image_format,
+    write_image,
+)
+from maskgen.io.recordio import (
+    IRHeader,
+    MissingRecordError,
+    RecordIOError,
+    RecordReader,
+    RecordSet,
+    RecordWriter,
+    frame_record,
+    pack,
+    read_face_record,
+    unpack,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "AtomicFile",
+    "BinPack",
+    "BinPackError",
+    "IRHeader",
+    "ImageReadError",
+    "MissingRecordError",
+    "RecordIOError",
+    "RecordReader",
+    "RecordSet",
+    "RecordWriter",
+    "UnsafePickleError",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "decode_image",
+    "decode_image_raw",
+    "encode_image",
+    "frame_record",
+    "iter_image_files",
+    "load_bin",
+    "pack",
+    "read_face_record",
+    "read_image",
+    "read_image_raw",
+    "save_bin",
+    "sniff_image_format",
+    "unpack",
+    "write_image",
+]

@@ -1,0 +1,405 @@
+"""Render masks: ``MaskSpec`` (what may be drawn) → ``MaskParams`` (one draw) → pixels.
+
+``render(image, landmarks, params)`` returns the masked image, a float occlusion map (alpha,
+H×W in [0, 1]) and the params. The same params on the same input give byte-identical output;
+params round-trip through JSON so every mask can be replayed from a manifest.
+
+Example:
+    >>> import numpy as np
+    >>> from maskgen.landmarks import aligned_landmarks
+    >>> face = np.full((112, 112, 3), 180, np.uint8)
+    >>> params = MaskSpec().sample(np.random.default_rng(0))
+    >>> result = render(face, aligned_landmarks(), params)
+    >>> result.image.shape, result.alpha.dtype.name, 0.0 <= result.alpha.min() <= 1.0
+    ((112, 112, 3), 'float32', True)
+    >>> MaskParams.from_json(params.to_json()) == params
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from maskgen import appearance as app
+from maskgen.landmarks import landmarks_from_five, validate_landmarks
+from maskgen.shapes import COVERAGES, FAMILIES, GEOMETRY, Outline, mask_outline
+
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """One concrete, JSON-serialisable mask draw. Lengths are in face units (the distance
+    from the eye line to the mouth), so a draw means the same on any image size.
+
+    Attributes:
+        family: shape family (:data:`maskgen.shapes.FAMILIES`).
+        coverage: "high" (nose bridge), "medium", "low" (nose out), "chin" (chin only).
+        color: primary RGB colour.
+        secondary_color: second tone for stripes, checks, dots and prints.
+        texture: one of :data:`maskgen.appearance.TEXTURES`.
+        texture_seed: seed of the procedural texture tile.
+        texture_scale: texture period in face units.
+        texture_angle: texture rotation relative to the eye line, degrees.
+        shading: 0 = flat colour, 1 = follow the face's low-frequency luminance fully.
+        edge_softness: edge blur, in face units (0.01 ≈ 0.4 px on a 112 crop).
+        opacity: peak alpha.
+        width: side reach (1 = nominal).
+        top_offset, bottom_offset: move the top / bottom edge, in face units.
+        straps: draw ear loops where the face is large enough to show them.
+        strap_color: colour of the ear loops.
+        valve: exhalation valve (N95/KN95 only).
+    """
+
+    family: str = "surgical"
+    coverage: str = "high"
+    color: RGB = (141, 191, 226)
+    secondary_color: RGB = (255, 255, 255)
+    texture: str = "none"
+    texture_seed: int = 0
+    texture_scale: float = 1.0
+    texture_angle: float = 0.0
+    shading: float = 0.0
+    edge_softness: float = 0.01
+    opacity: float = 1.0
+    width: float = 1.0
+    top_offset: float = 0.0
+    bottom_offset: float = 0.0
+    straps: bool = False
+    strap_color: RGB = (240, 240, 240)
+    valve: bool = False
+
+    def __post_init__(self) -> None:
+        if self.family not in GEOMETRY:
+            raise ValueError(f"unknown mask family {self.family!r}; choose from {FAMILIES}")
+        if self.coverage not in COVERAGES:
+            raise ValueError(f"unknown coverage {self.coverage!r}; choose from {COVERAGES}")
+        if self.texture not in app.TEXTURES:
+            raise ValueError(f"unknown texture {self.texture!r}; choose from {app.TEXTURES}")
+        for name in ("color", "secondary_color", "strap_color"):
+            value = tuple(int(v) for v in getattr(self, name))
+            if len(value) != 3 or not all(0 <= v <= 255 for v in value):
+                raise ValueError(f"{name} must be three integers in 0..255, got {value}")
+            object.__setattr__(self, name, value)
+        if not 0.0 <= self.opacity <= 1.0:
+            raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("color", "secondary_color", "strap_color"):
+            d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskParams:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MaskParams fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MaskParams:
+        return cls.from_dict(json.loads(text))
+
+
+def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    names = sorted(weights)
+    p = np.array([weights[n] for n in names], dtype=np.float64)
+    if p.sum() <= 0 or (p < 0).any():
+        raise ValueError(f"weights must be non-negative with a positive sum: {weights}")
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    lo, hi = bounds
+    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """What may be drawn, with probabilities; ``sample(rng)`` makes one :class:`MaskParams`.
+
+    Weights are relative (they need not sum to 1); a weight of 0 disables an option.
+    Ranges are (low, high) uniform intervals.
+    """
+
+    families: dict[str, float] = field(
+        default_factory=lambda: {
+            "surgical": 3,
+            "wide": 1,
+            "round": 1,
+            "kn95": 1.5,
+            "n95": 1,
+            "cloth": 2,
+            "gaiter": 0.5,
+        }  # fmt: skip
+    )
+    coverages: dict[str, float] = field(
+        default_factory=lambda: {"high": 6, "medium": 3, "low": 1, "chin": 0.5}
+    )
+    palettes: dict[str, float] = field(
+        default_factory=lambda: {
+            "medical_blue": 3,
+            "white": 2,
+            "black": 2,
+            "grey": 1,
+            "pink": 0.5,
+            "khaki": 0.5,
+            "navy": 1,
+            "red": 0.5,
+            "medical_green": 0.5,
+        }  # fmt: skip
+    )
+    random_color_prob: float = 0.15
+    textures: dict[str, float] = field(
+        default_factory=lambda: {
+            "none": 3,
+            "pleats": 2,
+            "grain": 2,
+            "stripes": 0.5,
+            "checks": 0.5,
+            "dots": 0.5,
+            "print": 0.5,
+        }  # fmt: skip
+    )
+    texture_scale: tuple[float, float] = (0.6, 1.2)
+    texture_angle: tuple[float, float] = (-8.0, 8.0)
+    shading: tuple[float, float] = (0.5, 1.0)
+    edge_softness: tuple[float, float] = (0.005, 0.02)
+    width: tuple[float, float] = (0.95, 1.05)
+    top_offset: tuple[float, float] = (-0.03, 0.03)
+    bottom_offset: tuple[float, float] = (-0.04, 0.04)
+    straps_prob: float = 0.8
+    valve_prob: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name, known in (("families", FAMILIES), ("coverages", COVERAGES),
+                            ("textures", app.TEXTURES)):  # fmt: skip
+            unknown = set(getattr(self, name)) - set(known)
+            if unknown:
+                raise ValueError(f"unknown {name} {sorted(unknown)}; choose from {known}")
+        unknown = set(self.palettes) - set(app.palette_names())
+        if unknown:
+            raise ValueError(
+                f"unknown palettes {sorted(unknown)}; choose from {app.palette_names()}"
+            )
+
+    def sample(self, rng: np.random.Generator) -> MaskParams:
+        """Draw one :class:`MaskParams` from ``rng`` (always the same number of draws)."""
+        family = _choice(rng, self.families)
+        coverage = _choice(rng, self.coverages)
+        palette = _choice(rng, self.palettes)
+        colors = app.palette_colors(palette)
+        color = colors[int(rng.integers(len(colors)))]
+        random_color = app.random_color(rng)
+        if rng.random() < self.random_color_prob:
+            color = random_color
+        accents = [c for c in app.accent_colors() if c != color]
+        secondary = accents[int(rng.integers(len(accents)))]
+        texture = _choice(rng, self.textures)
+        if family == "kn95" and texture == "pleats":
+            texture = "grain"  # folded respirators have no pleats
+        return MaskParams(
+            family=family,
+            coverage=coverage,
+            color=color,
+            secondary_color=secondary,
+            texture=texture,
+            texture_seed=int(rng.integers(0, 2**31 - 1)),
+            texture_scale=_uniform(rng, self.texture_scale),
+            texture_angle=_uniform(rng, self.texture_angle),
+            shading=_uniform(rng, self.shading),
+            edge_softness=_uniform(rng, self.edge_softness),
+            width=_uniform(rng, self.width),
+            top_offset=_uniform(rng, self.top_offset),
+            bottom_offset=_uniform(rng, self.bottom_offset),
+            straps=bool(rng.random() < self.straps_prob) and family != "gaiter",
+            valve=bool(rng.random() < self.valve_prob) and family in ("n95", "kn95"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MaskSpec fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class RenderResult(NamedTuple):
+    """``image``: masked image (same dtype/channels as the input); ``alpha``: H×W float32
+    occlusion map in [0, 1]; ``params``: the draw that made it."""
+
+    image: np.ndarray
+    alpha: np.ndarray
+    params: MaskParams
+
+
+#: Ear loops are drawn only when the eye-to-mouth distance is at least this many pixels.
+MIN_STRAP_UNIT_PX = 30.0
+
+
+def _as_rgb(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """View any supported image as H×W×3 RGB; returns the array and how to restore it."""
+    if image.ndim == 2:
+        return np.repeat(image[..., None], 3, axis=2), "gray"
+    if image.ndim == 3 and image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2), "gray1"
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image, "rgb"
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[..., :3], "rgba"
+    raise ValueError(f"image must be H×W, H×W×1, H×W×3 or H×W×4, got shape {image.shape}")
+
+
+def _restore(rgb: np.ndarray, original: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "rgb":
+        return rgb
+    if kind == "rgba":
+        return np.concatenate([rgb, original[..., 3:]], axis=2)
+    gray = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if np.issubdtype(original.dtype, np.integer):
+        gray = np.clip(np.rint(gray), 0, np.iinfo(original.dtype).max)
+    gray = gray.astype(original.dtype)
+    return gray if kind == "gray" else gray[..., None]
+
+
+def _max_value(dtype: np.dtype) -> float:
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    if np.issubdtype(dtype, np.floating):
+        return 1.0
+    raise ValueError(f"unsupported image dtype {dtype}")
+
+
+def _bbox(outline: Outline, pad: float, h: int, w: int) -> tuple[int, int, int, int] | None:
+    pts = [outline.polygon, *outline.straps]
+    allpts = np.concatenate(pts) if len(pts) > 1 else outline.polygon
+    x0 = max(int(np.floor(allpts[:, 0].min() - pad)), 0)
+    y0 = max(int(np.floor(allpts[:, 1].min() - pad)), 0)
+    x1 = min(int(np.ceil(allpts[:, 0].max() + pad)) + 1, w)
+    y1 = min(int(np.ceil(allpts[:, 1].max() + pad)) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> RenderResult:
+    """Draw the mask described by ``params`` on the face given by ``landmarks``.
+
+    Args:
+        image: H×W×3 RGB (also H×W / H×W×1 gray, H×W×4 RGBA; uint8, uint16 or float in
+            [0, 1]). The input is never modified.
+        landmarks: (68, 2) or (5, 2) pixel landmarks; 5 points are expanded through the
+            canonical aligned layout.
+        params: the draw.
+    """
+    image = np.asarray(image)
+    lm = validate_landmarks(landmarks, image.shape)
+    if len(lm) == 5:
+        lm = landmarks_from_five(lm)
+    rgb, kind = _as_rgb(image)
+    max_value = _max_value(image.dtype)
+    h, w = rgb.shape[:2]
+
+    outline = mask_outline(
+        lm,
+        params.family,
+        params.coverage,
+        width=params.width,
+        top_offset=params.top_offset,
+        bottom_offset=params.bottom_offset,
+        valve=params.valve,
+        straps=params.straps,
+    )
+    unit = outline.frame.unit
+    if (unit < MIN_STRAP_UNIT_PX or params.family == "gaiter") and outline.straps:
+        outline = replace(outline, straps=())
+    sigma = params.edge_softness * unit
+    alpha_full = np.zeros((h, w), np.float32)
+    box = _bbox(outline, 2 * sigma + 2, h, w)
+    out_rgb = rgb.copy()
+    if box is not None:
+        x0, y0, x1, y1 = box
+        roi = rgb[y0:y1, x0:x1]
+        alpha, colour = _mask_layer(roi, outline, params, box, max_value)
+        alpha = app.soften(alpha, sigma) * np.float32(params.opacity)
+        alpha_full[y0:y1, x0:x1] = alpha
+        out_rgb[y0:y1, x0:x1] = app.composite(roi, alpha, colour, max_value)
+    out = _restore(out_rgb, image, kind)
+    return RenderResult(out, alpha_full, params)
+
+
+def _mask_layer(
+    roi: np.ndarray,
+    outline: Outline,
+    params: MaskParams,
+    box: tuple[int, int, int, int],
+    max_value: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage (h×w float32) and colour (h×w×3 or 3,) of the mask over ``roi``."""
+    x0, y0, x1, y1 = box
+    shape = (y1 - y0, x1 - x0)
+    offset = (x0, y0)
+    frame = outline.frame
+    alpha8 = app.fill_polygon(shape, outline.polygon, offset)
+    scale = np.float32(max_value / 255.0)
+    primary = np.array(params.color, np.float32) * scale
+    needs_field = params.texture != "none" or params.shading > 0 or outline.seam is not None
+    needs_field = needs_field or outline.valve is not None or bool(outline.straps)
+    if not needs_field:
+        return alpha8.astype(np.float32) * np.float32(1 / 255), primary
+
+    colour = np.empty((*shape, 3), np.float32)
+    colour[:] = primary
+    if params.texture != "none":
+        tex = app.texture_field(
+            params.texture,
+            params.texture_seed,
+            frame.origin,
+            frame.ax,
+            params.texture_scale * frame.unit,
+            params.texture_angle,
+            box,
+        )
+        secondary = np.array(params.secondary_color, np.float32) * scale
+        colour += tex[..., :1] * (secondary - primary)
+        colour *= tex[..., 1:2]
+    detail = np.clip(primary * 0.72, 0, None)
+    if outline.seam is not None:
+        app.draw_polyline(colour, outline.seam, offset, tuple(detail.tolist()),
+                          max(1, round(frame.unit * 0.02)))  # fmt: skip
+    if outline.valve is not None:
+        cx, cy, r = outline.valve
+        ring = app.to_fixed_point(np.array([[cx, cy]], np.float32), offset)[0]
+        cv2 = app.cv2
+        radius = int(r * (1 << app._SUBPIXEL_BITS))
+        valve_col = tuple((np.array(params.color, np.float32) * 0.85 * scale).tolist())
+        cv2.circle(colour, tuple(int(v) for v in ring), radius, valve_col, -1, cv2.LINE_AA,
+                   app._SUBPIXEL_BITS)  # fmt: skip
+        cv2.circle(colour, tuple(int(v) for v in ring), radius, tuple(detail.tolist()),
+                   max(1, round(r * 0.15)), cv2.LINE_AA, app._SUBPIXEL_BITS)  # fmt: skip
+    if outline.straps:
+        strap = tuple((np.array(params.strap_color, np.float32) * scale).tolist())
+        thickness = max(1, round(frame.unit * 0.035))
+        strap_alpha = np.zeros(shape, np.uint8)
+        for line in outline.straps:
+            app.draw_polyline(strap_alpha, line, offset, 255, thickness)
+        only_strap = (strap_alpha > 0) & (alpha8 < 255)
+        colour[only_strap] = strap
+        alpha8 = np.maximum(alpha8, strap_alpha)
+    alpha = alpha8.astype(np.float32) * np.float32(1 / 255)
+    if params.shading > 0:
+        colour *= app.face_lighting(roi, alpha, params.shading)[..., None]
+    return alpha, colour
