@@ -128,8 +128,8 @@ def _print(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
                 c = (cx + ox, cy + oy)
                 for k in range(petals):
                     ang = turn + 2 * np.pi * k / petals
-                    px = int(round((c[0] + np.cos(ang) * size * 0.7) * 16))
-                    py = int(round((c[1] + np.sin(ang) * size * 0.7) * 16))
+                    px = round((c[0] + np.cos(ang) * size * 0.7) * 16)
+                    py = round((c[1] + np.sin(ang) * size * 0.7) * 16)
                     axes = (int(size * 0.55 * 16), int(size * 0.3 * 16))
                     cv2.ellipse(canvas, (px, py), axes, np.degrees(ang), 0, 360, 255, -1,
                                 cv2.LINE_AA, 4)  # fmt: skip

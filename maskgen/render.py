@@ -10,7 +10,7 @@ Example:
     >>> face = np.full((112, 112, 3), 180, np.uint8)
     >>> params = MaskSpec().sample(np.random.default_rng(0))
     >>> result = render(face, aligned_landmarks(), params)
-    >>> result.image.shape, result.alpha.dtype.name, 0.0 <= result.alpha.min() <= 1.0
+    >>> result.image.shape, result.alpha.dtype.name, bool(0.0 <= result.alpha.min() <= 1.0)
     ((112, 112, 3), 'float32', True)
     >>> MaskParams.from_json(params.to_json()) == params
     True
@@ -140,7 +140,7 @@ class MaskSpec:
             "n95": 1,
             "cloth": 2,
             "gaiter": 0.5,
-        }  # fmt: skip
+        }
     )
     coverages: dict[str, float] = field(
         default_factory=lambda: {"high": 6, "medium": 3, "low": 1, "chin": 0.5}
@@ -156,7 +156,7 @@ class MaskSpec:
             "navy": 1,
             "red": 0.5,
             "medical_green": 0.5,
-        }  # fmt: skip
+        }
     )
     random_color_prob: float = 0.15
     textures: dict[str, float] = field(
@@ -168,7 +168,7 @@ class MaskSpec:
             "checks": 0.5,
             "dots": 0.5,
             "print": 0.5,
-        }  # fmt: skip
+        }
     )
     texture_scale: tuple[float, float] = (0.6, 1.2)
     texture_angle: tuple[float, float] = (-8.0, 8.0)
