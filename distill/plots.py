@@ -38,10 +38,20 @@ from distill.metrics import eer, fdr
 __all__ = ["plot_roc", "plot_score_histograms", "save_figure_atomic"]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import, so later calls never touch process state
+
+
 def save_figure_atomic(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Save ``fig`` as PNG to ``path`` atomically (temp file in the same folder + os.replace).
 
-    The parent folder is created if needed. Returns ``path`` as a :class:`~pathlib.Path`.
+    The parent folder is created if needed; the file gets the usual ``0o666 & ~umask`` mode.
+    Returns ``path`` as a :class:`~pathlib.Path`.
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +60,10 @@ def save_figure_atomic(fig: Figure, path: str | os.PathLike[str], dpi: int = 100
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format="png", dpi=dpi)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates the file 0600; give it the mode a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):

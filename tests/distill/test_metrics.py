@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -400,6 +401,9 @@ def test_plot_roc_writes_png(tmp_path) -> None:
     plot_roc({"good": curves["good"]}, str(out))
     _check_png(out, 400, 500)
     assert os.listdir(out.parent) == ["roc.png"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
     with pytest.raises(ValueError, match="empty"):
         plot_roc({}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="equal length"):
