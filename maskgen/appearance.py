@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import cv2
@@ -23,6 +24,8 @@ import numpy as np
 from maskgen._assets import asset_json
 
 TEXTURES: tuple[str, ...] = ("none", "pleats", "grain", "stripes", "checks", "dots", "print")
+#: Textures whose tile mixes in the secondary colour (the others only modulate shade).
+TWO_TONE_TEXTURES: frozenset[str] = frozenset({"stripes", "checks", "dots", "print"})
 TILE = 64
 _SUBPIXEL_BITS = 4
 
@@ -176,11 +179,11 @@ def texture_field(
     Returns an (h, w, 2) float32 field (mix, shade).
     """
     x0, y0, x1, y1 = bbox
-    theta = np.arctan2(ax[1], ax[0]) + np.radians(angle_deg)
-    c, s = np.cos(theta), np.sin(theta)
+    theta = math.atan2(float(ax[1]), float(ax[0])) + math.radians(angle_deg)
+    c, s = math.cos(theta), math.sin(theta)
     k = TILE / max(period_px, 1e-3)
     # Inverse map: output pixel (x, y) in the bbox → tile coordinate.
-    ox, oy = origin[0] - x0, origin[1] - y0
+    ox, oy = float(origin[0]) - x0, float(origin[1]) - y0
     M = np.array([[c * k, s * k, -(c * ox + s * oy) * k], [-s * k, c * k, (s * ox - c * oy) * k]])
     return cv2.warpAffine(
         texture_tile(kind, seed),
@@ -201,15 +204,21 @@ def face_lighting(roi: np.ndarray, alpha: np.ndarray, strength: float) -> np.nda
     (h, w) float32 factor around 1, clipped to [0.5, 1.45] and raised to ``strength``.
     """
     h, w = alpha.shape
-    gray = roi.astype(np.float32, copy=False) @ np.array([0.299, 0.587, 0.114], np.float32)
+    if roi.dtype == np.uint8:
+        gray = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY)
+    else:
+        gray = roi.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     gw, gh = max(2, min(6, w // 6)), max(2, min(6, h // 6))
-    small = cv2.resize(gray, (gw, gh), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(gray, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32)
     small_alpha = cv2.resize(alpha, (gw, gh), interpolation=cv2.INTER_AREA)
-    mean = float((small * small_alpha).sum() / max(float(small_alpha.sum()), 1e-6))
+    weight = float(small_alpha.sum())
+    mean = float((small * small_alpha).sum()) / max(weight, 1e-6)
     if mean <= 1e-6:
         return np.ones((h, w), np.float32)
-    ratio = cv2.resize(small / mean, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(ratio, 0.5, 1.45) ** np.float32(strength)
+    ratio = np.clip(small * np.float32(1 / mean), 0.5, 1.45)
+    if strength != 1.0:
+        ratio **= np.float32(strength)  # on the small grid: cheap
+    return cv2.resize(ratio, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 # ---------------------------------------------------------------------------- rasterising
@@ -247,6 +256,21 @@ def draw_polyline(
     cv2.polylines(canvas, [pts], False, value, max(1, thickness), cv2.LINE_AA, _SUBPIXEL_BITS)
 
 
+def draw_valve(
+    canvas: np.ndarray,
+    valve: tuple[float, float, float],
+    offset: tuple[int, int],
+    fill: tuple[float, ...],
+    rim: tuple[float, ...],
+) -> None:
+    """An exhalation valve: a filled disc with a darker rim, drawn in place."""
+    cx, cy, r = valve
+    centre = tuple(int(v) for v in to_fixed_point(np.array([[cx, cy]], np.float32), offset)[0])
+    radius = int(r * (1 << _SUBPIXEL_BITS))
+    cv2.circle(canvas, centre, radius, fill, -1, cv2.LINE_AA, _SUBPIXEL_BITS)
+    cv2.circle(canvas, centre, radius, rim, max(1, round(r * 0.15)), cv2.LINE_AA, _SUBPIXEL_BITS)
+
+
 def soften(alpha: np.ndarray, sigma: float) -> np.ndarray:
     """Blur a coverage map to soften its edges (no-op for tiny sigma)."""
     if sigma < 0.3:
@@ -259,10 +283,21 @@ def composite(
 ) -> np.ndarray:
     """Blend ``colour`` (h×w×3 or 3, in [0, max_value]) over ``roi`` with ``alpha`` (h×w).
 
-    Returns an array of ``roi``'s dtype (rounded and clipped for integer types).
+    Returns an array of ``roi``'s dtype (rounded and clipped for integer types). ``uint8``
+    and ``float32`` go through OpenCV's ``blendLinear`` (one pass, no temporaries).
     """
+    colour = np.asarray(colour, np.float32)
+    if roi.dtype in (np.uint8, np.float32) and roi.flags.c_contiguous:
+        if colour.ndim == 1:
+            layer = np.empty(roi.shape, roi.dtype)
+            layer[:] = np.clip(np.rint(colour), 0, max_value) if roi.dtype == np.uint8 else colour
+        elif roi.dtype == np.uint8:
+            layer = cv2.convertScaleAbs(colour)  # rounds and saturates to 0..255
+        else:
+            layer = colour
+        return cv2.blendLinear(roi, layer, 1.0 - alpha, alpha)
     base = roi.astype(np.float32)
-    out = base + alpha[..., None] * (np.asarray(colour, np.float32) - base)
+    out = base + alpha[..., None] * (colour - base)
     if np.issubdtype(roi.dtype, np.integer):
         np.clip(out, 0, max_value, out=out)
         np.rint(out, out=out)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
@@ -295,24 +296,61 @@ def _bbox(outline: Outline, pad: float, h: int, w: int) -> tuple[int, int, int, 
     return x0, y0, x1, y1
 
 
-def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> RenderResult:
-    """Draw the mask described by ``params`` on the face given by ``landmarks``.
+@dataclass(frozen=True)
+class _Coverage:
+    """Everything about a draw that depends only on landmarks, geometry params and frame size:
+    the outline, its bounding box and its soft-edged coverage (straps included)."""
 
-    Args:
-        image: H×W×3 RGB (also H×W / H×W×1 gray, H×W×4 RGBA; uint8, uint16 or float in
-            [0, 1]). The input is never modified.
-        landmarks: (68, 2) or (5, 2) pixel landmarks; 5 points are expanded through the
-            canonical aligned layout.
-        params: the draw.
+    outline: Outline
+    box: tuple[int, int, int, int] | None
+    alpha: np.ndarray | None  # (h, w) float32 over the box, before opacity; read-only
+    strap_only: np.ndarray | None  # pixels covered by ear loops but not by the mask
+
+
+class _CoverageCache:
+    """Small LRU of :class:`_Coverage` bounded in bytes.
+
+    Aligned datasets map every crop onto the same canonical layout, so the same geometry
+    recurs constantly; in-the-wild faces simply miss. Entries are read-only arrays, so a hit
+    returns exactly what a miss would compute.
     """
-    image = np.asarray(image)
-    lm = validate_landmarks(landmarks, image.shape)
-    if len(lm) == 5:
-        lm = landmarks_from_five(lm)
-    rgb, kind = _as_rgb(image)
-    max_value = _max_value(image.dtype)
-    h, w = rgb.shape[:2]
 
+    def __init__(self, max_bytes: int = 48 << 20, max_entry_bytes: int = 1 << 18) -> None:
+        self.max_bytes, self.max_entry_bytes = max_bytes, max_entry_bytes
+        self._entries: OrderedDict[tuple, tuple[_Coverage, int]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key: tuple) -> _Coverage | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        self._entries.move_to_end(key)
+        return hit[0]
+
+    def put(self, key: tuple, value: _Coverage) -> None:
+        size = 0 if value.alpha is None else value.alpha.nbytes * 2
+        if size > self.max_entry_bytes:
+            return
+        self._entries[key] = (value, size)
+        self._bytes += size
+        while self._bytes > self.max_bytes or len(self._entries) > 4096:
+            _, (_, old) = self._entries.popitem(last=False)
+            self._bytes -= old
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+
+_COVERAGE_CACHE = _CoverageCache()
+
+
+def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
+    key = (lm.tobytes(), h, w, params.family, params.coverage, params.width, params.top_offset,
+           params.bottom_offset, params.valve, params.straps, params.edge_softness)  # fmt: skip
+    cached = _COVERAGE_CACHE.get(key)
+    if cached is not None:
+        return cached
     outline = mask_outline(
         lm,
         params.family,
@@ -327,42 +365,92 @@ def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> Rend
     if (unit < MIN_STRAP_UNIT_PX or params.family == "gaiter") and outline.straps:
         outline = replace(outline, straps=())
     sigma = params.edge_softness * unit
-    alpha_full = np.zeros((h, w), np.float32)
     box = _bbox(outline, 2 * sigma + 2, h, w)
-    out_rgb = rgb.copy()
+    alpha = strap_only = None
     if box is not None:
         x0, y0, x1, y1 = box
-        roi = rgb[y0:y1, x0:x1]
-        alpha, colour = _mask_layer(roi, outline, params, box, max_value)
-        alpha = app.soften(alpha, sigma) * np.float32(params.opacity)
+        shape, offset = (y1 - y0, x1 - x0), (x0, y0)
+        alpha8 = app.fill_polygon(shape, outline.polygon, offset)
+        if outline.straps:
+            straps = np.zeros(shape, np.uint8)
+            thickness = max(1, round(unit * 0.035))
+            for line in outline.straps:
+                app.draw_polyline(straps, line, offset, 255, thickness)
+            strap_only = (straps > 0) & (alpha8 < 255)
+            alpha8 = np.maximum(alpha8, straps)
+            strap_only.setflags(write=False)
+        alpha = app.soften(alpha8.astype(np.float32) * np.float32(1 / 255), sigma)
+        alpha.setflags(write=False)
+    result = _Coverage(outline, box, alpha, strap_only)
+    _COVERAGE_CACHE.put(key, result)
+    return result
+
+
+_VALIDATED: OrderedDict[tuple, np.ndarray] = OrderedDict()
+
+
+def _validated_68(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Validated (68, 2) float32 landmarks (5 points expanded), memoised for repeats."""
+    lm = np.asarray(landmarks, dtype=np.float32)
+    key = (lm.tobytes(), lm.shape, shape[0], shape[1]) if lm.ndim == 2 else None
+    if key is not None and key in _VALIDATED:
+        return _VALIDATED[key]
+    lm = validate_landmarks(lm, shape)
+    if len(lm) == 5:
+        lm = landmarks_from_five(lm)
+    lm.setflags(write=False)
+    if key is not None:
+        _VALIDATED[key] = lm
+        if len(_VALIDATED) > 1024:
+            _VALIDATED.popitem(last=False)
+    return lm
+
+
+def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> RenderResult:
+    """Draw the mask described by ``params`` on the face given by ``landmarks``.
+
+    Args:
+        image: H×W×3 RGB (also H×W / H×W×1 gray, H×W×4 RGBA; uint8, uint16 or float in
+            [0, 1]). The input is never modified.
+        landmarks: (68, 2) or (5, 2) pixel landmarks; 5 points are expanded through the
+            canonical aligned layout. Invalid or implausible sets raise ``ValueError``.
+        params: the draw.
+    """
+    image = np.asarray(image)
+    rgb, kind = _as_rgb(image)
+    max_value = _max_value(image.dtype)
+    h, w = rgb.shape[:2]
+    lm = _validated_68(landmarks, rgb.shape)
+    cov = _coverage(lm, h, w, params)
+    alpha_full = np.zeros((h, w), np.float32)
+    out_rgb = rgb.copy()
+    if cov.box is not None and cov.alpha is not None:
+        x0, y0, x1, y1 = cov.box
+        roi = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
+        colour = _mask_colour(roi, alpha, cov, params, max_value)
         alpha_full[y0:y1, x0:x1] = alpha
         out_rgb[y0:y1, x0:x1] = app.composite(roi, alpha, colour, max_value)
     out = _restore(out_rgb, image, kind)
     return RenderResult(out, alpha_full, params)
 
 
-def _mask_layer(
-    roi: np.ndarray,
-    outline: Outline,
-    params: MaskParams,
-    box: tuple[int, int, int, int],
-    max_value: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage (h×w float32) and colour (h×w×3 or 3,) of the mask over ``roi``."""
-    x0, y0, x1, y1 = box
-    shape = (y1 - y0, x1 - x0)
-    offset = (x0, y0)
+def _mask_colour(
+    roi: np.ndarray, alpha: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float
+) -> np.ndarray:
+    """Colour (h×w×3, or a flat (3,) colour when uniform) of the mask over ``roi``."""
+    outline = cov.outline
+    assert cov.box is not None
+    x0, y0, x1, y1 = cov.box
+    shape, offset = (y1 - y0, x1 - x0), (x0, y0)
     frame = outline.frame
-    alpha8 = app.fill_polygon(shape, outline.polygon, offset)
     scale = np.float32(max_value / 255.0)
     primary = np.array(params.color, np.float32) * scale
-    needs_field = params.texture != "none" or params.shading > 0 or outline.seam is not None
-    needs_field = needs_field or outline.valve is not None or bool(outline.straps)
-    if not needs_field:
-        return alpha8.astype(np.float32) * np.float32(1 / 255), primary
+    uniform = params.texture == "none" and params.shading <= 0 and outline.seam is None
+    if uniform and outline.valve is None and cov.strap_only is None:
+        return primary
 
-    colour = np.empty((*shape, 3), np.float32)
-    colour[:] = primary
+    light = app.face_lighting(roi, alpha, params.shading) if params.shading > 0 else None
     if params.texture != "none":
         tex = app.texture_field(
             params.texture,
@@ -371,35 +459,24 @@ def _mask_layer(
             frame.ax,
             params.texture_scale * frame.unit,
             params.texture_angle,
-            box,
+            cov.box,
         )
         secondary = np.array(params.secondary_color, np.float32) * scale
-        colour += tex[..., :1] * (secondary - primary)
-        colour *= tex[..., 1:2]
-    detail = np.clip(primary * 0.72, 0, None)
+        shade = tex[..., 1] if light is None else tex[..., 1] * light
+        if params.texture in app.TWO_TONE_TEXTURES:
+            colour = (primary + tex[..., :1] * (secondary - primary)) * shade[..., None]
+        else:
+            colour = primary * shade[..., None]
+    elif light is not None:
+        colour = primary * light[..., None]
+    else:
+        colour = np.empty((*shape, 3), np.float32)
+        colour[:] = primary
+    detail = tuple((primary * 0.72).tolist())
     if outline.seam is not None:
-        app.draw_polyline(colour, outline.seam, offset, tuple(detail.tolist()),
-                          max(1, round(frame.unit * 0.02)))  # fmt: skip
+        app.draw_polyline(colour, outline.seam, offset, detail, max(1, round(frame.unit * 0.02)))
     if outline.valve is not None:
-        cx, cy, r = outline.valve
-        ring = app.to_fixed_point(np.array([[cx, cy]], np.float32), offset)[0]
-        cv2 = app.cv2
-        radius = int(r * (1 << app._SUBPIXEL_BITS))
-        valve_col = tuple((np.array(params.color, np.float32) * 0.85 * scale).tolist())
-        cv2.circle(colour, tuple(int(v) for v in ring), radius, valve_col, -1, cv2.LINE_AA,
-                   app._SUBPIXEL_BITS)  # fmt: skip
-        cv2.circle(colour, tuple(int(v) for v in ring), radius, tuple(detail.tolist()),
-                   max(1, round(r * 0.15)), cv2.LINE_AA, app._SUBPIXEL_BITS)  # fmt: skip
-    if outline.straps:
-        strap = tuple((np.array(params.strap_color, np.float32) * scale).tolist())
-        thickness = max(1, round(frame.unit * 0.035))
-        strap_alpha = np.zeros(shape, np.uint8)
-        for line in outline.straps:
-            app.draw_polyline(strap_alpha, line, offset, 255, thickness)
-        only_strap = (strap_alpha > 0) & (alpha8 < 255)
-        colour[only_strap] = strap
-        alpha8 = np.maximum(alpha8, strap_alpha)
-    alpha = alpha8.astype(np.float32) * np.float32(1 / 255)
-    if params.shading > 0:
-        colour *= app.face_lighting(roi, alpha, params.shading)[..., None]
-    return alpha, colour
+        app.draw_valve(colour, outline.valve, offset, tuple((primary * 0.85).tolist()), detail)
+    if cov.strap_only is not None:
+        colour[cov.strap_only] = np.array(params.strap_color, np.float32) * scale
+    return colour

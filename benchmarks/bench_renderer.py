@@ -1,0 +1,126 @@
+"""Renderer throughput on one thread.
+
+Cases (issue: foundation renderer):
+- aligned 112×112 crops, solid-colour masks (target ≥ 10,000 images/s);
+- aligned 112×112 crops, texture + shading (target ≥ 4,000 images/s);
+- a 1024×1024 image with given landmarks (target ≥ 500 images/s);
+- for reference, a full-frame homography warp of a mask template per image, the approach of
+  the public MaskInv routine.
+
+Each case renders a pool of 64 distinct draws over 64 synthetic faces. "Canonical layout" is
+what the ``aligned`` backend gives every crop (the renderer's geometry cache then hits);
+"new landmarks every image" clears the caches before each call (the in-the-wild worst case).
+Run: ``python benchmarks/bench_renderer.py [--seconds 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import cv2
+import numpy as np
+
+import maskgen.render as render_module
+from maskgen.landmarks import aligned_landmarks, perturb_shape
+from maskgen.render import MaskParams, MaskSpec, render
+from maskgen.synthetic import SyntheticFaces
+
+
+def _rate(fn, items, seconds: float) -> float:
+    for item in items[:5]:
+        fn(*item)  # warm caches (texture tiles) and code paths
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for item in items:
+            fn(*item)
+        n += len(items)
+    return n / (time.perf_counter() - start)
+
+
+def _params(spec: MaskSpec, count: int, **overrides) -> list[MaskParams]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(count):
+        p = spec.sample(rng)
+        out.append(MaskParams.from_dict({**p.to_dict(), **overrides}))
+    return out
+
+
+def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
+    render_module._COVERAGE_CACHE.clear()
+    render_module._VALIDATED.clear()
+    render(image, lm, params)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+
+    faces = SyntheticFaces(32, 2, seed=0, kind="aligned")
+    images = [faces[i][0] for i in range(len(faces))]
+    spec = MaskSpec()
+    rng = np.random.default_rng(1)
+    canonical = [aligned_landmarks()] * len(images)
+    perturbed = [
+        perturb_shape(aligned_landmarks(), rng.uniform(0.92, 1.08), rng.uniform(0.92, 1.08))
+        for _ in range(len(images))
+    ]
+    solid = _params(spec, len(images), texture="none", shading=0.0, straps=False, valve=False)
+    textured = []
+    for p in _params(spec, len(images), shading=0.8):
+        texture = p.texture if p.texture != "none" else "pleats"
+        textured.append(MaskParams.from_dict({**p.to_dict(), "texture": texture}))
+
+    def items(layouts, params):
+        return list(zip(images, layouts, params, strict=True))
+
+    results = {
+        "aligned 112, canonical layout, solid": _rate(
+            render, items(canonical, solid), args.seconds
+        ),
+        "aligned 112, canonical layout, texture+shading": _rate(
+            render, items(canonical, textured), args.seconds
+        ),
+        "aligned 112, new landmarks every image, solid": _rate(
+            _uncached, items(perturbed, solid), args.seconds
+        ),
+        "aligned 112, new landmarks every image, texture+shading": _rate(
+            _uncached, items(perturbed, textured), args.seconds
+        ),
+    }
+
+    big = cv2.resize(images[0], (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    # A face ~280 px wide somewhere in a 1024×1024 photo, new landmarks every image.
+    wild = [(big, lm * 2.5 + np.float32([300, 250]), p) for lm, p in zip(perturbed, textured,
+                                                                         strict=True)]  # fmt: skip
+    results["1024x1024 photo, 280 px face, texture+shading"] = _rate(_uncached, wild, args.seconds)
+    full = [(big, lm * (1024 / 112), p) for lm, p in zip(perturbed, textured, strict=True)]
+    results["1024x1024 face filling the frame, texture+shading"] = _rate(
+        _uncached, full[:8], args.seconds
+    )
+
+    template = np.full((600, 800, 3), 200, np.uint8)
+    corners = np.float32([[0, 0], [799, 0], [799, 599], [0, 599]])
+
+    def homography_warp(image: np.ndarray, lm: np.ndarray, _p: object) -> np.ndarray:
+        dst = np.float32([lm[1], lm[15], lm[10], lm[6]])
+        H = cv2.getPerspectiveTransform(corners, dst)
+        warped = cv2.warpPerspective(template, H, (image.shape[1], image.shape[0]))
+        mask = cv2.warpPerspective(np.full((600, 800), 255, np.uint8), H, image.shape[1::-1])
+        out = image.copy()
+        out[mask > 127] = warped[mask > 127]
+        return out
+
+    results["reference: full template homography warp, 112"] = _rate(
+        homography_warp, items(perturbed, solid), args.seconds
+    )
+    width = max(len(k) for k in results)
+    for name, rate in results.items():
+        print(f"{name:<{width}}  {rate:10.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
