@@ -31,5 +31,79 @@ def heads() -> None:
         typer.echo(name)
 
 
+def _named_specs(specs: list[str], kind: str) -> list[tuple[str, str]]:
+    """``[NAME=]PATH`` → (name, path); names default to the file stem and must be unique."""
+    from pathlib import Path
+
+    out: list[tuple[str, str]] = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path, p = spec, Path(spec.split("::")[0])
+            name = p.parent.name if p.name == "pairs.txt" or p.is_dir() and not p.suffix else p.stem
+            name = name or p.name
+        if name in dict(out):
+            raise typer.BadParameter(f"two {kind}s named {name!r}; name them with NAME=PATH")
+        out.append((name, path))
+    return out
+
+
+@app.command("eval")
+def eval_command(
+    models: list[str] = typer.Argument(..., help="distill checkpoints, as [NAME=]PATH."),
+    data: list[str] = typer.Option(
+        ...,
+        "--data",
+        help="Verification set, repeatable: [NAME=]PATH with PATH a .bin pack, a pairs file "
+        "(LFW pairs.txt or 'path_a path_b same' lines) or a folder holding pairs.txt; "
+        "append ::ROOT to read a pairs file's images from ROOT.",
+    ),
+    protocols: str = typer.Option("nm-nm,m-nm,m-m", help="Comma-separated protocols."),
+    out: str = typer.Option("eval_out", "--out", "-o", help="Folder for the reports."),
+    seed: int = typer.Option(0, help="Seed of the mask draws (new protocol files only)."),
+    protocol_file: str = typer.Option(
+        None, help="Protocol JSON: reused if it exists, else written there."
+    ),
+    batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda:0."),
+    landmarks: str = typer.Option(
+        "auto", help="auto (aligned for packs and 112x112 crops), aligned, or a backend name."
+    ),
+    threads: int = typer.Option(0, min=0, help="torch CPU threads (0: torch default)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Score models on masked-face verification sets under NM-NM, M-NM and M-M."""
+    import torch
+
+    from distill.evaluate import evaluate_models, load_dataset, load_model, parse_protocols
+
+    try:
+        protos = parse_protocols(protocols)
+        if threads:
+            torch.set_num_threads(threads)
+        sets = {}
+        for name, spec in _named_specs(data, "dataset"):
+            path, _, root = spec.partition("::")
+            sets[name] = load_dataset(path, root or None)
+        nets = {name: load_model(path) for name, path in _named_specs(models, "model")}
+        report = evaluate_models(
+            nets,
+            sets,
+            protos,
+            seed=seed,
+            protocol_file=protocol_file,
+            out_dir=out,
+            batch_size=batch_size,
+            device=device,
+            landmarks=landmarks,
+            progress=progress,
+        )
+    except (ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(report.table())
+    typer.echo(f"wrote {', '.join(str(p) for p in report.files.values())}")
+
+
 if __name__ == "__main__":
     app()
