@@ -248,7 +248,7 @@ class RenderResult(NamedTuple):
 
 
 #: Ear loops are drawn only when the eye-to-mouth distance is at least this many pixels.
-MIN_STRAP_UNIT_PX = 30.0
+MIN_STRAP_UNIT_PX = 36.0
 
 
 def _as_rgb(image: np.ndarray) -> tuple[np.ndarray, str]:
@@ -391,7 +391,10 @@ _VALIDATED: OrderedDict[tuple, np.ndarray] = OrderedDict()
 
 def _validated_68(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Validated (68, 2) float32 landmarks (5 points expanded), memoised for repeats."""
-    lm = np.asarray(landmarks, dtype=np.float32)
+    try:
+        lm = np.asarray(landmarks, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"landmarks are not numeric: {exc}") from exc
     key = (lm.tobytes(), lm.shape, shape[0], shape[1]) if lm.ndim == 2 else None
     if key is not None and key in _VALIDATED:
         return _VALIDATED[key]

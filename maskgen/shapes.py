@@ -212,6 +212,16 @@ def _bottom_edge(
     return bottom
 
 
+def _top_guard(L: list[list[float]], coverage: str, eye_guard: float) -> float:
+    """Highest the outline may reach: under the eyes; under the nostrils when worn low;
+    under the lower lip when worn on the chin (smooth outlines may overshoot their anchor)."""
+    if coverage == "low":
+        return max(L[31][1], L[33][1], L[35][1]) + 0.05
+    if coverage == "chin":
+        return L[57][1] + 0.04
+    return eye_guard - 0.1
+
+
 def mask_outline(
     landmarks: np.ndarray,
     family: str = "surgical",
@@ -250,7 +260,11 @@ def mask_outline(
     au, av = _lerp(L[a], L[b], t)
     av += top_offset - geo.raise_top
     eye_guard = max(p[1] for p in L[36:48]) + 0.08
-    cheek_level = max(av + geo.raise_top + geo.droop, eye_guard)
+    cheek_level = av + geo.raise_top + geo.droop
+    if coverage != "chin":
+        # Keep the mouth corners under the mask, even in a broad smile.
+        cheek_level = min(cheek_level, min(L[48][1], L[54][1]) - 0.12)
+    cheek_level = max(cheek_level, eye_guard)
     side_level = cheek_level + geo.side_drop
 
     (lu, lv), il = _jaw_point_at_level(L[0:9], side_level)
@@ -276,7 +290,8 @@ def mask_outline(
     # Bound the mask to the face: never above the eyes, never far beyond the jaw or chin.
     jaw_u = [p[0] for p in L[0:17]]
     max_v = chin_v + (geo.runs_off + 0.6 if geo.runs_off else 0.6)
-    np.clip(poly, (min(jaw_u) - 0.35, eye_guard - 0.1), (max(jaw_u) + 0.35, max_v), out=poly)
+    np.clip(poly, (min(jaw_u) - 0.35, _top_guard(L, coverage, eye_guard)),
+            (max(jaw_u) + 0.35, max_v), out=poly)  # fmt: skip
 
     seam = None
     if geo.pointed:

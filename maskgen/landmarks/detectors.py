@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from maskgen.landmarks.aligned import aligned_landmarks, landmarks_from_five
-from maskgen.landmarks.conventions import ARCFACE_SIZE, JAW
+from maskgen.landmarks.conventions import ARCFACE_SIZE
 from maskgen.landmarks.validation import plausibility_problem
 
 Box = tuple[float, float, float, float]
@@ -674,15 +674,18 @@ def create_backend(
     return AutoBackend(primary)
 
 
-#: Skin-likeness: YCrCb chroma box (broad enough for light to dark skin under warm light).
-SKIN_CR = (130.0, 185.0)
-SKIN_CB = (70.0, 135.0)
+#: Skin-likeness: the YCrCb chroma box of Chai & Ngan (1999), which holds light to dark skin.
+SKIN_CR = (133.0, 173.0)
+SKIN_CB = (77.0, 127.0)
 #: Below this mean chroma (distance from grey in Cr/Cb) an image counts as colourless.
 ACHROMATIC = 4.0
 
 
 def skin_fraction(image: np.ndarray, landmarks: np.ndarray) -> float | None:
-    """Fraction of skin-coloured pixels in the cheek/nose region of a face.
+    """Fraction of skin-coloured pixels inside the hull of a face's landmarks.
+
+    A real face is mostly skin even when it already wears a mask (about half the hull);
+    a false detection on a badge or a print is not.
 
     Returns ``None`` when the region has (almost) no colour (grey photos), where skin
     cannot be told apart from anything else.
@@ -696,9 +699,7 @@ def skin_fraction(image: np.ndarray, landmarks: np.ndarray) -> float | None:
         >>> skin_fraction(np.full((112, 112, 3), 128, np.uint8), aligned_landmarks()) is None
         True
     """
-    # Upper cheeks, eye band and nose: still visible when a real mask is already worn.
-    region = np.concatenate([landmarks[JAW][[0, 1, 2, 3, 13, 14, 15, 16]], landmarks[17:36]])
-    hull = cv2.convexHull(np.round(region).astype(np.int32))
+    hull = cv2.convexHull(np.round(landmarks).astype(np.int32))
     x, y, w, h = cv2.boundingRect(hull)
     H, W = image.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
@@ -722,7 +723,7 @@ def face_problem(
     face: Face,
     *,
     min_face: float = 0.0,
-    min_skin: float = 0.2,
+    min_skin: float = 0.15,
     min_score_gray: float = 0.1,
 ) -> str | None:
     """Why ``face`` should not be masked, or ``None``.
@@ -775,7 +776,7 @@ def select_faces(
         raise ValueError(f"faces mode must be 'all' or 'largest', got {mode!r}")
     kept, reasons = [], []
     for face in sorted(faces, key=lambda f: -f.box_area):
-        why = face_problem(image, face, min_face=min_face, min_skin=0.2 if check_skin else 0.0)
+        why = face_problem(image, face, min_face=min_face, min_skin=0.15 if check_skin else 0.0)
         if why is None:
             kept.append(face)
         else:
