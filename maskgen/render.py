@@ -27,7 +27,7 @@ import numpy as np
 
 from maskgen import appearance as app
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
-from maskgen.shapes import COVERAGES, FAMILIES, GEOMETRY, Outline, mask_outline
+from maskgen.shapes import COVERAGES, GEOMETRY, Outline, mask_outline
 
 RGB = tuple[int, int, int]
 
@@ -76,7 +76,7 @@ class MaskParams:
 
     def __post_init__(self) -> None:
         if self.family not in GEOMETRY:
-            raise ValueError(f"unknown mask family {self.family!r}; choose from {FAMILIES}")
+            raise ValueError(f"unknown mask family {self.family!r}; choose from {tuple(GEOMETRY)}")
         if self.coverage not in COVERAGES:
             raise ValueError(f"unknown coverage {self.coverage!r}; choose from {COVERAGES}")
         if self.texture not in app.TEXTURES:
@@ -182,7 +182,7 @@ class MaskSpec:
     valve_prob: float = 0.3
 
     def __post_init__(self) -> None:
-        for name, known in (("families", FAMILIES), ("coverages", COVERAGES),
+        for name, known in (("families", tuple(GEOMETRY)), ("coverages", COVERAGES),
                             ("textures", app.TEXTURES)):  # fmt: skip
             unknown = set(getattr(self, name)) - set(known)
             if unknown:

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FAMILIES: tuple[str, ...] = ("surgical", "wide", "round", "kn95", "n95", "cloth", "gaiter")
-COVERAGES: tuple[str, ...] = ("high", "medium", "low", "chin")
+from maskgen._assets import asset_json
 
 
 @dataclass(frozen=True)
@@ -51,29 +50,38 @@ class FamilyGeometry:
     runs_off: float = 0.0
 
 
-GEOMETRY: dict[str, FamilyGeometry] = {
-    "surgical": FamilyGeometry(),
-    "wide": FamilyGeometry(raise_top=0.02, droop=0.03, side_drop=0.0, outset=0.09,
-                           bottom_drop=0.10, chin_drop=0.14),
-    "round": FamilyGeometry(raise_top=0.05, droop=0.14, side_drop=0.10, outset=-0.02,
-                            bottom_drop=0.03, chin_drop=0.08, smooth=True, inset_bottom=0.14),
-    "kn95": FamilyGeometry(raise_top=0.08, droop=0.22, side_drop=0.08, outset=-0.01,
-                           bottom_drop=0.05, chin_drop=0.22, pointed=True),
-    "n95": FamilyGeometry(raise_top=0.06, droop=0.14, side_drop=0.06, outset=-0.04,
-                          bottom_drop=0.04, chin_drop=0.10, smooth=True, inset_bottom=0.06),
-    "cloth": FamilyGeometry(raise_top=0.06, droop=0.09, side_drop=0.04, outset=0.04,
-                            bottom_drop=0.07, chin_drop=0.12, smooth=True),
-    "gaiter": FamilyGeometry(raise_top=0.02, droop=0.04, side_drop=0.0, outset=0.12,
-                             bottom_drop=0.0, chin_drop=0.0, runs_off=1.6),
-}  # fmt: skip
+def _load_shapes() -> tuple[dict[str, FamilyGeometry], dict[str, tuple[int, int, float]]]:
+    shapes = asset_json("shapes.json")
+    families = {name: FamilyGeometry(**g) for name, g in shapes["families"].items()}
+    anchors = {
+        name: (int(c["from"]), int(c["to"]), float(c["fraction"]))
+        for name, c in shapes["coverages"].items()
+    }
+    return families, anchors
 
+
+#: Shape families (``templates/shapes.json``); extend with :func:`register_family`.
+GEOMETRY: dict[str, FamilyGeometry]
 #: Where the top edge crosses the nose line, per coverage: (point a, point b, fraction a→b).
-COVERAGE_ANCHORS: dict[str, tuple[int, int, float]] = {
-    "high": (27, 30, 0.36),  # up on the nose bridge
-    "medium": (27, 30, 0.62),  # mid nose
-    "low": (33, 51, 0.45),  # below the nostrils: nose exposed (worn incorrectly)
-    "chin": (57, 8, 0.30),  # below the lower lip: chin only (worn incorrectly)
-}
+COVERAGE_ANCHORS: dict[str, tuple[int, int, float]]
+GEOMETRY, COVERAGE_ANCHORS = _load_shapes()
+#: The built-in families and coverage levels (``GEOMETRY`` may grow at run time).
+FAMILIES: tuple[str, ...] = tuple(GEOMETRY)
+COVERAGES: tuple[str, ...] = tuple(COVERAGE_ANCHORS)
+
+
+def register_family(name: str, geometry: FamilyGeometry, *, overwrite: bool = False) -> None:
+    """Add a mask family at run time (e.g. a custom outline tuned on one's own data).
+
+    Example:
+        >>> register_family("tight", FamilyGeometry(outset=-0.08, chin_drop=0.02))
+        >>> "tight" in GEOMETRY
+        True
+        >>> _ = GEOMETRY.pop("tight")
+    """
+    if name in GEOMETRY and not overwrite:
+        raise ValueError(f"mask family {name!r} exists; pass overwrite=True to replace it")
+    GEOMETRY[name] = geometry
 
 
 @dataclass(frozen=True)
