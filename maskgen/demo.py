@@ -69,7 +69,7 @@ def run_demo(
                     "source": f"synthetic:{kind}:seed={seed}:index={i}",
                     "label": int(label),
                     "backend": "synthetic (exact landmarks)",
-                    "landmarks": np.round(lm, 3).tolist(),
+                    "landmarks": lm.astype(np.float64).tolist(),  # exact float32 values
                     "params": params.to_dict(),
                 }
             )
