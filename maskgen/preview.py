@@ -41,8 +41,8 @@ def builtin_faces(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarra
         ident = sample_identity(np.random.default_rng([seed, i, 11]))
         yaw, roll = poses[i % len(poses)]
         image, lm = render_wild(
-            ident, np.random.default_rng([seed, i, 12]), size=(320, 320), yaw=yaw, roll=roll,
-            face_frac=0.42,
+            ident, np.random.default_rng([seed, i, 12]), size=(480, 480), yaw=yaw, roll=roll,
+            face_frac=0.3,
         )  # fmt: skip
         faces.append((image, lm))
     return faces
@@ -50,7 +50,7 @@ def builtin_faces(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarra
 
 def _crop_to_face(image: np.ndarray, lm: np.ndarray, cell: int) -> np.ndarray:
     centre = lm[27:68].mean(0)
-    half = 1.25 * float(np.ptp(lm[:, 0]).max())
+    half = 0.95 * float(np.ptp(lm[:, 0]))
     x0, y0 = centre - half
     M = np.array([[cell / (2 * half), 0, -x0 * cell / (2 * half)],
                   [0, cell / (2 * half), -y0 * cell / (2 * half)]])  # fmt: skip
