@@ -185,13 +185,20 @@ def texture_field(
     # Inverse map: output pixel (x, y) in the bbox → tile coordinate.
     ox, oy = float(origin[0]) - x0, float(origin[1]) - y0
     M = np.array([[c * k, s * k, -(c * ox + s * oy) * k], [-s * k, c * k, (s * ox - c * oy) * k]])
-    return cv2.warpAffine(
-        texture_tile(kind, seed),
-        M,
-        (x1 - x0, y1 - y0),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_WRAP,
-    )
+    w, h = x1 - x0, y1 - y0
+    tile = texture_tile(kind, seed)
+    flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_WRAP
+    r = 2.0 * k  # small-grid pixels per output pixel at 2 small pixels per texel
+    if r >= 1.0 or min(w, h) * r < 8:
+        return cv2.warpAffine(tile, M, (w, h), flags=flags, borderMode=border)
+    # Magnified texture (large faces): warp onto a coarser grid, then upsample linearly.
+    # Cheaper than warping every output pixel and visually identical, since each texel
+    # already spans several pixels.
+    sw, sh = max(2, math.ceil(w * r)), max(2, math.ceil(h * r))
+    fx, fy = w / sw, h / sh  # output pixels per small-grid pixel, as cv2.resize uses them
+    to_full = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
+    small = cv2.warpAffine(tile, M @ to_full, (sw, sh), flags=flags, borderMode=border)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 # ---------------------------------------------------------------------------- shading

@@ -409,15 +409,20 @@ def _validated_68(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return lm
 
 
-def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> RenderResult:
+def render(
+    image: np.ndarray, landmarks: np.ndarray, params: MaskParams, *, inplace: bool = False
+) -> RenderResult:
     """Draw the mask described by ``params`` on the face given by ``landmarks``.
 
     Args:
         image: H×W×3 RGB (also H×W / H×W×1 gray, H×W×4 RGBA; uint8, uint16 or float in
-            [0, 1]). The input is never modified.
+            [0, 1]). Never modified unless ``inplace``.
         landmarks: (68, 2) or (5, 2) pixel landmarks; 5 points are expanded through the
             canonical aligned layout. Invalid or implausible sets raise ``ValueError``.
         params: the draw.
+        inplace: write the mask into ``image`` itself (H×W×3 or H×W×4 arrays only) and
+            return it, touching only the mask's bounding box: no full-frame copy, which
+            matters for large photos in a pipeline that owns its decoded images.
     """
     image = np.asarray(image)
     rgb, kind = _as_rgb(image)
@@ -426,7 +431,9 @@ def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> Rend
     lm = _validated_68(landmarks, rgb.shape)
     cov = _coverage(lm, h, w, params)
     alpha_full = np.zeros((h, w), np.float32)
-    out_rgb = rgb.copy()
+    if inplace and kind not in ("rgb", "rgba"):
+        raise ValueError("inplace rendering needs an H×W×3 or H×W×4 image")
+    out_rgb = rgb if inplace else rgb.copy()
     if cov.box is not None and cov.alpha is not None:
         x0, y0, x1, y1 = cov.box
         roi = np.ascontiguousarray(rgb[y0:y1, x0:x1])
@@ -434,7 +441,7 @@ def render(image: np.ndarray, landmarks: np.ndarray, params: MaskParams) -> Rend
         colour = _mask_colour(roi, alpha, cov, params, max_value)
         alpha_full[y0:y1, x0:x1] = alpha
         out_rgb[y0:y1, x0:x1] = app.composite(roi, alpha, colour, max_value)
-    out = _restore(out_rgb, image, kind)
+    out = image if inplace else _restore(out_rgb, image, kind)
     return RenderResult(out, alpha_full, params)
 
 
