@@ -23,6 +23,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from maskgen import appearance as app
@@ -474,11 +475,14 @@ def _mask_colour(
         secondary = np.array(params.secondary_color, np.float32) * scale
         shade = tex[..., 1] if light is None else tex[..., 1] * light
         if params.texture in app.TWO_TONE_TEXTURES:
-            colour = (primary + tex[..., :1] * (secondary - primary)) * shade[..., None]
+            # colour = shade·primary + (mix·shade)·(secondary − primary), one pass per pixel
+            weights = cv2.merge([shade, tex[..., 0] * shade])
+            matrix = np.stack([primary, secondary - primary], axis=1)
+            colour = cv2.transform(weights, matrix)
         else:
-            colour = primary * shade[..., None]
+            colour = cv2.transform(shade[..., None], primary[:, None])
     elif light is not None:
-        colour = primary * light[..., None]
+        colour = cv2.transform(light[..., None], primary[:, None])
     else:
         colour = np.empty((*shape, 3), np.float32)
         colour[:] = primary
