@@ -1,0 +1,271 @@
+"""Per-sample online masking for ``torch.utils.data`` pipelines (CPU, in DataLoader workers).
+
+:class:`MaskFace` masks one image with the full CPU renderer (:func:`maskgen.render.render`:
+every family, texture, shading, ear loops and valves) and returns the input's own type.
+:class:`MaskedPairs` turns a dataset of ``(image, label[, landmarks])`` into the
+``(masked, clean, label, was_masked)`` items of teacher-student training.
+
+Randomness: without an explicit ``rng``/``seed`` each draw takes a 62-bit seed from torch's
+global generator, which ``DataLoader`` seeds per worker (``base_seed + worker_id``), so a run
+is reproducible after ``torch.manual_seed`` for a fixed number of workers. With
+``MaskedPairs(seed=...)`` every item's draw depends only on ``(seed, epoch, index)`` and is
+identical whatever the number of workers or the order of reading.
+
+Example:
+    >>> import numpy as np
+    >>> from maskgen.synthetic import SyntheticFaces
+    >>> pairs = MaskedPairs(SyntheticFaces(2, 2, seed=0), p=1.0, seed=3)
+    >>> masked, clean, label, was_masked = pairs[1]
+    >>> masked.shape, label, was_masked, bool((masked != clean).any())
+    ((112, 112, 3), 0, True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from maskgen.landmarks import aligned_landmarks
+from maskgen.render import MaskParams, MaskSpec, render
+
+__all__ = ["MaskFace", "MaskedPairs"]
+
+
+def _torch_rng() -> np.random.Generator:
+    """A numpy generator seeded from torch's global generator (DataLoader-worker aware)."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+def _is_pil(obj: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - PIL is a torchvision/matplotlib dependency
+        return False
+    return isinstance(obj, Image.Image)
+
+
+def _copy(image: Any) -> Any:
+    if torch.is_tensor(image):
+        return image.clone()
+    if isinstance(image, np.ndarray):
+        return image.copy()
+    if _is_pil(image):
+        return image.copy()
+    return np.array(image, copy=True)
+
+
+class MaskFace:
+    """Mask one face image: a picklable transform for ``torch.utils.data`` pipelines.
+
+    Accepts an H×W×C ``numpy`` array (uint8/uint16/float in [0, 1]; RGB, gray or RGBA), a PIL
+    image, a ``C×H×W`` tensor (float in [0, 1] or uint8) or a dict sample holding the image
+    under ``image_key`` (and optionally landmarks under ``landmarks_key``); returns the same
+    type. The input is never modified.
+
+    Landmarks, first found wins: the ``landmarks`` call argument, the dict sample's
+    ``landmarks_key``, the constructor's ``landmarks``, the aligned ArcFace layout scaled to
+    the image (for aligned crops).
+
+    Args:
+        spec: what may be drawn (default ``MaskSpec()``).
+        p: probability of masking a sample.
+        landmarks: default ``(68, 2)`` / ``(5, 2)`` pixel landmarks.
+        return_params: also return the :class:`MaskParams` (``None`` when not masked).
+        return_alpha: also return the occlusion map (H×W float32 array; ``1×H×W`` tensor for
+            tensor inputs; zeros when not masked).
+        on_invalid: ``"raise"`` (default) or ``"skip"`` (return the image unmasked) when the
+            landmarks are rejected as implausible.
+        image_key, landmarks_key: keys of dict samples.
+
+    Non-dict samples with ``return_params``/``return_alpha`` give a tuple
+    ``(image, params[, alpha])`` (``(image, alpha)`` for alpha only). Dict samples come back as
+    a new dict with ``"masked"`` (bool) and, when asked, ``"mask_params"`` (JSON text, ``""``
+    when not masked, so that ``default_collate`` can batch it) and ``"mask_alpha"``.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> t = torch.full((3, 112, 112), 0.5)
+        >>> out, params = MaskFace(p=1.0, return_params=True)(t, rng=np.random.default_rng(1))
+        >>> out.shape, out.dtype, params.family in ("surgical", "wide", "round", "kn95", "n95",
+        ...                                         "cloth", "gaiter")
+        (torch.Size([3, 112, 112]), torch.float32, True)
+    """
+
+    def __init__(
+        self,
+        spec: MaskSpec | None = None,
+        p: float = 0.5,
+        landmarks: np.ndarray | None = None,
+        *,
+        return_params: bool = False,
+        return_alpha: bool = False,
+        on_invalid: str = "raise",
+        image_key: str = "image",
+        landmarks_key: str = "landmarks",
+    ) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        if on_invalid not in ("raise", "skip"):
+            raise ValueError(f"on_invalid must be 'raise' or 'skip', got {on_invalid!r}")
+        self.spec = MaskSpec() if spec is None else spec
+        self.p = float(p)
+        self.landmarks = None if landmarks is None else np.asarray(landmarks, np.float32)
+        self.return_params = return_params
+        self.return_alpha = return_alpha
+        self.on_invalid = on_invalid
+        self.image_key = image_key
+        self.landmarks_key = landmarks_key
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p}, spec={self.spec!r})"
+
+    # -- core ------------------------------------------------------------------------------
+
+    def apply(
+        self,
+        image: Any,
+        landmarks: Any = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Any, MaskParams | None, np.ndarray]:
+        """Mask ``image`` (any supported type); returns ``(image, params or None, alpha)``.
+
+        The returned image is always a new object; ``alpha`` is an H×W float32 array.
+        """
+        rng = _torch_rng() if rng is None else rng
+        masked = rng.random() < self.p
+        params = self.spec.sample(rng)  # always drawn: same stream length masked or not
+        array, restore = _to_array(image)
+        h, w = array.shape[:2]
+        if not masked:
+            return _copy(image), None, np.zeros((h, w), np.float32)
+        lm = landmarks if landmarks is not None else self.landmarks
+        if lm is None:
+            lm = aligned_landmarks((h, w))
+        lm = lm.detach().cpu().numpy() if torch.is_tensor(lm) else np.asarray(lm, np.float32)
+        try:
+            result = render(array, lm, params)
+        except ValueError:
+            if self.on_invalid == "raise":
+                raise
+            return _copy(image), None, np.zeros((h, w), np.float32)
+        return restore(result.image), params, result.alpha
+
+    def __call__(
+        self, sample: Any, landmarks: Any = None, *, rng: np.random.Generator | None = None
+    ) -> Any:
+        if isinstance(sample, Mapping):
+            lm = landmarks if landmarks is not None else sample.get(self.landmarks_key)
+            image, params, alpha = self.apply(sample[self.image_key], lm, rng)
+            out = dict(sample)
+            out[self.image_key] = image
+            out["masked"] = params is not None
+            if self.return_params:
+                out["mask_params"] = "" if params is None else params.to_json()
+            if self.return_alpha:
+                out["mask_alpha"] = _alpha_like(alpha, sample[self.image_key])
+            return out
+        image, params, alpha = self.apply(sample, landmarks, rng)
+        extras: list[Any] = []
+        if self.return_params:
+            extras.append(params)
+        if self.return_alpha:
+            extras.append(_alpha_like(alpha, sample))
+        return (image, *extras) if extras else image
+
+
+def _alpha_like(alpha: np.ndarray, like: Any) -> Any:
+    if torch.is_tensor(like):
+        return torch.from_numpy(alpha)[None].to(like.device)
+    return alpha
+
+
+def _to_array(image: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """View ``image`` as an H×W[×C] array for :func:`render`, and how to convert back."""
+    if torch.is_tensor(image):
+        t = image.detach()
+        if t.ndim != 3:
+            raise ValueError(f"tensor images must be C×H×W, got shape {tuple(t.shape)}")
+        dtype, device = t.dtype, t.device
+        if t.is_floating_point() and dtype != torch.float64:
+            t = t.float()
+        arr = t.cpu().permute(1, 2, 0).numpy()
+        arr = arr[..., 0] if arr.shape[2] == 1 else arr
+
+        def back_tensor(out: np.ndarray) -> torch.Tensor:
+            out = out[..., None] if out.ndim == 2 else out
+            res = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
+            return res.to(device=device, dtype=dtype)
+
+        return np.ascontiguousarray(arr), back_tensor
+    if _is_pil(image):
+        from PIL import Image
+
+        mode = image.mode
+        if mode not in ("RGB", "L", "RGBA"):
+            image, mode = image.convert("RGB"), "RGB"
+        return np.asarray(image), lambda out: Image.fromarray(out, mode=mode)
+    if isinstance(image, np.ndarray):
+        return image, lambda out: out
+    raise TypeError(f"unsupported image type {type(image).__name__}")
+
+
+class MaskedPairs(torch.utils.data.Dataset):
+    """Teacher-student items ``(masked, clean, label, was_masked)`` from any map-style dataset.
+
+    The wrapped dataset yields ``(image, label)`` or ``(image, label, landmarks)`` (e.g.
+    :class:`maskgen.synthetic.SyntheticFaces`); images are numpy arrays, PIL images or ``C×H×W``
+    tensors. ``clean`` is a copy of the dataset's image that masking never touches (the
+    teacher must see the clean face); ``masked`` is a separate object, masked with probability
+    ``p`` (a plain copy otherwise).
+
+    Args:
+        dataset: map-style dataset.
+        spec: what may be drawn (default ``MaskSpec()``).
+        p: probability of masking.
+        seed: if given, item ``i`` in epoch ``e`` is drawn from ``default_rng([seed, e, i])``
+            (independent of workers and order; call :meth:`set_epoch` per epoch). ``None``: seeds
+            from torch's global generator (DataLoader worker seeding).
+        landmarks: default landmarks for items without their own (else the aligned layout).
+        transform: applied to both images after masking (e.g. a tensor conversion).
+        on_invalid: as in :class:`MaskFace`.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        spec: MaskSpec | None = None,
+        p: float = 0.5,
+        *,
+        seed: int | None = None,
+        landmarks: np.ndarray | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        on_invalid: str = "raise",
+    ) -> None:
+        self.dataset = dataset
+        self.masker = MaskFace(spec, p=p, landmarks=landmarks, on_invalid=on_invalid)
+        self.seed = seed
+        self.epoch = 0
+        self.transform = transform
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the draws of a seeded dataset from one epoch to the next."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, Any, bool]:
+        item = self.dataset[index]
+        image, label = item[0], item[1]
+        lm = item[2] if len(item) > 2 else None
+        clean = _copy(image)
+        rng = None
+        if self.seed is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        masked, params, _ = self.masker.apply(clean, lm, rng)
+        if self.transform is not None:
+            masked, clean = self.transform(masked), self.transform(clean)
+        return masked, clean, label, params is not None
