@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import bisect
+import colorsys
 import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -112,17 +114,34 @@ class MaskParams:
         return cls.from_dict(json.loads(text))
 
 
-def _choice(rng: np.random.Generator, weights: dict[str, float]) -> str:
+def _cumulative(weights: dict[str, float], what: str) -> tuple[list[str], list[float]]:
+    """Sorted names and their cumulative probabilities (validated)."""
     names = sorted(weights)
-    p = np.array([weights[n] for n in names], dtype=np.float64)
-    if p.sum() <= 0 or (p < 0).any():
-        raise ValueError(f"weights must be non-negative with a positive sum: {weights}")
-    return names[int(rng.choice(len(names), p=p / p.sum()))]
+    values = [float(weights[n]) for n in names]
+    total = sum(values)
+    if not names or total <= 0 or min(values) < 0:
+        raise ValueError(f"{what} weights must be non-negative with a positive sum: {weights}")
+    acc, cumulative = 0.0, []
+    for v in values:
+        acc += v / total
+        cumulative.append(acc)
+    cumulative[-1] = 1.0
+    return names, cumulative
 
 
-def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+def _pick(table: tuple[list[str], list[float]], u: float) -> str:
+    names, cumulative = table
+    return names[min(bisect.bisect_right(cumulative, u), len(names) - 1)]
+
+
+def _lerp(bounds: tuple[float, float], u: float) -> float:
     lo, hi = bounds
-    return float(lo) if lo == hi else float(rng.uniform(lo, hi))
+    return float(lo) + (float(hi) - float(lo)) * u
+
+
+def _hsv_colour(h: float, s: float, v: float) -> RGB:
+    r, g, b = colorsys.hsv_to_rgb(h, s, v)
+    return round(r * 255), round(g * 255), round(b * 255)
 
 
 @dataclass(frozen=True)
@@ -193,20 +212,34 @@ class MaskSpec:
             raise ValueError(
                 f"unknown palettes {sorted(unknown)}; choose from {app.palette_names()}"
             )
+        tables = {
+            name: _cumulative(getattr(self, name), name)
+            for name in ("families", "coverages", "palettes", "textures")
+        }
+        colours = {name: app.palette_colors(name) for name in self.palettes}
+        object.__setattr__(self, "_tables", tables)
+        object.__setattr__(self, "_colours", colours)
+        object.__setattr__(self, "_accents", app.accent_colors())
 
     def sample(self, rng: np.random.Generator) -> MaskParams:
-        """Draw one :class:`MaskParams` from ``rng`` (always the same number of draws)."""
-        family = _choice(rng, self.families)
-        coverage = _choice(rng, self.coverages)
-        palette = _choice(rng, self.palettes)
-        colors = app.palette_colors(palette)
-        color = colors[int(rng.integers(len(colors)))]
-        random_color = app.random_color(rng)
-        if rng.random() < self.random_color_prob:
-            color = random_color
-        accents = [c for c in app.accent_colors() if c != color]
-        secondary = accents[int(rng.integers(len(accents)))]
-        texture = _choice(rng, self.textures)
+        """Draw one :class:`MaskParams` from ``rng``.
+
+        Always consumes the same amount of randomness (one vector of uniforms and one
+        integer), so a seeded stream of draws stays aligned whatever the options.
+        """
+        u = rng.random(19).tolist()
+        texture_seed = int(rng.integers(0, 2**31 - 1))
+        tables = self._tables  # type: ignore[attr-defined]
+        family = _pick(tables["families"], u[0])
+        coverage = _pick(tables["coverages"], u[1])
+        colors = self._colours[_pick(tables["palettes"], u[2])]  # type: ignore[attr-defined]
+        color = colors[min(int(u[3] * len(colors)), len(colors) - 1)]
+        if u[4] < self.random_color_prob:
+            # Uniform hue, moderate saturation and value (no uint8 wrap-around).
+            color = _hsv_colour(u[5], 0.15 + 0.7 * u[6], 0.25 + 0.7 * u[7])
+        accents = [c for c in self._accents if c != color]  # type: ignore[attr-defined]
+        secondary = accents[min(int(u[8] * len(accents)), len(accents) - 1)]
+        texture = _pick(tables["textures"], u[9])
         if family == "kn95" and texture == "pleats":
             texture = "grain"  # folded respirators have no pleats
         return MaskParams(
@@ -215,16 +248,16 @@ class MaskSpec:
             color=color,
             secondary_color=secondary,
             texture=texture,
-            texture_seed=int(rng.integers(0, 2**31 - 1)),
-            texture_scale=_uniform(rng, self.texture_scale),
-            texture_angle=_uniform(rng, self.texture_angle),
-            shading=_uniform(rng, self.shading),
-            edge_softness=_uniform(rng, self.edge_softness),
-            width=_uniform(rng, self.width),
-            top_offset=_uniform(rng, self.top_offset),
-            bottom_offset=_uniform(rng, self.bottom_offset),
-            straps=bool(rng.random() < self.straps_prob) and family != "gaiter",
-            valve=bool(rng.random() < self.valve_prob) and family in ("n95", "kn95"),
+            texture_seed=texture_seed,
+            texture_scale=_lerp(self.texture_scale, u[10]),
+            texture_angle=_lerp(self.texture_angle, u[11]),
+            shading=_lerp(self.shading, u[12]),
+            edge_softness=_lerp(self.edge_softness, u[13]),
+            width=_lerp(self.width, u[14]),
+            top_offset=_lerp(self.top_offset, u[15]),
+            bottom_offset=_lerp(self.bottom_offset, u[16]),
+            straps=u[17] < self.straps_prob and family != "gaiter",
+            valve=u[18] < self.valve_prob and family in ("n95", "kn95"),
         )
 
     def to_dict(self) -> dict[str, Any]:
