@@ -53,6 +53,12 @@ def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render(image, lm, params)
 
 
+def _uncached_inplace(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
+    render_module._COVERAGE_CACHE.clear()
+    render_module._VALIDATED.clear()
+    render(image, lm, params, inplace=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0)
@@ -96,7 +102,13 @@ def main() -> None:
     # A face ~280 px wide somewhere in a 1024×1024 photo, new landmarks every image.
     wild = [(big, lm * 2.5 + np.float32([300, 250]), p) for lm, p in zip(perturbed, textured,
                                                                          strict=True)]  # fmt: skip
+    results["1024x1024 photo, 280 px face, solid"] = _rate(
+        _uncached, [(b, lm, p) for (b, lm, _), p in zip(wild, solid, strict=True)], args.seconds
+    )
     results["1024x1024 photo, 280 px face, texture+shading"] = _rate(_uncached, wild, args.seconds)
+    results["1024x1024 photo, 280 px face, texture+shading, inplace"] = _rate(
+        _uncached_inplace, wild, args.seconds
+    )
     full = [(big, lm * (1024 / 112), p) for lm, p in zip(perturbed, textured, strict=True)]
     results["1024x1024 face filling the frame, texture+shading"] = _rate(
         _uncached, full[:8], args.seconds
