@@ -83,7 +83,12 @@ def main() -> None:
     def items(layouts, params):
         return list(zip(images, layouts, params, strict=True))
 
+    stream = _params(spec, 4000)
+    stream_items = [(images[i % len(images)], canonical[0], p) for i, p in enumerate(stream)]
     results = {
+        "aligned 112, canonical layout, 4000 fresh default-spec draws": _rate(
+            render, stream_items, args.seconds
+        ),
         "aligned 112, canonical layout, solid": _rate(
             render, items(canonical, solid), args.seconds
         ),

@@ -149,7 +149,8 @@ class MaskSpec:
     """What may be drawn, with probabilities; ``sample(rng)`` makes one :class:`MaskParams`.
 
     Weights are relative (they need not sum to 1); a weight of 0 disables an option.
-    Ranges are (low, high) uniform intervals.
+    Ranges are (low, high) uniform intervals; the geometry ranges (width, offsets, edge
+    softness) are sampled on ``geometry_levels`` evenly spaced values (0 = continuous).
     """
 
     families: dict[str, float] = field(
@@ -200,6 +201,7 @@ class MaskSpec:
     bottom_offset: tuple[float, float] = (-0.04, 0.04)
     straps_prob: float = 0.8
     valve_prob: float = 0.3
+    geometry_levels: int = 3
 
     def __post_init__(self) -> None:
         for name, known in (("families", tuple(GEOMETRY)), ("coverages", COVERAGES),
@@ -220,6 +222,15 @@ class MaskSpec:
         object.__setattr__(self, "_tables", tables)
         object.__setattr__(self, "_colours", colours)
         object.__setattr__(self, "_accents", app.accent_colors())
+
+    def _level(self, u: float) -> float:
+        """Snap a uniform draw to ``geometry_levels`` evenly spaced values (0 = continuous).
+
+        Geometry jitter on a small grid lets aligned datasets, whose crops all share one
+        landmark layout, reuse cached outlines instead of rebuilding one per image.
+        """
+        n = self.geometry_levels
+        return u if n <= 0 else (0.5 if n == 1 else round(u * (n - 1)) / (n - 1))
 
     def sample(self, rng: np.random.Generator) -> MaskParams:
         """Draw one :class:`MaskParams` from ``rng``.
@@ -252,10 +263,10 @@ class MaskSpec:
             texture_scale=_lerp(self.texture_scale, u[10]),
             texture_angle=_lerp(self.texture_angle, u[11]),
             shading=_lerp(self.shading, u[12]),
-            edge_softness=_lerp(self.edge_softness, u[13]),
-            width=_lerp(self.width, u[14]),
-            top_offset=_lerp(self.top_offset, u[15]),
-            bottom_offset=_lerp(self.bottom_offset, u[16]),
+            edge_softness=_lerp(self.edge_softness, self._level(u[13])),
+            width=_lerp(self.width, self._level(u[14])),
+            top_offset=_lerp(self.top_offset, self._level(u[15])),
+            bottom_offset=_lerp(self.bottom_offset, self._level(u[16])),
             straps=u[17] < self.straps_prob and family != "gaiter",
             valve=u[18] < self.valve_prob and family in ("n95", "kn95"),
         )
@@ -349,7 +360,7 @@ class _CoverageCache:
     returns exactly what a miss would compute.
     """
 
-    def __init__(self, max_bytes: int = 48 << 20, max_entry_bytes: int = 1 << 18) -> None:
+    def __init__(self, max_bytes: int = 96 << 20, max_entry_bytes: int = 1 << 18) -> None:
         self.max_bytes, self.max_entry_bytes = max_bytes, max_entry_bytes
         self._entries: OrderedDict[tuple, tuple[_Coverage, int]] = OrderedDict()
         self._bytes = 0
@@ -362,7 +373,8 @@ class _CoverageCache:
         return hit[0]
 
     def put(self, key: tuple, value: _Coverage) -> None:
-        size = 0 if value.alpha is None else value.alpha.nbytes * 2
+        size = 0 if value.alpha is None else value.alpha.nbytes
+        size += 0 if value.strap_only is None else value.strap_only.nbytes
         if size > self.max_entry_bytes:
             return
         self._entries[key] = (value, size)
@@ -380,6 +392,7 @@ _COVERAGE_CACHE = _CoverageCache()
 
 
 def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
+    """Outline, bounding box and soft-edged coverage of a draw, cached by geometry."""
     key = (lm.tobytes(), h, w, params.family, params.coverage, params.width, params.top_offset,
            params.bottom_offset, params.valve, params.straps, params.edge_softness)  # fmt: skip
     cached = _COVERAGE_CACHE.get(key)
