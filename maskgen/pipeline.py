@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -42,10 +43,11 @@ import os
 import struct
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from maskgen.io import (
@@ -308,13 +310,34 @@ class RecSource:
         for i, key in enumerate(self.keys.tolist()):
             yield Item(i, str(key))
 
-    def load(self, item: Item) -> tuple[bytes, int | None]:
+    def _reader(self) -> RecordReader:
         reader = _READERS.get(str(self.path))
         if reader is None:
             reader = _READERS[str(self.path)] = RecordReader(self.path)
-        header, payload = unpack(reader.read(int(item.key)))
+        return reader
+
+    def load(self, item: Item) -> tuple[bytes, int | None]:
+        return self._split(self._reader().read(int(item.key)))
+
+    @staticmethod
+    def _split(record: bytes) -> tuple[bytes, int | None]:
+        header, payload = unpack(record)
         label = header.label if header.flag == 0 else header.label[0]  # type: ignore[index]
         return payload, int(float(label))
+
+    def load_many(self, items: list[Item]) -> list[tuple[bytes, int | None] | Exception]:
+        """:meth:`load` for a block of items in one read; an entry is the error that
+        :meth:`load` would have raised for its item."""
+        out: list[tuple[bytes, int | None] | Exception] = []
+        for record in self._reader().read_many([int(it.key) for it in items]):
+            if isinstance(record, Exception):
+                out.append(record)
+                continue
+            try:
+                out.append(self._split(record))
+            except Exception as exc:  # re-raised by process_item, as load would
+                out.append(exc)
+        return out
 
     def describe(self, item: Item) -> str:
         return f"{self.path.name}#{item.key}"
@@ -357,10 +380,19 @@ class Context:
 
 
 _BACKENDS: dict[str, Any] = {}
+_LAST_BACKEND: list[Any] = [None, None]  # (options, backend) of the last call
 
 
 def _backend(options: RenderOptions) -> Any:
     """One backend per process and configuration (models load once per worker)."""
+    if _LAST_BACKEND[0] is options:
+        return _LAST_BACKEND[1]
+    backend = _backend_for(options)
+    _LAST_BACKEND[:] = [options, backend]
+    return backend
+
+
+def _backend_for(options: RenderOptions) -> Any:
     from maskgen.landmarks.detectors import create_backend
 
     config = options.backend_config()
@@ -373,11 +405,12 @@ def _backend(options: RenderOptions) -> Any:
 
 @dataclass
 class ItemResult:
-    """Outcome of one item: manifest records, an optional failure and the faces found."""
+    """Outcome of one item: its manifest lines (JSON, newline-terminated), an optional
+    failure and the faces found."""
 
     index: int
     key: str
-    records: list[dict[str, Any]]
+    lines: list[str]
     failure: dict[str, Any] | None
     faces: int
     outputs: list[tuple[bytes, int | None, Any]] = field(default_factory=list)
@@ -431,14 +464,66 @@ def quantise(landmarks: np.ndarray) -> np.ndarray:
     return np.asarray(np.round(landmarks.astype(np.float64), 2).tolist(), np.float32)
 
 
-def _face_record(face: Any, params: MaskParams | None) -> dict[str, Any]:
+_LANDMARKS: dict[tuple[bytes, tuple[int, ...]], tuple[np.ndarray, str]] = {}
+
+
+def _quantised(landmarks: np.ndarray) -> tuple[np.ndarray, str]:
+    """:func:`quantise` (read-only result) and the manifest's JSON text of the result,
+    memoised: aligned crops share one layout, so both are computed once per process."""
+    key = (landmarks.tobytes(), landmarks.shape)
+    hit = _LANDMARKS.get(key)
+    if hit is None:
+        q = quantise(landmarks)
+        q.setflags(write=False)
+        hit = (q, json.dumps(np.round(q.astype(np.float64), 2).tolist()))
+        if len(_LANDMARKS) >= 64:
+            _LANDMARKS.pop(next(iter(_LANDMARKS)))
+        _LANDMARKS[key] = hit
+    return hit
+
+
+_PARAM_FIELDS = tuple(f.name for f in fields(MaskParams))
+_COLOUR_FIELDS = ("color", "secondary_color", "strap_color")
+
+
+def _params_dict_fast(params: MaskParams) -> dict[str, Any]:
+    d = {name: getattr(params, name) for name in _PARAM_FIELDS}
+    for name in _COLOUR_FIELDS:
+        d[name] = list(d[name])
+    return d
+
+
+# Only while it gives exactly what to_dict gives (same items in the same order).
+_FAST_PARAMS = list(_params_dict_fast(MaskParams()).items()) == list(MaskParams().to_dict().items())
+
+
+def _params_dict(params: MaskParams) -> dict[str, Any]:
+    """``params.to_dict()`` without ``dataclasses.asdict``'s deep copy (same dict)."""
+    return _params_dict_fast(params) if _FAST_PARAMS else params.to_dict()
+
+
+def _placeholder(i: int) -> str:
+    return f"\x00landmarks{i}\x00"  # NUL never occurs in keys, paths or params
+
+
+def _face_record(face: Any, params: MaskParams | None, i: int = 0) -> dict[str, Any]:
+    """A face's manifest entry; its landmarks are a placeholder filled in by :func:`_dump`."""
     return {
         "box": [round(float(v), 2) for v in face.box],
-        "landmarks": np.round(face.landmarks.astype(np.float64), 2).tolist(),
+        "landmarks": _placeholder(i),
         "score": round(float(face.score), 4),
         "backend": face.backend,
-        "params": params.to_dict() if params is not None else None,
+        "params": _params_dict(params) if params is not None else None,
     }
+
+
+def _dump(record: dict[str, Any], landmarks: list[str]) -> str:
+    """The manifest line of ``record`` (``json.dumps``), face ``i``'s landmarks being the
+    JSON text ``landmarks[i]``."""
+    text = json.dumps(record)
+    for i, lm in enumerate(landmarks):
+        text = text.replace(json.dumps(_placeholder(i)), lm)
+    return text + "\n"
 
 
 def _failure(ctx: Context, item: Item, category: str, reason: str) -> dict[str, Any]:
@@ -451,21 +536,34 @@ def _failure(ctx: Context, item: Item, category: str, reason: str) -> dict[str, 
     }
 
 
+_ALIGNED: dict[tuple[Any, ...], tuple[list[Any], list[Any], list[str]]] = {}
+
+
 def _detect(ctx: Context, item: Item, image: np.ndarray) -> tuple[list[Any], str | None, str]:
     """Faces to mask, or a failure (category, reason)."""
     from maskgen.landmarks.detectors import select_faces
 
     backend = _backend(ctx.options)
-    try:
-        found = backend.detect(image, item.key)
-    except (FileNotFoundError, ValueError) as exc:
-        return [], "landmarks", str(exc)
-    detected = ctx.options.landmarks not in ("aligned", "file") and not (
-        found and found[0].backend == "aligned"
-    )
-    kept, reasons = select_faces(
-        image, found, mode=ctx.options.faces, min_face=ctx.options.min_face, check_skin=detected
-    )
+    options = ctx.options
+    h, w = image.shape[:2]
+    # The aligned layout depends on the image size only, and without the skin check the
+    # selection looks at the faces only: select once per size, not once per crop.
+    memo = (h, w, options.faces, options.min_face)
+    if options.landmarks == "aligned" and memo in _ALIGNED:
+        found, kept, reasons = _ALIGNED[memo]
+    else:
+        try:
+            found = backend.detect(image, item.key)
+        except (FileNotFoundError, ValueError) as exc:
+            return [], "landmarks", str(exc)
+        detected = options.landmarks not in ("aligned", "file") and not (
+            found and found[0].backend == "aligned"
+        )
+        kept, reasons = select_faces(
+            image, found, mode=options.faces, min_face=options.min_face, check_skin=detected
+        )
+        if options.landmarks == "aligned":
+            _ALIGNED[memo] = found, kept, reasons
     if kept:
         return kept, None, ""
     if not found:
@@ -474,11 +572,19 @@ def _detect(ctx: Context, item: Item, image: np.ndarray) -> tuple[list[Any], str
     return [], category, "; ".join(reasons)
 
 
-def process_item(ctx: Context, item: Item) -> ItemResult:
-    """Load, detect, render, encode (and for folders write) one item."""
+def process_item(
+    ctx: Context, item: Item, loaded: tuple[bytes, int | None] | Exception | None = None
+) -> ItemResult:
+    """Load, detect, render, encode (and for folders write) one item.
+
+    ``loaded``: the item's ``source.load`` result (or the error it raised) when the block
+    was read at once.
+    """
     raw, label = b"", None
     try:
-        raw, label = ctx.source.load(item)
+        if isinstance(loaded, Exception):
+            raise loaded
+        raw, label = ctx.source.load(item) if loaded is None else loaded
         image = decode_image(raw, source=ctx.source.describe(item))
     except (ImageReadError, OSError, RecordIOError) as exc:
         fail = _failure(ctx, item, "unreadable", str(exc))
@@ -486,17 +592,22 @@ def process_item(ctx: Context, item: Item) -> ItemResult:
     faces, category, reason = _detect(ctx, item, image)
     if category is not None:
         return _fallback(ctx, item, _failure(ctx, item, category, reason), raw, label)
-    faces = [replace(f, landmarks=quantise(f.landmarks)) for f in faces]
+    quantised = [_quantised(f.landmarks) for f in faces]
+    faces = [replace(f, landmarks=q) for f, (q, _) in zip(faces, quantised, strict=True)]
+    lm_json = [text for _, text in quantised]
     result = ItemResult(item.index, item.key, [], None, len(faces))
-    for variant in range(ctx.options.variants):
+    variants = ctx.options.variants
+    for variant in range(variants):
         rng = item_rng(ctx.options.seed, item.key, variant)
         masked = _should_mask(ctx, item, rng)
         params = [ctx.options.spec.sample(rng) if masked else None for _ in faces]
         out, alpha = image, None
         if masked:
+            # Drawn in place into the decoded image (a copy of it for all but the last
+            # variant, so later variants start from the clean image).
+            out = image if variant == variants - 1 else image.copy()
             for face, draw in zip(faces, params, strict=True):
-                rendered = render(out, face.landmarks, draw)  # type: ignore[arg-type]
-                out = rendered.image
+                rendered = render(out, face.landmarks, draw, inplace=True)  # type: ignore[arg-type]
                 alpha = rendered.alpha if alpha is None else np.maximum(alpha, rendered.alpha)
         name = _out_name(ctx, item, variant, label)
         data = _encode(ctx, item, out, raw, masked)
@@ -512,7 +623,7 @@ def process_item(ctx: Context, item: Item) -> ItemResult:
                 alpha8 = np.rint(alpha * 255).astype(np.uint8)
             atomic_write_bytes(ctx.meta / occ, encode_image(alpha8, ".png"))
             record["occlusion"] = occ.as_posix()
-        result.records.append(record)
+        result.lines.append(_dump(record, lm_json))
     return result
 
 
@@ -525,7 +636,19 @@ def _encode(ctx: Context, item: Item, image: np.ndarray, raw: bytes, masked: boo
     """Encode an output; an unmasked image keeps its original bytes where the format allows."""
     if not masked and ctx.options.format is None:
         return raw
-    return encode_image(image, _out_ext(ctx, item), ctx.options.quality)
+    ext, quality = _out_ext(ctx, item), ctx.options.quality
+    if (
+        ext in (".jpg", ".jpeg")
+        and 1 <= quality <= 100
+        and image.dtype == np.uint8
+        and image.ndim == 3
+        and image.shape[2] == 3
+    ):  # the common case, straight to OpenCV (what encode_image does after its checks)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if ok:
+            return buf.tobytes()
+    return encode_image(image, ext, quality)
 
 
 def _record(
@@ -537,7 +660,8 @@ def _record(
     faces: list[Any],
     params: list[MaskParams | None],
 ) -> dict[str, Any]:
-    face_records = [_face_record(f, p) for f, p in zip(faces, params, strict=True)]
+    pairs = enumerate(zip(faces, params, strict=True))
+    face_records = [_face_record(f, p, i) for i, (f, p) in pairs]
     record: dict[str, Any] = {
         "index": item.index,
         "key": item.key,
@@ -565,7 +689,7 @@ def _fallback(
         name = _out_name(ctx, item, variant, label)
         record = _record(ctx, item, variant, name, label, [], [])
         record["failure"] = fail["category"]
-        result.records.append(record)
+        result.lines.append(_dump(record, []))
         result.outputs.append((raw, label, None))
     return result
 
@@ -582,7 +706,12 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
     """
     if ctx.out_kind == "folder":
         return [process_item(ctx, it) for it in items if it.index >= first_pending]
-    results = [process_item(ctx, it) for it in items]
+    load_many = getattr(ctx.source, "load_many", None)
+    loaded: list[Any] = [None] * len(items)
+    if load_many is not None:
+        with contextlib.suppress(OSError):  # else one by one, each failure with its item
+            loaded = load_many(items)
+    results = [process_item(ctx, it, got) for it, got in zip(items, loaded, strict=True)]
     chunks = []
     for res in results:
         for data, label, params in res.outputs:
@@ -623,6 +752,7 @@ class Journal:
         self.last_index, sizes = self._recover()
         self._manifest = self._open(self.manifest_path, sizes[0])
         self._failures = self._open(self.failures_path, sizes[1])
+        self._sizes = sizes  # both files are cut to these sizes: track them from here
         self._progress = self._open(self.progress_path, None)
 
     def _recover(self) -> tuple[int, tuple[int, int]]:
@@ -650,16 +780,29 @@ class Journal:
             fh.truncate(size)
         return fh
 
-    def write(self, result: ItemResult) -> None:
-        """Append an item's lines, then its progress line (each file flushed)."""
-        for record in result.records:
-            self._manifest.write((json.dumps(record) + "\n").encode())
-        if result.failure is not None:
-            self._failures.write((json.dumps(result.failure) + "\n").encode())
-        self._manifest.flush()
-        self._failures.flush()
-        line = f"{result.index}\t{result.key}\t{self._manifest.tell()}\t{self._failures.tell()}\n"
-        self._progress.write(line.encode())
+    def write(self, results: list[ItemResult]) -> None:
+        """Append the lines of a batch of items (manifest and failures flushed), then their
+        progress lines: a progress line is only ever on disk after everything it covers."""
+        manifest, failures, progress = [], [], []
+        m_pos, f_pos = self._sizes
+        for result in results:
+            for line in result.lines:
+                data = line.encode()
+                manifest.append(data)
+                m_pos += len(data)
+            if result.failure is not None:
+                data = (json.dumps(result.failure) + "\n").encode()
+                failures.append(data)
+                f_pos += len(data)
+            progress.append(f"{result.index}\t{result.key}\t{m_pos}\t{f_pos}\n")
+        if manifest:
+            self._manifest.write(b"".join(manifest))
+            self._manifest.flush()
+        if failures:
+            self._failures.write(b"".join(failures))
+            self._failures.flush()
+        self._sizes = m_pos, f_pos
+        self._progress.write("".join(progress).encode())
         self._progress.flush()
 
     def close(self) -> None:
@@ -761,12 +904,12 @@ def render_dataset(
     bar = tqdm(total=total, initial=skipped, desc="render", unit="img", disable=not progress)
     try:
         for results in Parallel(n_jobs=workers, return_as="generator")(tasks):
+            journal.write(results)
             for res in results:
-                journal.write(res)
                 counts["failed" if res.failure else "done"] += 1
                 counts["faces"] += res.faces
-                counts["outputs"] += len(res.records)
-                bar.update()
+                counts["outputs"] += len(res.lines)
+            bar.update(len(results))
     finally:
         bar.close()
         journal.close()

@@ -51,6 +51,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # read_image: 3 channels (grey expanded, alpha dropped, CMYK converted, EXIF orientation
 # applied) while keeping 16-bit depth so that it can be scaled properly instead of shifted.
 _DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+# OpenCV >= 4.10 can decode straight to RGB (same pixels, one conversion pass less).
+_DECODE_RGB_FLAGS: int | None = (
+    cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH if hasattr(cv2, "IMREAD_COLOR_RGB") else None
+)
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -141,11 +145,23 @@ def decode_image(data: bytes | bytearray | memoryview, *, source: str = "<bytes>
 
     ``source`` names the data in error messages (a path, ``"pack.bin[17]"``…).
     """
+    if _DECODE_RGB_FLAGS is not None:  # the decoder writes RGB itself: no conversion pass
+        image = _decode(data, _DECODE_RGB_FLAGS, source)
+        if image.ndim == 3 and image.shape[2] == 3:
+            return image if image.dtype == np.uint8 else _to_uint8(image, source)
+        return _finish_rgb(image, source)
     image = _decode(data, _DECODE_FLAGS, source)
+    return _finish_rgb(image, source, bgr=True)
+
+
+def _finish_rgb(image: np.ndarray, source: str, *, bgr: bool = False) -> np.ndarray:
+    """Finish a decoded array as :func:`decode_image` does (grey expanded, 8 bits, RGB)."""
     if image.ndim == 2:  # defensive: IMREAD_COLOR already expands grey
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if bgr else cv2.COLOR_GRAY2RGB)
     image = _to_uint8(image, source)
-    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if bgr:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)
 
 
 def decode_image_raw(

@@ -423,6 +423,47 @@ class RecordReader:
         """Read record ``key`` (the whole record: IRHeader + labels + payload)."""
         return self.read_at(self.offset(key))
 
+    def read_many(
+        self, keys: Sequence[int], max_span: int = 64 << 20
+    ) -> list[bytes | RecordIOError]:
+        """Read several records with as few system calls as possible.
+
+        The records' byte range (from the lowest to the highest offset, up to ``max_span``
+        bytes) is read in one go and the records are cut out of it; a record reaching past
+        it is read on its own. Each entry is the record or the :class:`RecordIOError` that
+        :meth:`read` would have raised for that key (missing key, corrupt frame).
+        """
+        offsets: list[int | RecordIOError] = []
+        for key in keys:
+            try:
+                offsets.append(self.offset(key))
+            except RecordIOError as exc:
+                offsets.append(exc)
+        found = [o for o in offsets if isinstance(o, int)]
+        read: Any = None
+        if len(found) > 1:
+            lo, hi = min(found), max(found)
+            if hi - lo <= max_span:
+                end = min(hi + 2 * _FRAME.size + 65536, self._size, lo + max_span)
+                buf = self._pread(lo, end - lo)
+                limit = lo + len(buf)
+
+                def read(pos: int, n: int) -> bytes:
+                    if lo <= pos and pos + n <= limit:
+                        return buf[pos - lo : pos - lo + n]
+                    return self._pread(pos, n)
+
+        out: list[bytes | RecordIOError] = []
+        for offset in offsets:
+            if isinstance(offset, RecordIOError):
+                out.append(offset)
+                continue
+            try:
+                out.append(self._read_frames(offset, read)[0])
+            except RecordIOError as exc:
+                out.append(exc)
+        return out
+
     def read_header(self, key: int) -> IRHeader:
         """Read record ``key`` and return its :class:`IRHeader`."""
         header, _ = unpack(self.read(key))
@@ -700,8 +741,11 @@ class RecordWriter:
         hdr = IRHeader(*header)
         offset = self.write_record(key, pack(hdr, payload))
         if payload and int(key) != 0:
-            flat = np.ravel(np.asarray(hdr.label, dtype=np.float64))
-            value = float(flat[0]) if flat.size else math.nan
+            if isinstance(hdr.label, numbers.Real):  # the usual scalar label, without numpy
+                value = float(hdr.label)
+            else:
+                flat = np.ravel(np.asarray(hdr.label, dtype=np.float64))
+                value = float(flat[0]) if flat.size else math.nan
             if math.isfinite(value) and value == int(value):
                 self._image_keys.append(int(key))
                 self._image_labels.append(int(value))
