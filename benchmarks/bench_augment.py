@@ -1,22 +1,35 @@
 """Throughput of online masking: batched ``RandomFaceMask`` vs the per-sample ``MaskFace``.
 
-Prints images/s for ``RandomFaceMask`` on a ``B×3×112×112`` batch of synthetic faces (with
-their own landmarks) on ``--device``, images/s for ``MaskFace`` applied to every image of the
-same batch on the CPU (as DataLoader workers would, one process), and the ratio. With
-``--device cuda`` it also measures how much masking adds to an iresnet50 forward+backward step
-at ``--step-batch`` (default 128).
+For each thread count of ``--threads`` (default: 1 and torch's default; OpenCV gets the same
+count), times ``RandomFaceMask`` on a ``B×3×112×112`` batch of synthetic faces (with their own
+landmarks) on ``--device`` and ``MaskFace`` applied to every image of the same batch on the CPU
+(one process, as one DataLoader worker would), interleaved, and prints the median wall time per
+batch, images/s for both and the ratio, and the same for the process CPU time (the cost of a
+call on a machine shared with other work, where wall times are noisy). With ``--device cuda``
+it also measures how much masking adds to an iresnet50 forward+backward step at
+``--step-batch`` (default 128).
+
+On glibc, a batch output above 32 MB (256×3×112×112 float32 is 38.5 MB) is a fresh ``mmap``
+on every call, and its page faults are part of the batched time; where page faults are slow
+(VMs, sandboxes) ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=2000000000`` (or
+jemalloc/tcmalloc) removes that cost. The printout says whether these are set.
 
 Usage::
 
-    python benchmarks/bench_augment.py                    # CPU, batch 256
+    python benchmarks/bench_augment.py                    # CPU, batch 256, 1 and all threads
+    python benchmarks/bench_augment.py --threads 1 --repeat 11
     python benchmarks/bench_augment.py --device cuda --batch 512
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
+from collections.abc import Callable
 
+import cv2
 import numpy as np
 import torch
 
@@ -49,40 +62,77 @@ def _time(fn, device: torch.device, repeat: int) -> float:
     return best
 
 
+def _interleaved(
+    fns: dict[str, tuple[Callable[[], object], torch.device]], repeat: int
+) -> dict[str, tuple[float, float]]:
+    """Median wall and process-CPU time of each function, run in turn ``repeat`` times (after
+    one warm-up). CPU time is what the call costs on a machine shared with other work."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for fn, device in fns.values():
+        fn()
+        _sync(device)
+    for _ in range(repeat):
+        for name, (fn, device) in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+        for name, t in times.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--threads", default="1,0", help="comma-separated; 0: torch's default")
     parser.add_argument("--step-batch", type=int, default=128)
     parser.add_argument("--skip-cpu-transform", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)
+    default_threads = torch.get_num_threads()
     torch.manual_seed(0)
 
     x, lm = _faces(args.batch)
     xd, lmd = x.to(device), lm.to(device)
     aug = RandomFaceMask(p=1.0).to(device)
-    with torch.no_grad():
-        t_batch = _time(lambda: aug(xd, landmarks=lmd), device, args.repeat)
+    mask = MaskFace(p=1.0)
+    rng = np.random.default_rng(0)
+    images, marks = list(x), list(lm.numpy())
+
+    def batched() -> None:
+        with torch.no_grad():
+            aug(xd, landmarks=lmd)
+
+    def per_sample() -> None:
+        for img, m in zip(images, marks, strict=True):
+            mask(img, m, rng=rng)
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {device} ({name}), torch threads {torch.get_num_threads()}")
-    print(f"RandomFaceMask  batch {args.batch}: {t_batch * 1e3:8.1f} ms  "
-          f"{args.batch / t_batch:10.0f} images/s")  # fmt: skip
-
-    if not args.skip_cpu_transform:
-        mask = MaskFace(p=1.0)
-        rng = np.random.default_rng(0)
-        images, marks = list(x), list(lm.numpy())
-
-        def per_sample() -> None:
-            for img, m in zip(images, marks, strict=True):
-                mask(img, m, rng=rng)
-
-        t_single = _time(per_sample, torch.device("cpu"), max(1, args.repeat // 2))
-        print(f"MaskFace        batch {args.batch}: {t_single * 1e3:8.1f} ms  "
-              f"{args.batch / t_single:10.0f} images/s")  # fmt: skip
-        print(f"speed-up (batched / per-sample): {t_single / t_batch:.1f}x")
+    malloc = "set" if "MALLOC_MMAP_THRESHOLD_" in os.environ else "glibc default"
+    print(f"device: {device} ({name}), batch {args.batch} x 3 x 112 x 112 float32, "
+          f"median of {args.repeat} interleaved runs, malloc thresholds: {malloc}")  # fmt: skip
+    for threads in (int(t) for t in args.threads.split(",")):
+        n = threads or default_threads
+        torch.set_num_threads(n)
+        cv2.setNumThreads(n)
+        fns = {"RandomFaceMask": (batched, device)}
+        if not args.skip_cpu_transform:
+            fns["MaskFace"] = (per_sample, torch.device("cpu"))
+        t = _interleaved(fns, args.repeat)
+        print(f"threads {n}:")
+        for label, (wall, cpu) in t.items():
+            where = "per-sample loop, cpu" if label == "MaskFace" else f"batched, {device}"
+            print(f"  {label:15s} {wall * 1e3:8.1f} ms/batch {args.batch / wall:8.0f} images/s"
+                  f"   (CPU time {cpu * 1e3:7.1f} ms; {where})")  # fmt: skip
+        if "MaskFace" in t:
+            (wall_b, cpu_b), (wall_s, cpu_s) = t["RandomFaceMask"], t["MaskFace"]
+            print(f"  speed-up, MaskFace / RandomFaceMask: {wall_s / wall_b:.2f}x wall, "
+                  f"{cpu_s / cpu_b:.2f}x CPU time")  # fmt: skip
+    torch.set_num_threads(default_threads)
 
     if device.type == "cuda":
         _step_overhead(device, args.step_batch, args.repeat)
