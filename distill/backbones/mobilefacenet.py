@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from .init import init_weights
 from .registry import register_backbone
 
 __all__ = ["Bottleneck", "MobileFaceNet", "TinyFaceNet", "mobilefacenet", "tiny"]
@@ -67,20 +68,6 @@ def _conv_bn(
 def _scaled(channels: int, width: float) -> int:
     """Scale a channel count by ``width`` and round to a multiple of 8 (at least 8)."""
     return max(8, int(channels * width + 4) // 8 * 8)
-
-
-def _init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs/linears, BatchNorm weight 1 and bias 0."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="linear")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
 
 class Bottleneck(nn.Module):
@@ -153,7 +140,7 @@ class MobileFaceNet(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
         self.linear = nn.Linear(gdc_channels, self.embedding_size, bias=False)
         self.features = nn.BatchNorm1d(self.embedding_size)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``B×3×112×112`` images in ``[-1, 1]`` to ``B×embedding_size`` embeddings."""
@@ -210,7 +197,7 @@ class TinyFaceNet(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(in_ch * spatial * spatial, self.embedding_size)
         self.features = nn.BatchNorm1d(self.embedding_size)
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``B×3×112×112`` images in ``[-1, 1]`` to ``B×embedding_size`` embeddings."""
