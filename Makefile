@@ -32,7 +32,7 @@ distill-demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check maskgen distill tests benchmarks scripts examples
 
 test: lint
 	$(BIN)/python scripts/check_wheel.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(
@@ -40,8 +42,14 @@ def _named_specs(specs: list[str], kind: str) -> list[tuple[str, str]]:
         name, sep, path = spec.partition("=")
         if not sep:
             path, p = spec, Path(spec.split("::")[0])
-            name = p.parent.name if p.name == "pairs.txt" or p.is_dir() and not p.suffix else p.stem
-            name = name or p.name
+            if p.is_dir():
+                name = p.name
+            elif p.name == "pairs.txt":
+                name = p.parent.name or p.stem
+            else:
+                name = p.stem
+            if name in dict(out):  # e.g. teacher/best.pt and student/best.pt
+                name = f"{p.parent.name}/{name}"
         if name in dict(out):
             raise typer.BadParameter(f"two {kind}s named {name!r}; name them with NAME=PATH")
         out.append((name, path))
@@ -103,6 +111,75 @@ def eval_command(
         raise typer.Exit(2) from exc
     typer.echo(report.table())
     typer.echo(f"wrote {', '.join(str(p) for p in report.files.values())}")
+
+
+@app.command()
+def train(
+    config: Path | None = typer.Argument(
+        None, help="YAML/TOML config; without one the built-in CPU demo runs."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a config key: --set student.epochs=4 (repeatable)."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output directory."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output dir."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Train into an output directory that already holds a run."
+    ),
+) -> None:
+    """Teacher (ElasticFace, clean) → student (masked + distillation) → NM-NM/M-NM/M-M report.
+
+    Multi-GPU: torchrun --nproc_per_node=N -m distill.cli train CONFIG.
+    """
+    from distill.checkpoint import CheckpointError
+    from distill.config import ConfigError, load_config
+    from distill.data import DatasetError
+    from distill.demo import run
+    from distill.train import OutputExistsError, TrainingDivergedError
+    from maskgen.io import BinPackError, RecordIOError
+
+    try:
+        extra = list(overrides)
+        if out is not None:
+            extra.append(f"train.output={out}")
+        if resume:
+            extra.append("train.resume=true")
+        cfg = load_config(config, extra)
+        chose_output = out is not None or any(o.startswith("train.output=") for o in overrides)
+        if config is None and not chose_output and not resume and not overwrite:
+            cfg.train.output = _free_dir(Path(cfg.train.output))
+        report = run(cfg, overwrite=overwrite)
+    except (
+        ConfigError,
+        DatasetError,
+        CheckpointError,
+        OutputExistsError,
+        FileNotFoundError,
+        TrainingDivergedError,
+        RecordIOError,
+        BinPackError,
+        ValueError,
+    ) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    if report:
+        acc = report["verdict"]["accuracy"]
+        for model in ("teacher", "student"):
+            typer.echo(
+                f"{model:8s} NM-NM {100 * acc[model]['nm-nm']:6.2f} %  "
+                f"M-NM {100 * acc[model]['m-nm']:6.2f} %  M-M {100 * acc[model]['m-m']:6.2f} %"
+            )
+        verdict = "PASSED" if report["verdict"]["passed"] else "NOT PASSED"
+        typer.echo(f"criteria {verdict}; report: {Path(cfg.train.output) / 'report.md'}")
+
+
+def _free_dir(path: Path) -> str:
+    """``path`` if it holds no run yet, else the first free ``path-2``, ``path-3``, ..."""
+    candidate, n = path, 1
+    while (candidate / "config.yaml").exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return str(candidate)
 
 
 if __name__ == "__main__":

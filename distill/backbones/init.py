@@ -11,7 +11,7 @@ def init_weights(model: nn.Module) -> None:
     Example:
         >>> layer = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
         >>> init_weights(layer)
-        >>> float(layer[1].weight.mean())
+        >>> float(layer[1].weight.detach().mean())
         1.0
     """
     for module in model.modules():

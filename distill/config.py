@@ -1,0 +1,545 @@
+"""Training configuration: nested dataclasses, YAML/TOML files and ``--set a.b=c`` overrides.
+
+The defaults of :class:`Config` *are* the built-in demo (``distill train`` with no
+arguments); ``configs/demo.yaml`` spells them out. A file only needs the keys it changes.
+Unknown keys are an error that lists the valid ones, and values are coerced to the type of the
+field they set (``"3"`` → ``3`` for an ``int`` field, ``"yes"``/``"true"``/``"1"`` → ``True``
+for a ``bool``; lists and dicts are parsed as YAML flow syntax).
+
+Example:
+    >>> cfg = apply_overrides(Config(), ["student.epochs=7", "model.backbone=iresnet50"])
+    >>> cfg.student.epochs, cfg.model.backbone
+    (7, 'iresnet50')
+    >>> apply_overrides(Config(), ["optim.momentum=0.8"]).optim.momentum
+    0.8
+    >>> try:
+    ...     apply_overrides(Config(), ["student.epoch=7"])
+    ... except ConfigError as e:
+    ...     print(str(e).splitlines()[0])
+    unknown key 'student.epoch'; valid keys in 'student': distill_weight, epochs, init, lr
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from maskgen.io import atomic_write_text
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "MaskingConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "save_config",
+    "valid_keys",
+]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration file, key or value (the message says which and why)."""
+
+
+@dataclass
+class DataConfig:
+    """Training data.
+
+    Attributes:
+        source: ``synthetic`` (built-in identities from :mod:`maskgen.synthetic`),
+            ``folder`` (``path/<identity>/<image>``, aligned 112×112 crops) or ``recordio``
+            (insightface ``train.rec`` + ``train.idx``; ``path`` is the ``.rec`` file or its
+            directory).
+        path: dataset location for ``folder`` / ``recordio``.
+        num_identities: synthetic identities.
+        images_per_identity: synthetic images per identity.
+        seed: synthetic identity seed.
+        cache: synthetic images: ``none`` (render on the fly), ``memory`` or ``disk`` (an
+            ``.npz`` under ``<output>/cache`` reused by later runs with the same settings).
+        flip: random horizontal flip (p = 0.5, the same for the masked and the clean view).
+        num_workers: ``DataLoader`` worker processes per training process.
+    """
+
+    source: str = "synthetic"
+    path: str = ""
+    num_identities: int = 200
+    images_per_identity: int = 24
+    seed: int = 0
+    cache: str = "memory"
+    flip: bool = True
+    num_workers: int = 1
+
+
+@dataclass
+class MaskingConfig:
+    """Online masking of the student's input.
+
+    Attributes:
+        mode: ``workers`` (rendered per sample in the ``DataLoader`` workers) or ``device``
+            (``maskgen.augment.RandomFaceMask`` on the batch, on the training device).
+        p: probability that a sample is masked.
+        seed: seed of the per-sample mask draws (a draw depends on ``(seed, epoch, index)``).
+        spec: overrides of :class:`maskgen.render.MaskSpec` fields (e.g. ``{families:
+            {surgical: 1}}``).
+    """
+
+    mode: str = "workers"
+    p: float = 0.5
+    seed: int = 1234
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelConfig:
+    """Backbone and margin head (the same architecture for teacher and student).
+
+    Attributes:
+        backbone: a name from :func:`distill.backbones.list_backbones`.
+        embedding_size: embedding dimension.
+        kwargs: extra backbone arguments.
+        head: a name from :func:`distill.heads.list_heads`.
+        head_kwargs: head arguments (``s``, ``m``, ``std``).
+    """
+
+    backbone: str = "tiny"
+    embedding_size: int = 128
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str = "elasticcosface+"
+    head_kwargs: dict[str, Any] = field(default_factory=lambda: {"s": 32.0})
+
+
+@dataclass
+class OptimConfig:
+    """SGD and learning-rate schedule (shared by both stages).
+
+    The learning rate of a stage is ``stage.lr * train.batch_size / base_batch_size`` (linear
+    scaling by the global batch size).
+
+    Attributes:
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        base_batch_size: batch size at which ``stage.lr`` applies unscaled.
+        schedule: ``cosine`` (to ``min_lr_ratio · lr``) or ``step`` (× ``gamma`` at each
+            epoch in ``milestones``).
+        milestones: epochs at which the step schedule decays.
+        gamma: step decay factor.
+        min_lr_ratio: final learning rate of the cosine schedule, relative.
+        warmup_epochs: linear warm-up from 0, in epochs (fractions allowed).
+        clip_grad_norm: gradient-norm clipping of the backbone (0 disables).
+    """
+
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    base_batch_size: int = 64
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0
+    warmup_epochs: float = 0.0
+    clip_grad_norm: float = 5.0
+
+
+@dataclass
+class TeacherConfig:
+    """Stage ``teacher``: ElasticFace on clean faces.
+
+    Attributes:
+        checkpoint: an existing teacher checkpoint; when set, the stage is skipped.
+        epochs: training epochs.
+        lr: learning rate at ``optim.base_batch_size``.
+    """
+
+    checkpoint: str = ""
+    epochs: int = 6
+    lr: float = 0.1
+
+
+@dataclass
+class StudentConfig:
+    """Stage ``student``: ElasticFace on possibly-masked faces + template distillation.
+
+    Attributes:
+        init: ``teacher`` (backbone and head start from the teacher) or ``scratch``.
+        epochs: training epochs (0 skips the stage).
+        lr: learning rate at ``optim.base_batch_size``.
+        distill_weight: ``w`` in ``CE + w · MSE(normalise(student(masked)),
+            normalise(teacher(clean)))``.
+    """
+
+    init: str = "teacher"
+    epochs: int = 4
+    lr: float = 0.05
+    distill_weight: float = 100.0
+
+
+@dataclass
+class TrainConfig:
+    """Run-level settings.
+
+    Attributes:
+        output: output directory.
+        batch_size: *global* batch size (split evenly over the processes, so a run resumed
+            on another number of processes takes the same steps).
+        seed: seed of shuffling, initialisation and margin draws.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        amp: ``auto`` (bf16 on CUDA when supported, else fp16 with a scaler; off on CPU),
+            ``off``, ``bf16`` or ``fp16``.
+        distributed: ``auto`` (when launched by ``torchrun``), ``on`` or ``off``.
+        threads: CPU threads for torch (0 keeps torch's default).
+        log_every: steps between log lines / CSV rows.
+        max_steps_per_epoch: cap on steps per epoch (0 = full epochs; for smoke tests).
+        resume: continue from the latest checkpoint in ``output``.
+    """
+
+    output: str = "runs/distill-demo"
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "auto"
+    distributed: str = "auto"
+    threads: int = 0
+    log_every: int = 10
+    max_steps_per_epoch: int = 0
+    resume: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation after training (protocols NM-NM, M-NM, M-M).
+
+    Attributes:
+        enabled: evaluate the teacher and the student at the end of the run.
+        pack: an insightface ``.bin`` verification pack of aligned crops; when empty and
+            ``data.source`` is ``synthetic`` a pack of held-out identities is built.
+        num_identities: held-out synthetic identities for the built pack.
+        images_per_identity: images per held-out identity.
+        num_pairs: pairs in the built pack (half genuine, half impostor).
+        seed: seed of the held-out identities (must differ from ``data.seed``).
+        mask_seed: seed of the fixed evaluation mask draws.
+        batch_size: evaluation batch size.
+    """
+
+    enabled: bool = True
+    pack: str = ""
+    num_identities: int = 100
+    images_per_identity: int = 8
+    num_pairs: int = 600
+    seed: int = 9001
+    mask_seed: int = 2024
+    batch_size: int = 128
+
+
+@dataclass
+class Config:
+    """The whole configuration (see the module docstring)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> Config:
+        """Check the enumerations and ranges; raise :class:`ConfigError` naming the key."""
+        choices = {
+            "data.source": (self.data.source, ("synthetic", "folder", "recordio")),
+            "data.cache": (self.data.cache, ("none", "memory", "disk")),
+            "masking.mode": (self.masking.mode, ("workers", "device")),
+            "optim.schedule": (self.optim.schedule, ("cosine", "step")),
+            "student.init": (self.student.init, ("teacher", "scratch")),
+            "train.device": (self.train.device, ("auto", "cpu", "cuda")),
+            "train.amp": (self.train.amp, ("auto", "off", "bf16", "fp16")),
+            "train.distributed": (self.train.distributed, ("auto", "on", "off")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
+        positive = {
+            "train.batch_size": self.train.batch_size,
+            "optim.base_batch_size": self.optim.base_batch_size,
+            "model.embedding_size": self.model.embedding_size,
+            "data.num_identities": self.data.num_identities,
+            "data.images_per_identity": self.data.images_per_identity,
+            "train.log_every": self.train.log_every,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be positive, got {value}")
+        non_negative = {
+            "teacher.epochs": self.teacher.epochs,
+            "student.epochs": self.student.epochs,
+            "teacher.lr": self.teacher.lr,
+            "student.lr": self.student.lr,
+            "student.distill_weight": self.student.distill_weight,
+            "data.num_workers": self.data.num_workers,
+            "optim.warmup_epochs": self.optim.warmup_epochs,
+            "optim.clip_grad_norm": self.optim.clip_grad_norm,
+            "train.max_steps_per_epoch": self.train.max_steps_per_epoch,
+            "train.threads": self.train.threads,
+        }
+        for key, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        if not 0.0 <= self.masking.p <= 1.0:
+            raise ConfigError(f"masking.p must lie in [0, 1], got {self.masking.p}")
+        if self.data.source in ("folder", "recordio") and not self.data.path:
+            raise ConfigError(f"data.path is required for data.source = {self.data.source!r}")
+        if self.teacher.epochs == 0 and not self.teacher.checkpoint:
+            raise ConfigError("teacher.epochs is 0 but no teacher.checkpoint is given")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# dict <-> dataclass
+# ----------------------------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def valid_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of a config dataclass.
+
+    >>> [k for k in valid_keys() if k.startswith("masking.")]
+    ['masking.mode', 'masking.p', 'masking.seed', 'masking.spec']
+    """
+    keys: list[str] = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += valid_keys(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _origin(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    return origin if origin is not None else tp
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from a file or a ``--set`` string) to the field type ``tp``."""
+    origin = _origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if tp is type(None):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = _parse_flow(value, key)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if isinstance(value, str):
+            value = _parse_flow(value, key)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")  # pragma: no cover
+
+
+def _parse_flow(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(io.StringIO(text))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: cannot parse {text!r}: {exc}") from exc
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(map(str, data)) - set(names))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(
+            f"unknown key {key!r}; valid keys in {where!r}: {', '.join(sorted(names))}\n"
+            f"(all valid keys: {', '.join(valid_keys())})"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name], f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(data[name], tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from nested dicts (missing keys take defaults)."""
+    return _build(Config, data or {}, "").validate()
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as nested plain dicts (JSON/YAML serialisable)."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``key=value`` overrides (dotted keys) and return a new, validated config.
+
+    Values are coerced to the field's type; ``masking.spec`` and other mappings take YAML
+    flow syntax (``masking.spec={families: {surgical: 1}}``).
+    """
+    data = config_to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node: Any = data
+        cls: Any = Config
+        for depth, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(cls)]
+            if part not in names:
+                where = ".".join(parts[:depth]) or "the top level"
+                raise ConfigError(
+                    f"unknown key {key!r}; valid keys in {where!r}: {', '.join(sorted(names))}"
+                    f"\n(all valid keys: {', '.join(valid_keys())})"
+                )
+            tp = _hints(cls)[part]
+            if depth == len(parts) - 1:
+                if dataclasses.is_dataclass(tp):
+                    raise ConfigError(
+                        f"{key!r} is a section; set one of its keys: "
+                        f"{', '.join(valid_keys(tp, key + '.'))}"  # type: ignore[arg-type]
+                    )
+                node[part] = _coerce(value, tp, key)
+            else:
+                if not dataclasses.is_dataclass(tp):
+                    raise ConfigError(f"{'.'.join(parts[: depth + 1])!r} is not a section")
+                node, cls = node[part], tp
+    return config_from_dict(data)
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | tuple = ()) -> Config:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file, then apply ``overrides``.
+
+    ``path=None`` starts from the defaults (the built-in demo).
+    """
+    data: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        text = p.read_text(encoding="utf-8")
+        data = _parse_file(p, text)
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from exc
+    else:
+        cfg = Config().validate()
+    return apply_overrides(cfg, list(overrides)) if overrides else cfg
+
+
+def _parse_file(p: Path, text: str) -> Any:
+    if p.suffix.lower() == ".toml":
+        try:
+            import tomllib  # Python >= 3.11
+        except ImportError as exc:  # pragma: no cover - Python 3.10
+            raise ConfigError(f"{p}: TOML configs need Python >= 3.11; use YAML") from exc
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: cannot parse the TOML config: {exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: cannot parse the YAML config: {exc}") from exc
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (readable back by :func:`load_config`)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def save_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    return atomic_write_text(path, dump_config(cfg))
