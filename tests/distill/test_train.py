@@ -228,6 +228,8 @@ def test_resume_continues_at_same_step_and_matches(
     b = _csv(out / "student" / "metrics.csv")
     assert [r["step"] for r in b] == [r["step"] for r in a] == ["1", "2", "3", "4", "5", "6"]
     assert [r["lr"] for r in b] == [r["lr"] for r in a]
+    # TensorBoard event files are written beside the CSV.
+    assert list((tmp_path / "full" / "student" / "tb").glob("events.out.tfevents.*"))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
