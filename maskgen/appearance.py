@@ -153,6 +153,14 @@ _TEXTURE_MAKERS = {
 
 
 @lru_cache(maxsize=256)
+def shade_tile(kind: str, seed: int) -> np.ndarray:
+    """Channel 1 (shade) of :func:`texture_tile` as its own contiguous tile (cached)."""
+    tile = np.ascontiguousarray(texture_tile(kind, seed)[..., 1])
+    tile.setflags(write=False)
+    return tile
+
+
+@lru_cache(maxsize=256)
 def texture_tile(kind: str, seed: int) -> np.ndarray:
     """Periodic TILE×TILE×2 tile: channel 0 = mix (0 primary → 1 secondary colour),
     channel 1 = multiplicative shade around 1. Cached per (kind, seed); read-only."""
@@ -172,11 +180,14 @@ def texture_field(
     period_px: float,
     angle_deg: float,
     bbox: tuple[int, int, int, int],
+    *,
+    shade_only: bool = False,
 ) -> np.ndarray:
     """Lay a texture tile over ``bbox`` = (x0, y0, x1, y1), one tile every ``period_px`` pixels,
     aligned with the face axis ``ax`` (plus ``angle_deg``) and anchored at ``origin``.
 
-    Returns an (h, w, 2) float32 field (mix, shade).
+    Returns an (h, w, 2) float32 field (mix, shade), or only the (h, w) shade when
+    ``shade_only`` (single-tone textures: half the warping work).
     """
     x0, y0, x1, y1 = bbox
     theta = math.atan2(float(ax[1]), float(ax[0])) + math.radians(angle_deg)
@@ -186,7 +197,7 @@ def texture_field(
     ox, oy = float(origin[0]) - x0, float(origin[1]) - y0
     M = np.array([[c * k, s * k, -(c * ox + s * oy) * k], [-s * k, c * k, (s * ox - c * oy) * k]])
     w, h = x1 - x0, y1 - y0
-    tile = texture_tile(kind, seed)
+    tile = shade_tile(kind, seed) if shade_only else texture_tile(kind, seed)
     flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_WRAP
     r = 2.0 * k  # small-grid pixels per output pixel at 2 small pixels per texel
     if r >= 1.0 or min(w, h) * r < 8:
@@ -204,20 +215,34 @@ def texture_field(
 # ---------------------------------------------------------------------------- shading
 
 
-def face_lighting(roi: np.ndarray, alpha: np.ndarray, strength: float) -> np.ndarray:
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def lighting_grid(alpha: np.ndarray) -> tuple[int, int]:
+    """(width, height) of the coarse grid :func:`face_lighting` measures luminance on."""
+    h, w = alpha.shape
+    return max(2, min(6, w // 6)), max(2, min(6, h // 6))
+
+
+def face_lighting(
+    roi: np.ndarray,
+    alpha: np.ndarray,
+    strength: float,
+    small_alpha: np.ndarray | None = None,
+) -> np.ndarray:
     """Low-frequency luminance of the face under the mask, relative to its mean under the mask.
 
-    ``roi`` is the RGB region (any dtype), ``alpha`` its coverage in [0, 1]. Returns an
-    (h, w) float32 factor around 1, clipped to [0.5, 1.45] and raised to ``strength``.
+    ``roi`` is the RGB region (any dtype), ``alpha`` its coverage in [0, 1] (``small_alpha``:
+    the same already area-averaged onto :func:`lighting_grid`, if the caller has it). Returns
+    an (h, w) float32 factor around 1, clipped to [0.5, 1.45] and raised to ``strength``.
     """
     h, w = alpha.shape
-    if roi.dtype == np.uint8:
-        gray = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY)
-    else:
-        gray = roi.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    gw, gh = max(2, min(6, w // 6)), max(2, min(6, h // 6))
-    small = cv2.resize(gray, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    small_alpha = cv2.resize(alpha, (gw, gh), interpolation=cv2.INTER_AREA)
+    gw, gh = lighting_grid(alpha)
+    # Area-average the colour first: luminance of the tiny grid costs nothing.
+    small_rgb = cv2.resize(roi, (gw, gh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = small_rgb @ _LUMA
+    if small_alpha is None:
+        small_alpha = cv2.resize(alpha, (gw, gh), interpolation=cv2.INTER_AREA)
     weight = float(small_alpha.sum())
     mean = float((small * small_alpha).sum()) / max(weight, 1e-6)
     if mean <= 1e-6:

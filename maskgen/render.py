@@ -321,7 +321,13 @@ def _restore(rgb: np.ndarray, original: np.ndarray, kind: str) -> np.ndarray:
     return gray if kind == "gray" else gray[..., None]
 
 
+_MAX_VALUES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
+
+
 def _max_value(dtype: np.dtype) -> float:
+    known = _MAX_VALUES.get(dtype)
+    if known is not None:
+        return known
     if np.issubdtype(dtype, np.integer):
         return float(np.iinfo(dtype).max)
     if np.issubdtype(dtype, np.floating):
@@ -350,6 +356,7 @@ class _Coverage:
     box: tuple[int, int, int, int] | None
     alpha: np.ndarray | None  # (h, w) float32 over the box, before opacity; read-only
     strap_only: np.ndarray | None  # pixels covered by ear loops but not by the mask
+    alpha_small: np.ndarray | None = None  # alpha area-averaged onto the lighting grid
 
 
 class _CoverageCache:
@@ -428,7 +435,9 @@ def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
             strap_only.setflags(write=False)
         alpha = app.soften(alpha8.astype(np.float32) * np.float32(1 / 255), sigma)
         alpha.setflags(write=False)
-    result = _Coverage(outline, box, alpha, strap_only)
+        alpha_small = cv2.resize(alpha, app.lighting_grid(alpha), interpolation=cv2.INTER_AREA)
+        alpha_small.setflags(write=False)
+    result = _Coverage(outline, box, alpha, strap_only, alpha_small if box else None)
     _COVERAGE_CACHE.put(key, result)
     return result
 
@@ -492,6 +501,12 @@ def render(
     return RenderResult(out, alpha_full, params)
 
 
+def _tinted(shade: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """(h, w) shade × RGB colour → (h, w, 3) float32 (one plane per channel: far cheaper
+    than NumPy broadcasting over a trailing axis of 3)."""
+    return cv2.merge([shade * np.float32(c) for c in colour.tolist()])
+
+
 def _mask_colour(
     roi: np.ndarray, alpha: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float
 ) -> np.ndarray:
@@ -507,8 +522,12 @@ def _mask_colour(
     if uniform and outline.valve is None and cov.strap_only is None:
         return primary
 
-    light = app.face_lighting(roi, alpha, params.shading) if params.shading > 0 else None
+    light = None
+    if params.shading > 0:
+        small = cov.alpha_small if params.opacity == 1.0 else None
+        light = app.face_lighting(roi, alpha, params.shading, small)
     if params.texture != "none":
+        two_tone = params.texture in app.TWO_TONE_TEXTURES
         tex = app.texture_field(
             params.texture,
             params.texture_seed,
@@ -517,18 +536,20 @@ def _mask_colour(
             params.texture_scale * frame.unit,
             params.texture_angle,
             cov.box,
+            shade_only=not two_tone,
         )
-        secondary = np.array(params.secondary_color, np.float32) * scale
-        shade = tex[..., 1] if light is None else tex[..., 1] * light
-        if params.texture in app.TWO_TONE_TEXTURES:
-            # colour = shade·primary + (mix·shade)·(secondary − primary), one pass per pixel
-            weights = cv2.merge([shade, tex[..., 0] * shade])
-            matrix = np.stack([primary, secondary - primary], axis=1)
-            colour = cv2.transform(weights, matrix)
+        shade_tex = tex[..., 1] if two_tone else tex
+        shade = shade_tex if light is None else shade_tex * light
+        if two_tone:
+            # colour = shade·primary + (mix·shade)·(secondary − primary)
+            secondary = np.array(params.secondary_color, np.float32) * scale
+            mixed = tex[..., 0] * shade
+            colour = cv2.merge([cv2.addWeighted(shade, float(p), mixed, float(q - p), 0.0)
+                                for p, q in zip(primary, secondary, strict=True)])  # fmt: skip
         else:
-            colour = cv2.transform(shade[..., None], primary[:, None])
+            colour = _tinted(shade, primary)
     elif light is not None:
-        colour = cv2.transform(light[..., None], primary[:, None])
+        colour = _tinted(light, primary)
     else:
         colour = np.empty((*shape, 3), np.float32)
         colour[:] = primary
