@@ -50,12 +50,14 @@ def _params(spec: MaskSpec, count: int, **overrides) -> list[MaskParams]:
 def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render_module._COVERAGE_CACHE.clear()
     render_module._VALIDATED.clear()
+    render_module._UNITS.clear()
     render(image, lm, params)
 
 
 def _uncached_inplace(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render_module._COVERAGE_CACHE.clear()
     render_module._VALIDATED.clear()
+    render_module._UNITS.clear()
     render(image, lm, params, inplace=True)
 
 

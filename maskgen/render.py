@@ -22,7 +22,7 @@ import bisect
 import colorsys
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
 import cv2
@@ -30,7 +30,7 @@ import numpy as np
 
 from maskgen import appearance as app
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
-from maskgen.shapes import COVERAGES, GEOMETRY, Outline, mask_outline
+from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outline
 
 RGB = tuple[int, int, int]
 
@@ -398,10 +398,23 @@ class _CoverageCache:
 _COVERAGE_CACHE = _CoverageCache()
 
 
+_UNITS: dict[bytes, float] = {}
+
+
 def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
     """Outline, bounding box and soft-edged coverage of a draw, cached by geometry."""
-    key = (lm.tobytes(), h, w, params.family, params.coverage, params.width, params.top_offset,
-           params.bottom_offset, params.valve, params.straps, params.edge_softness)  # fmt: skip
+    lm_key = lm.tobytes()
+    # Options that cannot show on this face are left out of the key, so draws that differ
+    # only in them share one entry (ear loops need a large enough face; valves need N95/KN95).
+    unit = _UNITS.get(lm_key)
+    if unit is None:
+        unit = _UNITS[lm_key] = FaceFrame.from_landmarks(lm).unit
+        if len(_UNITS) > 4096:
+            _UNITS.clear()
+    straps = params.straps and params.family != "gaiter" and unit >= MIN_STRAP_UNIT_PX
+    valve = params.valve and params.family in ("n95", "kn95")
+    key = (lm_key, h, w, params.family, params.coverage, params.width, params.top_offset,
+           params.bottom_offset, valve, straps, params.edge_softness)  # fmt: skip
     cached = _COVERAGE_CACHE.get(key)
     if cached is not None:
         return cached
@@ -412,12 +425,9 @@ def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
         width=params.width,
         top_offset=params.top_offset,
         bottom_offset=params.bottom_offset,
-        valve=params.valve,
-        straps=params.straps,
+        valve=valve,
+        straps=straps,
     )
-    unit = outline.frame.unit
-    if (unit < MIN_STRAP_UNIT_PX or params.family == "gaiter") and outline.straps:
-        outline = replace(outline, straps=())
     sigma = params.edge_softness * unit
     box = _bbox(outline, 2 * sigma + 2, h, w)
     alpha = strap_only = None
