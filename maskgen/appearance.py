@@ -152,7 +152,7 @@ _TEXTURE_MAKERS = {
 }
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def shade_tile(kind: str, seed: int) -> np.ndarray:
     """Channel 1 (shade) of :func:`texture_tile` as its own contiguous tile (cached)."""
     tile = np.ascontiguousarray(texture_tile(kind, seed)[..., 1])
@@ -160,7 +160,7 @@ def shade_tile(kind: str, seed: int) -> np.ndarray:
     return tile
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def texture_tile(kind: str, seed: int) -> np.ndarray:
     """Periodic TILE×TILE×2 tile: channel 0 = mix (0 primary → 1 secondary colour),
     channel 1 = multiplicative shade around 1. Cached per (kind, seed); read-only."""

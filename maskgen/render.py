@@ -151,6 +151,8 @@ class MaskSpec:
     Weights are relative (they need not sum to 1); a weight of 0 disables an option.
     Ranges are (low, high) uniform intervals; the geometry ranges (width, offsets, edge
     softness) are sampled on ``geometry_levels`` evenly spaced values (0 = continuous).
+    Texture tiles come from ``texture_variants`` seeds per texture (0 = any seed): tiles
+    are generated once and cached, and scale, angle and placement still vary per draw.
     """
 
     families: dict[str, float] = field(
@@ -202,6 +204,7 @@ class MaskSpec:
     straps_prob: float = 0.8
     valve_prob: float = 0.3
     geometry_levels: int = 3
+    texture_variants: int = 64
 
     def __post_init__(self) -> None:
         for name, known in (("families", tuple(GEOMETRY)), ("coverages", COVERAGES),
@@ -239,7 +242,7 @@ class MaskSpec:
         integer), so a seeded stream of draws stays aligned whatever the options.
         """
         u = rng.random(19).tolist()
-        texture_seed = int(rng.integers(0, 2**31 - 1))
+        texture_seed = int(rng.integers(0, self.texture_variants or 2**31 - 1))
         tables = self._tables  # type: ignore[attr-defined]
         family = _pick(tables["families"], u[0])
         coverage = _pick(tables["coverages"], u[1])
