@@ -27,11 +27,11 @@ from distill.data import (
     GlobalBatchSampler,
     SyntheticSource,
     TrainDataset,
-    make_masked_pairs,
     normalize,
 )
 from distill.heads import create_head
 from distill.train import _Net, compute_loss
+from maskgen.augment import MaskedPairs
 
 
 def bench_step(
@@ -80,7 +80,7 @@ def bench_step(
 
 def bench_loader(source: SyntheticSource, p: float | None, workers: int, batches: int) -> float:
     """Images/s of the training loader (``p=None``: no masking)."""
-    base = source if p is None else make_masked_pairs(source, None, p, seed=0)
+    base = source if p is None else MaskedPairs(source, p=p, seed=0)
     dataset = TrainDataset(base, flip=True, seed=0)
     sampler = GlobalBatchSampler(len(dataset), 64, seed=0, max_steps=batches)
     loader = DataLoader(
@@ -109,8 +109,7 @@ def main() -> None:
     print(f"train tiny (128-d) batch 64, teacher step : {teacher:8.1f} img/s")
     print(f"train tiny (128-d) batch 64, student step : {student:8.1f} img/s")
     source = SyntheticSource(40, 40, seed=0, cache="memory")
-    pairs = type(make_masked_pairs(source, None, 0.5, seed=0))
-    print(f"masking in the workers with {pairs.__module__}.{pairs.__name__}")
+    print("masking in the workers with maskgen.augment.MaskedPairs")
     for workers in (0, 1):
         for p in (None, 0.5, 1.0):
             rate = bench_loader(source, p, workers, args.batches)

@@ -12,11 +12,10 @@ same item protocol as :class:`maskgen.synthetic.SyntheticFaces`). Three kinds:
 Aligned crops without their own landmarks get the canonical ArcFace-frame layout
 (:func:`maskgen.landmarks.aligned_landmarks`).
 
-:class:`LocalMaskedPairs` wraps a source and returns ``(masked, clean, label, was_masked)``:
-with probability ``p`` a mask drawn from a :class:`maskgen.render.MaskSpec` is rendered on a
-*copy* of the image; the clean image is never modified (the teacher must see the clean face
-of the same sample). Every draw depends on ``(seed, epoch, index)`` only, so the result does
-not depend on the number of workers or processes.
+:class:`maskgen.augment.MaskedPairs` wraps a source and returns ``(masked, clean, label,
+was_masked)``: the clean image is never modified (the teacher must see the clean face of the
+same sample), and with a seed every draw depends on ``(seed, epoch, index)`` only, so the
+result does not depend on the number of workers or processes.
 
 :class:`TrainDataset` adds the random horizontal flip (the same for both views) and returns
 ``uint8`` C×H×W tensors; :func:`normalize` maps them to ``[-1, 1]`` on the training device.
@@ -25,7 +24,8 @@ run, so the sequence of global batches is the same for any number of processes.
 
 Example:
     >>> src = SyntheticSource(2, 2, seed=0, cache="none")
-    >>> pairs = LocalMaskedPairs(src, p=1.0, seed=0)
+    >>> from maskgen.augment import MaskedPairs
+    >>> pairs = MaskedPairs(src, p=1.0, seed=0)
     >>> masked, clean, label, was_masked = pairs[1]
     >>> masked.shape, label, was_masked, bool((masked != clean).any())
     ((112, 112, 3), 0, True, True)
@@ -61,7 +61,6 @@ from maskgen.io import (
     save_bin,
 )
 from maskgen.landmarks import aligned_landmarks, mirror_landmarks
-from maskgen.render import MaskSpec, render
 from maskgen.synthetic import SyntheticFaces
 
 __all__ = [
@@ -69,12 +68,10 @@ __all__ = [
     "FaceSource",
     "GlobalBatchSampler",
     "ImageFolderSource",
-    "LocalMaskedPairs",
     "RecordIOSource",
     "SyntheticSource",
     "TrainDataset",
     "build_synthetic_pack",
-    "make_masked_pairs",
     "normalize",
     "open_source",
     "pack_landmarks_path",
@@ -305,66 +302,6 @@ def open_source(data: Any, cache_dir: str | os.PathLike[str] | None = None) -> F
 # ----------------------------------------------------------------------------------------------
 # Masked pairs and the training dataset
 # ----------------------------------------------------------------------------------------------
-
-
-class LocalMaskedPairs(Dataset):
-    """``(masked, clean, label, was_masked)`` pairs, masks rendered with :mod:`maskgen.render`.
-
-    The fallback for ``maskgen.augment.MaskedPairs`` (same item layout). ``masked`` is a new
-    array (``clean`` itself when the sample is not masked); ``clean`` is never modified.
-
-    Args:
-        dataset: a source (``(image, label, landmarks)`` items).
-        spec: what masks may be drawn (default :class:`maskgen.render.MaskSpec`).
-        p: probability of masking a sample.
-        seed: seed of the draws; call :meth:`set_epoch` to get new draws every epoch.
-    """
-
-    def __init__(
-        self, dataset: Any, spec: MaskSpec | None = None, p: float = 0.5, seed: int = 0
-    ) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must lie in [0, 1], got {p}")
-        self.dataset = dataset
-        self.spec = spec or MaskSpec()
-        self.p = float(p)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the draws of ``epoch``."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, int, bool]:
-        clean, label, landmarks = self.dataset[index]
-        rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x6D61736B])
-        if self.p > 0 and rng.random() < self.p:
-            params = self.spec.sample(rng)
-            masked = render(clean, landmarks, params).image
-            if np.shares_memory(masked, clean):  # never hand out a view of the clean image
-                masked = masked.copy()
-            return masked, clean, int(label), True
-        return clean, clean, int(label), False
-
-
-def make_masked_pairs(
-    dataset: Any, spec: MaskSpec | None, p: float, seed: int, prefer_augment: bool = True
-) -> Any:
-    """``maskgen.augment.MaskedPairs`` when available (and ``prefer_augment``), else local."""
-    if prefer_augment:
-        try:
-            from maskgen.augment import MaskedPairs  # type: ignore[attr-defined]
-        except ImportError:
-            MaskedPairs = None
-        if MaskedPairs is not None:
-            try:
-                return MaskedPairs(dataset, spec or MaskSpec(), p=p, seed=seed)
-            except TypeError:
-                return MaskedPairs(dataset, spec or MaskSpec(), p=p)
-    return LocalMaskedPairs(dataset, spec, p=p, seed=seed)
 
 
 def _chw(image: np.ndarray) -> Tensor:

@@ -6,23 +6,16 @@ student → evaluation on a verification pack of *held-out* synthetic identities
 ``report.json`` / ``report.md`` stating whether the student beats the teacher on M-M and
 M-NM accuracy while losing at most 1 point on NM-NM.
 
-Evaluation protocols (pair ``k`` = images ``2k`` and ``2k + 1``):
-
-* ``nm-nm``: no image masked;
-* ``m-nm``: exactly the second image of every pair masked;
-* ``m-m``: both images masked, with independent draws.
-
-Mask draws are fixed: image ``i`` gets the draw of ``default_rng([mask_seed, i])``, so the
-teacher and the student see identical masked images (the draws are written to
-``eval/protocol.json``). Embeddings are flip-summed; metrics come from
-:func:`distill.metrics.verification_report` (insightface 10-fold accuracy, EER, FMR100,
-FMR1000, FDR).
+Evaluation runs through :func:`distill.evaluate.evaluate_models` on a pack of held-out
+identities under NM-NM, M-NM (the second image of every pair masked) and M-M (both masked,
+independent draws); the mask draws are fixed by ``eval.mask_seed`` and written to
+``eval/protocol.json``, so teacher and student are scored on identical images.
 
 Example:
-    >>> protocol_masks("m-nm", 3)
-    [False, True, False, True, False, True]
-    >>> protocol_masks("m-m", 1), protocol_masks("nm-nm", 1)
-    ([True, True], [False, False])
+    >>> _verdict({m: {p: {"accuracy_mean": a} for p, a in zip(PROTOCOLS, accs)}
+    ...           for m, accs in {"teacher": (0.99, 0.9, 0.8), "student": (0.985, 0.95, 0.9)}
+    ...           .items()})["passed"]
+    True
 """
 
 from __future__ import annotations
@@ -33,125 +26,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
 from distill.checkpoint import load_backbone
 from distill.config import Config
-from distill.data import build_synthetic_pack, normalize, pack_landmarks_path
-from distill.metrics import verification_report
+from distill.data import build_synthetic_pack
+from distill.evaluate import PROTOCOLS, evaluate_models
 from maskgen.io import atomic_write_text, load_bin
-from maskgen.landmarks import aligned_landmarks
-from maskgen.render import MaskSpec, render
+from maskgen.render import MaskSpec
 
 __all__ = [
     "PROTOCOLS",
-    "embed",
-    "evaluate_checkpoints",
-    "protocol_masks",
     "run",
     "write_report",
 ]
 
 log = logging.getLogger("distill")
 
-PROTOCOLS = ("nm-nm", "m-nm", "m-m")
-
-
-def protocol_masks(protocol: str, num_pairs: int) -> list[bool]:
-    """Which of the ``2 · num_pairs`` images a protocol masks."""
-    if protocol == "nm-nm":
-        return [False] * (2 * num_pairs)
-    if protocol == "m-nm":
-        return [False, True] * num_pairs
-    if protocol == "m-m":
-        return [True] * (2 * num_pairs)
-    raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-
-
-@torch.no_grad()
-def embed(model: nn.Module, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    """Flip-summed embeddings (N×D float32) of ``uint8`` N×H×W×3 RGB images."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-        x = normalize(x.permute(0, 3, 1, 2).to(device))
-        out.append((model(x) + model(torch.flip(x, dims=[3]))).float().cpu().numpy())
-    return np.concatenate(out)
-
-
-def _masked_images(
-    images: np.ndarray, landmarks: np.ndarray, mask_seed: int, spec: MaskSpec
-) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    masked = np.empty_like(images)
-    draws = []
-    for i in range(len(images)):
-        params = spec.sample(np.random.default_rng([mask_seed, i]))
-        masked[i] = render(images[i], landmarks[i], params).image
-        draws.append(params.to_dict())
-    return masked, draws
-
-
-def evaluate_checkpoints(
-    checkpoints: dict[str, Path],
-    pack: Path,
-    out_dir: Path,
-    mask_seed: int = 2024,
-    spec: MaskSpec | None = None,
-    batch_size: int = 128,
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{model: {protocol: verification_report}}`` on a ``.bin`` pack (minimal evaluation).
-
-    Landmarks come from the pack's sidecar (:func:`distill.data.pack_landmarks_path`) when
-    present, else the canonical aligned layout. Writes ``protocol.json`` (the mask draws).
-    """
-    spec = spec or MaskSpec()
-    data = load_bin(pack)
-    images = np.stack([data.decode(i) for i in range(data.num_images)])
-    lm_path = pack_landmarks_path(pack)
-    if lm_path.is_file():
-        landmarks = np.load(lm_path)
-    else:
-        landmarks = np.repeat(aligned_landmarks(images.shape[1])[None], len(images), axis=0)
-    masked, draws = _masked_images(images, landmarks, mask_seed, spec)
-    issame = np.asarray(data.issame, bool)
-    protocol = {
-        "pack": str(pack),
-        "mask_seed": mask_seed,
-        "protocols": {p: protocol_masks(p, data.num_pairs) for p in PROTOCOLS},
-        "draws": draws,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "protocol.json", json.dumps(protocol))
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, path in checkpoints.items():
-        model = load_backbone(path)
-        clean_emb = embed(model, images, batch_size)
-        masked_emb = embed(model, masked, batch_size)
-        results[name] = {}
-        for p in PROTOCOLS:
-            flags = np.asarray(protocol_masks(p, data.num_pairs))
-            emb = np.where(flags[:, None], masked_emb, clean_emb)
-            results[name][p] = verification_report(emb[0::2], emb[1::2], issame)
-    return results
-
 
 def _evaluate(
     checkpoints: dict[str, Path], pack: Path, eval_dir: Path, cfg: Config, spec: MaskSpec
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
-    """Evaluate with ``distill.evaluate`` when available, else :func:`evaluate_checkpoints`."""
-    try:
-        from distill.evaluate import evaluate_models
-    except ImportError:
-        evaluate_models = None
-    if evaluate_models is None:
-        found = evaluate_checkpoints(
-            checkpoints, pack, eval_dir, cfg.eval.mask_seed, spec, cfg.eval.batch_size
-        )
-        return found, "distill.demo.evaluate_checkpoints"
+    """Score the checkpoints on the pack with :func:`distill.evaluate.evaluate_models`."""
     models = {name: load_backbone(path) for name, path in checkpoints.items()}
     name = Path(pack).stem
     report = evaluate_models(

@@ -56,6 +56,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from distill.checkpoint import CheckpointError, load_backbone
 from distill.metrics import pair_scores, roc_curve, verification_report
 from maskgen.io import BinPack, ImageReadError, atomic_write_text, load_bin, read_image
 from maskgen.landmarks import ARCFACE_112, aligned_landmarks, similarity_transform, to_five
@@ -89,7 +90,6 @@ _PROTOCOL_LABEL = {"nm-nm": "NM-NM", "m-nm": "M-NM", "m-m": "M-M"}
 
 PROTOCOL_FORMAT = "distill-eval-protocol"
 REPORT_FORMAT = "distill-eval-report"
-CHECKPOINT_FORMAT = "distill-checkpoint"
 INPUT_SIZE = 112
 
 #: A landmark function: RGB image → (68, 2) or (5, 2) landmarks, or ``None`` (no face).
@@ -102,10 +102,6 @@ class PairsFileError(ValueError):
 
 class ProtocolFileError(ValueError):
     """A protocol file that is malformed or does not match the data being evaluated."""
-
-
-class CheckpointError(ValueError):
-    """A file that is not a loadable ``distill`` checkpoint."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1187,77 +1183,9 @@ def _emb_dim(*sources_and_name: Any) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def _load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """Load a ``distill`` checkpoint (format ``distill-checkpoint``, version 1) in eval mode.
-
-    Contract: a dict saved with :func:`torch.save` holding ``format``, ``version``,
-    ``arch = {"backbone", "embedding_size", "kwargs"}``, ``model`` (the backbone's
-    state_dict) and ``role``. Loaded with ``weights_only=True`` (no code runs).
-    """
-    from distill.backbones import create_backbone, list_backbones
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: checkpoint not found")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # arbitrary bytes make the unpickler fail in many ways
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{p}: not a distill checkpoint (not a torch file, or one holding objects that "
-            f"cannot be loaded safely): {first}"
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        what = f"a {type(ckpt).__name__}"
-        if isinstance(ckpt, dict):
-            what += f" with keys {sorted(map(str, ckpt))[:8]}"
-        raise CheckpointError(
-            f"{p}: not a distill checkpoint (expected a dict with format "
-            f"{CHECKPOINT_FORMAT!r}, found {what})"
-        )
-    if ckpt.get("version") != 1:
-        raise CheckpointError(
-            f"{p}: unsupported distill checkpoint version {ckpt.get('version')!r}"
-        )
-    arch = ckpt.get("arch")
-    if not isinstance(arch, dict) or "backbone" not in arch or "model" not in ckpt:
-        raise CheckpointError(f"{p}: distill checkpoint without 'arch.backbone' or 'model'")
-    backbone = str(arch["backbone"])
-    if backbone.strip().lower() not in list_backbones():
-        raise CheckpointError(
-            f"{p}: unknown backbone {backbone!r}; known: {', '.join(list_backbones())}"
-        )
-    model = create_backbone(
-        backbone,
-        embedding_size=int(arch.get("embedding_size", 512)),
-        **dict(arch.get("kwargs") or {}),
-    )
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(
-            f"{p}: the weights do not fit backbone {backbone!r} "
-            f"(embedding_size {arch.get('embedding_size')}): {detail}"
-        ) from exc
-    return model.eval()
-
-
 def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """Load a distill checkpoint as an eval-mode backbone.
+    """Load a distill checkpoint as an eval-mode backbone (via ``load_backbone``).
 
-    Uses ``distill.checkpoint.load_backbone`` when that module exists, else the built-in
-    loader implementing the same checkpoint contract.
+    Raises ``FileNotFoundError`` or :class:`CheckpointError` with the file and the problem.
     """
-    try:
-        from distill.checkpoint import load_backbone  # type: ignore[import-not-found]
-    except ImportError:
-        return _load_model(path)
-    try:
-        return load_backbone(path).eval()
-    except (ValueError, OSError):
-        raise
-    except Exception as exc:  # e.g. a KeyError from the unpickler on arbitrary bytes
-        raise CheckpointError(
-            f"{path}: not a distill checkpoint (unreadable: {type(exc).__name__}: {exc})"
-        ) from exc
+    return load_backbone(path)

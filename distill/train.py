@@ -12,7 +12,7 @@ Two stages, each a plain supervised loop over the configured face source:
 
   The teacher is frozen (no gradients), in eval mode (BatchNorm statistics fixed), and always
   sees the *clean* image of the same sample (never the masked one: the masked view is a new
-  tensor, see :class:`distill.data.LocalMaskedPairs`).
+  tensor, see :class:`maskgen.augment.MaskedPairs`).
 
 Optimisation: SGD (momentum, weight decay), learning rate ``stage.lr · global_batch /
 optim.base_batch_size`` with cosine or step decay and optional linear warm-up (per step),
@@ -80,11 +80,11 @@ from distill.data import (
     FaceSource,
     GlobalBatchSampler,
     TrainDataset,
-    make_masked_pairs,
     normalize,
     open_source,
 )
 from distill.heads import MarginHead, create_head
+from maskgen.augment import MaskedPairs
 from maskgen.render import MaskSpec
 
 __all__ = [
@@ -550,7 +550,7 @@ def _run_stage(
     spec = MaskSpec.from_dict(cfg.masking.spec) if cfg.masking.spec else MaskSpec()
     masker: _DeviceMasker | None = None
     if role == "student" and cfg.masking.mode == "workers":
-        base: Any = make_masked_pairs(plan.source, spec, cfg.masking.p, cfg.masking.seed)
+        base: Any = MaskedPairs(plan.source, spec, p=cfg.masking.p, seed=cfg.masking.seed)
     else:
         base = plan.source
         if role == "student" and cfg.masking.p > 0:

@@ -22,7 +22,6 @@ from distill.evaluate import (
     ProtocolFileError,
     _batches,
     _build_entry,
-    _load_model,
     _Materialiser,
     dataset_sha256,
     evaluate_models,
@@ -286,8 +285,7 @@ def test_pairs_files_both_formats(tmp_path: Path, faces) -> None:
 
 def test_non_distill_checkpoints(tmp_path: Path) -> None:
     good = _checkpoint(tmp_path / "good.pt")
-    assert _load_model(good).embedding_size == 32 and not _load_model(good).training
-    assert load_model(good).embedding_size == 32
+    assert load_model(good).embedding_size == 32 and not load_model(good).training
     text = tmp_path / "notes.pt"
     text.write_text("hello")
     plain = tmp_path / "plain.pt"
@@ -296,17 +294,16 @@ def test_non_distill_checkpoints(tmp_path: Path) -> None:
                                                          "embedding_size": 32})  # fmt: skip
     wrong = {"backbone": "tiny", "embedding_size": 64, "kwargs": {}}
     mismatch = _checkpoint(tmp_path / "mismatch.pt", arch=wrong)
-    for loader in (_load_model, load_model):
-        for path, pattern in (
-            (text, "distill checkpoint"),
-            (plain, "not a distill checkpoint"),
-            (unknown, "resnet9000"),
-            (mismatch, "do not fit"),
-        ):
-            with pytest.raises(ValueError, match=pattern):
-                loader(path)
+    for path, pattern in (
+        (text, "distill checkpoint"),
+        (plain, "not a distill checkpoint"),
+        (unknown, "resnet9000"),
+        (mismatch, "do not fit"),
+    ):
+        with pytest.raises(ValueError, match=pattern):
+            load_model(path)
     with pytest.raises(FileNotFoundError):
-        _load_model(tmp_path / "missing.pt")
+        load_model(tmp_path / "missing.pt")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from distill.config import Config, apply_overrides
 from distill.data import (
     DatasetError,
     GlobalBatchSampler,
-    LocalMaskedPairs,
     RecordIOSource,
     SyntheticSource,
     TrainDataset,
@@ -31,6 +30,7 @@ from distill.data import (
     normalize,
 )
 from distill.train import OutputExistsError, TrainingDivergedError, train
+from maskgen.augment import MaskedPairs
 from maskgen.io import RecordWriter, load_bin
 
 TINY = "{widths: [8, 8, 16, 16], blocks: [0, 0, 0, 0]}"
@@ -82,7 +82,7 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
 def test_masked_pairs_never_touch_the_clean_image() -> None:
     src = SyntheticSource(2, 3, seed=1, cache="memory")
     before = src.images.copy()
-    pairs = LocalMaskedPairs(src, p=1.0, seed=3)
+    pairs = MaskedPairs(src, p=1.0, seed=3)
     for i in range(len(pairs)):
         masked, clean, _, was = pairs[i]
         assert was and not np.shares_memory(masked, clean)
@@ -94,7 +94,7 @@ def test_masked_pairs_never_touch_the_clean_image() -> None:
 
 def test_masked_pairs_deterministic_per_epoch() -> None:
     src = SyntheticSource(2, 4, seed=1, cache="none")
-    a, b = LocalMaskedPairs(src, p=0.5, seed=3), LocalMaskedPairs(src, p=0.5, seed=3)
+    a, b = MaskedPairs(src, p=0.5, seed=3), MaskedPairs(src, p=0.5, seed=3)
     flags = [a[i][3] for i in range(8)]
     assert flags == [b[i][3] for i in range(8)] and 0 < sum(flags) < 8
     b.set_epoch(1)
