@@ -2,8 +2,8 @@
 
 Figures are drawn with matplotlib's object-oriented API on an Agg canvas (no pyplot, no GUI,
 no global state, safe in headless jobs and worker threads) and saved atomically: the PNG is
-written to a temporary file in the destination folder, then moved over ``path`` with
-``os.replace``, so a reader never sees a half-written image.
+written through :func:`maskgen.io.atomic_open` (a temporary file in the destination folder,
+then ``os.replace``), so a reader never sees a half-written image.
 
 Example:
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,41 +33,21 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from distill.metrics import eer, fdr
+from maskgen.io.atomic import atomic_open
 
 __all__ = ["plot_roc", "plot_score_histograms", "save_figure_atomic"]
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)  # the only portable way to read it: set, then restore at once
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # read once at import, so later calls never touch process state
-
-
 def save_figure_atomic(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
-    """Save ``fig`` as PNG to ``path`` atomically (temp file in the same folder + os.replace).
+    """Save ``fig`` as PNG to ``path`` atomically (:func:`maskgen.io.atomic_open`).
 
     The parent folder is created if needed; the file gets the usual ``0o666 & ~umask`` mode.
     Returns ``path`` as a :class:`~pathlib.Path`.
     """
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)  # attach an Agg canvas whatever the global backend is
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
     return out
 
 

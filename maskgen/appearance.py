@@ -53,15 +53,6 @@ def accent_colors() -> list[tuple[int, int, int]]:
     return [_hex_to_rgb(c) for c in asset_json("palettes.json")["accents"]]
 
 
-def random_color(rng: np.random.Generator) -> tuple[int, int, int]:
-    """A uniformly random hue with moderate saturation and value (no uint8 wrap-around)."""
-    hsv = np.array(
-        [[[rng.uniform(0, 180), rng.uniform(40, 220), rng.uniform(60, 245)]]], dtype=np.float32
-    )
-    rgb = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
-    return int(rgb[0]), int(rgb[1]), int(rgb[2])
-
-
 # ---------------------------------------------------------------------------- textures
 
 
