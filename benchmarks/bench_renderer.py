@@ -49,15 +49,13 @@ def _params(spec: MaskSpec, count: int, **overrides) -> list[MaskParams]:
 
 def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render_module._COVERAGE_CACHE.clear()
-    render_module._VALIDATED.clear()
-    render_module._UNITS.clear()
+    render_module._FACES.clear()
     render(image, lm, params)
 
 
 def _uncached_inplace(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render_module._COVERAGE_CACHE.clear()
-    render_module._VALIDATED.clear()
-    render_module._UNITS.clear()
+    render_module._FACES.clear()
     render(image, lm, params, inplace=True)
 
 

@@ -35,6 +35,15 @@ from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outline
 RGB = tuple[int, int, int]
 
 
+def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from JSON data (lists → tuples); unknown keys are an error."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
 @dataclass(frozen=True)
 class MaskParams:
     """One concrete, JSON-serialisable mask draw. Lengths are in face units (the distance
@@ -100,11 +109,7 @@ class MaskParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MaskParams:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MaskParams fields {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return _from_dict(cls, data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -279,11 +284,7 @@ class MaskSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MaskSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MaskSpec fields {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return _from_dict(cls, data)
 
 
 class RenderResult(NamedTuple):
@@ -401,28 +402,52 @@ class _CoverageCache:
 _COVERAGE_CACHE = _CoverageCache()
 
 
-_UNITS: dict[bytes, float] = {}
+class _Face(NamedTuple):
+    """Validated (68, 2) landmarks (read-only), their bytes as a cache key, and the face unit."""
+
+    landmarks: np.ndarray
+    key: bytes
+    unit: float
 
 
-def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
+_FACES: OrderedDict[tuple, _Face] = OrderedDict()
+
+
+def _face(landmarks: np.ndarray, shape: tuple[int, ...]) -> _Face:
+    """Validate landmarks (5 points expanded to 68) once per distinct set and image size."""
+    try:
+        lm = np.asarray(landmarks, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"landmarks are not numeric: {exc}") from exc
+    key = (lm.tobytes(), lm.shape, shape[0], shape[1]) if lm.ndim == 2 else None
+    if key is not None and key in _FACES:
+        return _FACES[key]
+    lm = validate_landmarks(lm, shape)
+    if len(lm) == 5:
+        lm = landmarks_from_five(lm)
+    lm.setflags(write=False)
+    face = _Face(lm, lm.tobytes(), FaceFrame.from_landmarks(lm).unit)
+    if key is not None:
+        _FACES[key] = face
+        if len(_FACES) > 1024:
+            _FACES.popitem(last=False)
+    return face
+
+
+def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
     """Outline, bounding box and soft-edged coverage of a draw, cached by geometry."""
-    lm_key = lm.tobytes()
     # Options that cannot show on this face are left out of the key, so draws that differ
     # only in them share one entry (ear loops need a large enough face; valves need N95/KN95).
-    unit = _UNITS.get(lm_key)
-    if unit is None:
-        unit = _UNITS[lm_key] = FaceFrame.from_landmarks(lm).unit
-        if len(_UNITS) > 4096:
-            _UNITS.clear()
+    unit = face.unit
     straps = params.straps and params.family != "gaiter" and unit >= MIN_STRAP_UNIT_PX
     valve = params.valve and params.family in ("n95", "kn95")
-    key = (lm_key, h, w, params.family, params.coverage, params.width, params.top_offset,
+    key = (face.key, h, w, params.family, params.coverage, params.width, params.top_offset,
            params.bottom_offset, valve, straps, params.edge_softness)  # fmt: skip
     cached = _COVERAGE_CACHE.get(key)
     if cached is not None:
         return cached
     outline = mask_outline(
-        lm,
+        face.landmarks,
         params.family,
         params.coverage,
         width=params.width,
@@ -433,49 +458,26 @@ def _coverage(lm: np.ndarray, h: int, w: int, params: MaskParams) -> _Coverage:
     )
     sigma = params.edge_softness * unit
     box = _bbox(outline, 2 * sigma + 2, h, w)
-    alpha = strap_only = None
+    alpha = strap_only = alpha_small = None
     if box is not None:
         x0, y0, x1, y1 = box
         shape, offset = (y1 - y0, x1 - x0), (x0, y0)
         alpha8 = app.fill_polygon(shape, outline.polygon, offset)
         if outline.straps:
-            straps = np.zeros(shape, np.uint8)
+            loops = np.zeros(shape, np.uint8)
             thickness = max(1, round(unit * 0.035))
             for line in outline.straps:
-                app.draw_polyline(straps, line, offset, 255, thickness)
-            strap_only = (straps > 0) & (alpha8 < 255)
-            alpha8 = np.maximum(alpha8, straps)
+                app.draw_polyline(loops, line, offset, 255, thickness)
+            strap_only = (loops > 0) & (alpha8 < 255)
+            alpha8 = np.maximum(alpha8, loops)
             strap_only.setflags(write=False)
         alpha = app.soften(alpha8.astype(np.float32) * np.float32(1 / 255), sigma)
         alpha.setflags(write=False)
         alpha_small = cv2.resize(alpha, app.lighting_grid(alpha), interpolation=cv2.INTER_AREA)
         alpha_small.setflags(write=False)
-    result = _Coverage(outline, box, alpha, strap_only, alpha_small if box else None)
+    result = _Coverage(outline, box, alpha, strap_only, alpha_small)
     _COVERAGE_CACHE.put(key, result)
     return result
-
-
-_VALIDATED: OrderedDict[tuple, np.ndarray] = OrderedDict()
-
-
-def _validated_68(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Validated (68, 2) float32 landmarks (5 points expanded), memoised for repeats."""
-    try:
-        lm = np.asarray(landmarks, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"landmarks are not numeric: {exc}") from exc
-    key = (lm.tobytes(), lm.shape, shape[0], shape[1]) if lm.ndim == 2 else None
-    if key is not None and key in _VALIDATED:
-        return _VALIDATED[key]
-    lm = validate_landmarks(lm, shape)
-    if len(lm) == 5:
-        lm = landmarks_from_five(lm)
-    lm.setflags(write=False)
-    if key is not None:
-        _VALIDATED[key] = lm
-        if len(_VALIDATED) > 1024:
-            _VALIDATED.popitem(last=False)
-    return lm
 
 
 def render(
@@ -497,8 +499,7 @@ def render(
     rgb, kind = _as_rgb(image)
     max_value = _max_value(image.dtype)
     h, w = rgb.shape[:2]
-    lm = _validated_68(landmarks, rgb.shape)
-    cov = _coverage(lm, h, w, params)
+    cov = _coverage(_face(landmarks, rgb.shape), h, w, params)
     alpha_full = np.zeros((h, w), np.float32)
     if inplace and kind not in ("rgb", "rgba"):
         raise ValueError("inplace rendering needs an H×W×3 or H×W×4 image")
