@@ -66,6 +66,7 @@ from maskgen.io import (
     save_bin,
     unpack,
 )
+from maskgen.io.atomic import temp_file_target
 from maskgen.io.recordio import IRHeader
 from maskgen.render import MaskParams, MaskSpec, render
 
@@ -929,13 +930,6 @@ def render_dataset(
     return summary
 
 
-def _temp_target(name: str) -> str | None:
-    """The final name behind an atomic-write temporary ``.NAME.XXXXXXXX.tmp``, or ``None``."""
-    if not (name.startswith(".") and name.endswith(".tmp")):
-        return None
-    return name[1:-4].rpartition(".")[0] or None
-
-
 def _remove_stale_temps(ctx: Context, shard: tuple[int, int], resume_after: int) -> None:
     """Delete the temporary files a killed run left for the items it had in flight.
 
@@ -968,7 +962,7 @@ def _remove_stale_temps(ctx: Context, shard: tuple[int, int], resume_after: int)
         if not folder.is_dir():
             continue
         for entry in os.scandir(folder):
-            if _temp_target(entry.name) in names:
+            if temp_file_target(entry.name) in names:
                 Path(entry.path).unlink(missing_ok=True)
 
 

@@ -27,7 +27,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["AtomicFile", "atomic_open", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "AtomicFile",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "temp_file_target",
+]
 
 _ALLOWED_MODES = {"w": "w", "wt": "w", "wb": "wb"}
 
@@ -56,6 +62,20 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def temp_file_target(name: str) -> str | None:
+    """The final file name behind one of our temporary files, or ``None`` if ``name`` is not one.
+
+    Temporary files are named ``"." + final name + "." + random suffix + ".tmp"``.
+
+    Example:
+        >>> temp_file_target(".a.png.k2j4_x9q.tmp"), temp_file_target("a.png")
+        ('a.png', None)
+    """
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    return name[1:-4].rpartition(".")[0] or None
 
 
 class AtomicFile:
