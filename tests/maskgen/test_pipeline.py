@@ -34,6 +34,7 @@ from maskgen.pipeline import (
     replay_record,
     stable_hash,
 )
+from maskgen.render import MaskSpec
 from maskgen.synthetic import render_aligned, render_wild, sample_identity
 
 try:
@@ -93,7 +94,9 @@ def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hostile_run(hostile_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hostile_out") / "masked"
-    options = RenderOptions(landmarks="dlib", save_occlusion=True, seed=5)
+    # High coverage only, so "the mouth is covered" holds for every draw, not just this seed's.
+    spec = MaskSpec(coverages={"high": 1})
+    options = RenderOptions(landmarks="dlib", save_occlusion=True, seed=5, spec=spec)
     summary = render_dataset(hostile_folder, out, options, workers=1, progress=False)
     assert summary["total"] == summary["done"] + summary["failed"]
     return out
