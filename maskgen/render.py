@@ -101,6 +101,15 @@ class MaskParams:
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
 
+    @classmethod
+    def _trusted(cls, **values: Any) -> MaskParams:
+        """Build from values already known to be valid (``MaskSpec.sample``'s draws, checked
+        once when the spec was made): skips ``__post_init__``, which costs more than the
+        draw itself on the per-image hot path."""
+        params = object.__new__(cls)
+        params.__dict__.update(_PARAM_DEFAULTS, **values)
+        return params
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for name in ("color", "secondary_color", "strap_color"):
@@ -117,6 +126,9 @@ class MaskParams:
     @classmethod
     def from_json(cls, text: str) -> MaskParams:
         return cls.from_dict(json.loads(text))
+
+
+_PARAM_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(MaskParams)}
 
 
 def _cumulative(weights: dict[str, float], what: str) -> tuple[list[str], list[float]]:
@@ -261,7 +273,7 @@ class MaskSpec:
         texture = _pick(tables["textures"], u[9])
         if family == "kn95" and texture == "pleats":
             texture = "grain"  # folded respirators have no pleats
-        return MaskParams(
+        return MaskParams._trusted(
             family=family,
             coverage=coverage,
             color=color,
@@ -473,7 +485,7 @@ def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
             strap_only.setflags(write=False)
         alpha = app.soften(alpha8.astype(np.float32) * np.float32(1 / 255), sigma)
         alpha.setflags(write=False)
-        alpha_small = cv2.resize(alpha, app.lighting_grid(alpha), interpolation=cv2.INTER_AREA)
+        alpha_small = app.grid_average(alpha, app.lighting_grid(alpha))
         alpha_small.setflags(write=False)
     result = _Coverage(outline, box, alpha, strap_only, alpha_small)
     _COVERAGE_CACHE.put(key, result)

@@ -141,6 +141,24 @@ def test_spec_sampling_is_seeded(frontal_face) -> None:
     assert len({d.family for d in draws_a}) >= 3
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        MaskSpec(),
+        MaskSpec(random_color_prob=1.0, straps_prob=1.0, valve_prob=1.0, geometry_levels=0),
+        MaskSpec(families={"kn95": 1, "gaiter": 1}, textures={"pleats": 1}, texture_variants=0),
+    ],
+)
+def test_sampled_params_are_what_the_validating_constructor_builds(spec: MaskSpec) -> None:
+    # sample() skips __post_init__ for speed: its draws must pass it unchanged.
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        params = spec.sample(rng)
+        rebuilt = MaskParams(**params.to_dict())
+        assert rebuilt == params and rebuilt.to_json() == params.to_json()
+        assert all(isinstance(v, int) for v in params.color + params.secondary_color)
+
+
 def test_spec_round_trip_and_errors() -> None:
     spec = MaskSpec(families={"kn95": 1.0}, coverages={"low": 1.0})
     assert MaskSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
@@ -272,3 +290,27 @@ def test_straps_only_where_the_face_is_big_enough(frontal_face) -> None:
     a = render(small, aligned_landmarks(), MaskParams(straps=True)).alpha
     b = render(small, aligned_landmarks(), MaskParams(straps=False)).alpha
     assert np.array_equal(a, b)  # a 112 crop is too small to show ear loops
+
+
+@pytest.mark.parametrize(("kind", "shade_only"), [("grain", True), ("stripes", False)])
+def test_periodic_warp_matches_opencv_wrapped_warp(kind: str, shade_only: bool) -> None:
+    import cv2
+
+    from maskgen import appearance as app
+
+    tile = app.shade_tile(kind, 7) if shade_only else app.texture_tile(kind, 7)
+    padded = app._padded_tile(kind, 7, shade_only)
+    rng = np.random.default_rng(0)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    for scale, size, shift in [(3.3, (87, 56), -900.0), (0.4, (300, 200), 5000.0),
+                               (1.0, (5, 3), 0.0), (12.0, (3000, 40), 17.0)]:  # fmt: skip
+        theta = rng.uniform(-np.pi, np.pi)
+        c, s = np.cos(theta) * scale, np.sin(theta) * scale
+        M = np.array([[c, s, shift + rng.uniform(-64, 64)], [-s, c, rng.uniform(-300, 300)]])
+        expected = cv2.warpAffine(tile, M, size, flags=flags, borderMode=cv2.BORDER_WRAP)
+        got = app.warp_periodic(padded, M, size)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        # Both sample bilinearly at 1/32-texel positions; rounding may pick the neighbouring
+        # position, a 1/32 step on the steepest edges (about one unit per texel).
+        assert np.abs(got - expected).max() <= 1 / 32 + 1e-4
+        assert np.abs(got - expected).mean() < 1e-3
