@@ -523,16 +523,21 @@ def _placeholder(i: int) -> str:
 _PLACEHOLDERS = [orjson.dumps(_placeholder(i)) for i in range(8)]
 
 
-def _face_record(face: Any, params: MaskParams | None, i: int = 0) -> dict[str, Any]:
-    """A face's manifest entry; its landmarks are a placeholder filled in by :func:`_dump`.
-    ``params`` stays a dataclass: orjson writes its fields in order, as ``to_dict`` does."""
+def _face_entry(face: Any, i: int) -> dict[str, Any]:
+    """What a face's manifest entry says whatever is drawn on it; its landmarks are a
+    placeholder filled in by :func:`_dump`."""
     return {
         "box": [round(float(v), 2) for v in face.box],
         "landmarks": _placeholder(i),
         "score": round(float(face.score), 4),
         "backend": face.backend,
-        "params": params,
     }
+
+
+def _face_record(entry: dict[str, Any], params: MaskParams | None) -> dict[str, Any]:
+    """A face's manifest entry with its draw. ``params`` stays a dataclass: orjson writes its
+    fields in order, as ``to_dict`` does."""
+    return {**entry, "params": params}
 
 
 def _dump(record: dict[str, Any], landmarks: list[bytes]) -> bytes:
@@ -560,11 +565,12 @@ def _failure(ctx: Context, item: Item, category: str, reason: str) -> dict[str, 
 
 
 class _Detected(NamedTuple):
-    """Faces to mask (landmarks quantised as the manifest stores them) and their landmarks'
-    JSON text; or, when there are none, the failure category and reason."""
+    """Faces to mask (landmarks quantised as the manifest stores them), their landmarks' JSON
+    text and manifest entries; or, when there are none, the failure category and reason."""
 
     faces: list[Any]
     landmarks_json: list[bytes]
+    entries: list[dict[str, Any]]
     category: str | None = None
     reason: str = ""
 
@@ -572,7 +578,8 @@ class _Detected(NamedTuple):
 def _quantise_faces(faces: list[Any]) -> _Detected:
     quantised = [_quantised(f.landmarks) for f in faces]
     kept = [replace(f, landmarks=q) for f, (q, _) in zip(faces, quantised, strict=True)]
-    return _Detected(kept, [text for _, text in quantised])
+    entries = [_face_entry(f, i) for i, f in enumerate(kept)]
+    return _Detected(kept, [text for _, text in quantised], entries)
 
 
 _ALIGNED: dict[tuple[Any, ...], _Detected] = {}
@@ -601,7 +608,7 @@ def _select(ctx: Context, item: Item, image: np.ndarray) -> _Detected:
     try:
         found = backend.detect(image, item.key)
     except (FileNotFoundError, ValueError) as exc:
-        return _Detected([], [], "landmarks", str(exc))
+        return _Detected([], [], [], "landmarks", str(exc))
     detected = options.landmarks not in ("aligned", "file") and not (
         found and found[0].backend == "aligned"
     )
@@ -611,29 +618,53 @@ def _select(ctx: Context, item: Item, image: np.ndarray) -> _Detected:
     if kept:
         return _quantise_faces(kept)
     if not found:
-        return _Detected([], [], "no_face", f"no face found ({backend.name})")
+        return _Detected([], [], [], "no_face", f"no face found ({backend.name})")
     category = "too_small" if reasons[0].startswith("face too small") else "rejected"
-    return _Detected([], [], category, "; ".join(reasons))
+    return _Detected([], [], [], category, "; ".join(reasons))
 
 
-def process_item(
-    ctx: Context, item: Item, loaded: tuple[bytes, int | None] | Exception | None = None
-) -> ItemResult:
-    """Load, detect, render, encode (and for folders write) one item.
+class _Pending(NamedTuple):
+    """An output waiting to be encoded (``.rec``/``.bin`` blocks encode all theirs at once)."""
 
-    ``loaded``: the item's ``source.load`` result (or the error it raised) when the block
-    was read at once.
-    """
+    image: np.ndarray
+    raw: bytes
+    masked: bool
+
+
+def _load(
+    ctx: Context, item: Item, loaded: tuple[bytes, int | None] | Exception | None
+) -> tuple[bytes, int | None, np.ndarray | Exception]:
+    """The item's bytes, label and decoded image (or the read/decode error)."""
     raw, label = b"", None
     try:
         if isinstance(loaded, Exception):
             raise loaded
         raw, label = ctx.source.load(item) if loaded is None else loaded
-        image = decode_image(raw, source=ctx.source.describe(item))
+        return raw, label, decode_image(raw, source=ctx.source.describe(item))
     except (ImageReadError, OSError, RecordIOError) as exc:
-        fail = _failure(ctx, item, "unreadable", str(exc))
+        return raw, label, exc
+
+
+def process_item(
+    ctx: Context,
+    item: Item,
+    loaded: tuple[bytes, int | None] | Exception | None = None,
+    decoded: tuple[bytes, int | None, np.ndarray | Exception] | None = None,
+    *,
+    encode: bool = True,
+) -> ItemResult:
+    """Load, detect, render, encode (and for folders write) one item.
+
+    ``loaded``: the item's ``source.load`` result (or the error it raised) when the block
+    was read at once; ``decoded``: what :func:`_load` returned, when the block was decoded at
+    once. With ``encode=False`` (``.rec``/``.bin`` only) the outputs are left as
+    :class:`_Pending` images for the caller to encode.
+    """
+    raw, label, image = _load(ctx, item, loaded) if decoded is None else decoded
+    if isinstance(image, Exception):
+        fail = _failure(ctx, item, "unreadable", str(image))
         return _fallback(ctx, item, fail, raw, label)
-    faces, lm_json, category, reason = _detect(ctx, item, image)
+    faces, lm_json, entries, category, reason = _detect(ctx, item, image)
     if category is not None:
         return _fallback(ctx, item, _failure(ctx, item, category, reason), raw, label)
     result = ItemResult(item.index, item.key, [], None, len(faces))
@@ -651,12 +682,13 @@ def process_item(
                 rendered = render(out, face.landmarks, draw, inplace=True)  # type: ignore[arg-type]
                 alpha = rendered.alpha if alpha is None else np.maximum(alpha, rendered.alpha)
         name = _out_name(ctx, item, variant, label)
-        data = _encode(ctx, item, out, raw, masked)
-        record = _record(ctx, item, variant, name, label, faces, params)
+        record = _record(ctx, item, variant, name, label, entries, params)
         if ctx.out_kind == "folder":
-            atomic_write_bytes(ctx.output / name, data)
+            atomic_write_bytes(ctx.output / name, _encode(ctx, item, out, raw, masked))
+        elif encode:
+            result.outputs.append((_encode(ctx, item, out, raw, masked), label, record["params"]))
         else:
-            result.outputs.append((data, label, record["params"]))
+            result.outputs.append((_Pending(out, raw, masked), label, record["params"]))
         if ctx.options.save_occlusion:
             occ = _occlusion_name(name)
             alpha8 = np.zeros(image.shape[:2], np.uint8) if alpha is None else alpha
@@ -698,11 +730,11 @@ def _record(
     variant: int,
     name: str,
     label: int | None,
-    faces: list[Any],
+    entries: list[dict[str, Any]],
     params: list[MaskParams | None],
 ) -> dict[str, Any]:
-    pairs = enumerate(zip(faces, params, strict=True))
-    face_records = [_face_record(f, p, i) for i, (f, p) in pairs]
+    """The manifest record of one output (faces: their :func:`_face_entry` and draws)."""
+    face_records = [_face_record(e, p) for e, p in zip(entries, params, strict=True)]
     record: dict[str, Any] = {
         "index": item.index,
         "key": item.key,
@@ -712,7 +744,7 @@ def _record(
     }
     if label is not None:
         record["label"] = label
-    record["backend"] = faces[0].backend if faces else ctx.options.landmarks
+    record["backend"] = entries[0]["backend"] if entries else ctx.options.landmarks
     record["faces"] = face_records
     record["landmarks"] = face_records[0]["landmarks"] if face_records else None
     record["params"] = face_records[0]["params"] if face_records else None
@@ -752,7 +784,7 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
     if load_many is not None:
         with contextlib.suppress(OSError):  # else one by one, each failure with its item
             loaded = load_many(items)
-    results = [process_item(ctx, it, got) for it, got in zip(items, loaded, strict=True)]
+    results = _process_in_phases(ctx, items, loaded)
     chunks = []
     for res in results:
         for data, label, params in res.outputs:
@@ -764,6 +796,43 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
         res.outputs = []
     atomic_write_bytes(part_path(ctx.meta, block), b"".join(chunks))
     return [r for r in results if r.index >= first_pending]
+
+
+#: Decoded pixels a block may hold at once when it is processed in phases.
+PHASE_BYTES = 64 << 20
+
+
+def _process_in_phases(ctx: Context, items: list[Item], loaded: list[Any]) -> list[ItemResult]:
+    """Process a ``.rec``/``.bin`` block phase by phase: decode every image, then mask every
+    image, then encode every output (in chunks of at most :data:`PHASE_BYTES` of pixels).
+
+    Same results as item by item, faster: each phase keeps its code and tables in the CPU
+    caches instead of the codecs evicting the renderer's (and its Python) for every image.
+    """
+    results: list[ItemResult] = []
+    start = 0
+    while start < len(items):
+        decoded, held, stop = [], 0, start
+        while stop < len(items) and (stop == start or held < PHASE_BYTES):
+            got = _load(ctx, items[stop], loaded[stop])
+            decoded.append(got)
+            held += got[2].nbytes * ctx.options.variants if isinstance(got[2], np.ndarray) else 0
+            stop += 1
+        chunk = [
+            process_item(ctx, it, decoded=d, encode=False)
+            for it, d in zip(items[start:stop], decoded, strict=True)
+        ]
+        del decoded
+        for res, it in zip(chunk, items[start:stop], strict=True):
+            res.outputs = [
+                (_encode(ctx, it, data.image, data.raw, data.masked), label, params)
+                if isinstance(data, _Pending)
+                else (data, label, params)
+                for data, label, params in res.outputs
+            ]
+        results += chunk
+        start = stop
+    return results
 
 
 def read_part(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:

@@ -83,7 +83,7 @@ class AtomicFile:
 
     This is the long-lived form of :func:`atomic_open` (used e.g. by the RecordIO writer, which
     keeps two files open for a whole dataset). ``mode`` is ``"wb"`` (binary) or ``"w"``/``"wt"``
-    (text, with ``encoding``/``newline`` as for :func:`open`).
+    (text, with ``encoding``/``newline``/``buffering`` as for :func:`open`).
     """
 
     def __init__(
@@ -93,6 +93,7 @@ class AtomicFile:
         *,
         encoding: str | None = None,
         newline: str | None = None,
+        buffering: int = -1,
     ) -> None:
         if mode not in _ALLOWED_MODES:
             raise ValueError(f"atomic writes support modes 'wb', 'w' and 'wt', not {mode!r}")
@@ -110,9 +111,11 @@ class AtomicFile:
             if hasattr(os, "fchmod"):
                 os.fchmod(fd, 0o666 & ~_UMASK)
             if _ALLOWED_MODES[mode] == "wb":
-                self.file: IO[Any] = os.fdopen(fd, "wb")
+                self.file: IO[Any] = os.fdopen(fd, "wb", buffering)
             else:
-                self.file = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline=newline)
+                self.file = os.fdopen(
+                    fd, "w", buffering, encoding=encoding or "utf-8", newline=newline
+                )
         except BaseException:
             os.close(fd)
             self.tmp_path.unlink(missing_ok=True)
