@@ -5,10 +5,11 @@
    images/s and the 2-worker speed-up.
 2. A ``.rec`` of 112×112 ArcFace-aligned synthetic faces with the ``aligned`` backend on one
    worker (in-process), end to end (read, decode, render, encode, part files, manifest,
-   assembly of the final ``.rec``): images/s per core with the default :class:`MaskSpec` and
-   with a solid-colour spec (no texture, no shading), beside the lower bound of reading,
-   decoding and re-encoding the same records (no rendering, no bookkeeping). Each case also
-   reports images per CPU-second of the process, steadier than wall time on a busy machine.
+   assembly of the final ``.rec``): images/s per core (OpenCV limited to one thread) with the
+   default :class:`MaskSpec` and with a solid-colour spec (no texture, no shading), beside
+   the lower bound of reading, decoding and re-encoding the same records (no rendering, no
+   bookkeeping). Each case also reports images per CPU-second of the process, steadier than
+   wall time on a busy machine.
 
 Usage: ``python benchmarks/bench_render.py [--photos 40] [--crops 6000]``.
 """
@@ -116,6 +117,8 @@ def main() -> None:
                 )
             print(f"speed-up at 2 workers: {speed[2] / speed[1]:.2f}x (cores: {os.cpu_count()})")
 
+        # Per core means one thread: OpenCV would otherwise spread some calls over all cores.
+        cv2.setNumThreads(1)
         rec = tmp / "crops" / "train.rec"
         make_rec(rec, args.crops)
         specs = {
