@@ -61,6 +61,7 @@ from kornia.augmentation.random_generator import RandomGeneratorBase
 from kornia.augmentation.utils import _adapted_sampling
 
 from maskgen import appearance as app
+from maskgen.augment._memory import empty_like_large
 from maskgen.landmarks import ARCFACE_112, ARCFACE_SIZE, canonical_68
 from maskgen.render import MaskParams, MaskSpec
 from maskgen.shapes import COVERAGE_ANCHORS, COVERAGES, GEOMETRY
@@ -660,22 +661,29 @@ def texture_fields(
     device = tiles.device
     if index is None:
         index = torch.arange(n, device=device)
-    atlas = F.pad(tiles, (1, 1, 1, 1), mode="circular").transpose(0, 1)
-    atlas = atlas.reshape(1, 2, K * (T + 2), T + 2)
+    # Each tile repeated 2×2 plus one wrapped texel (S = 2T + 1 a side): a tile coordinate
+    # is a sum of a column term and a row term, each reduced modulo T on its own (cheap 1-D
+    # work), so the sum lies in [0, 2T) and needs no per-pixel wrapping.
+    S = 2 * T + 1
+    atlas = torch.cat([tiles, tiles, tiles[:, :, :1]], 2)
+    atlas = torch.cat([atlas, atlas, atlas[:, :, :, :1]], 3)
+    atlas = atlas.transpose(0, 1).reshape(1, 2, K * S, S)
     theta = torch.atan2(ax[:, 1], ax[:, 0]) + torch.deg2rad(angle_deg.to(ax))
     c, s = torch.cos(theta), torch.sin(theta)
     k = T / period_px.to(ax).clamp_min(1e-3)
     xs = torch.arange(width, device=device, dtype=torch.float32)[None] - origin[:, :1]
     ys = torch.arange(height, device=device, dtype=torch.float32)[None] - origin[:, 1:]
-    # Atlas pixel → normalised coordinate (align_corners=True): x * sx - 1, y * sy - 1. The
-    # tile coordinates are computed already scaled and wrapped in place, then offset to the
-    # tile's place in the atlas (+1: its circular border).
-    sx, sy = 2.0 / (T + 1), 2.0 / (K * (T + 2) - 1)
     kc, ks = (k * c)[:, None], (k * s)[:, None]
-    gx = torch.add((kc * sx * xs)[:, None, :], (ks * sx * ys)[:, :, None]).remainder_(T * sx)
-    gy = torch.add((-ks * sy * xs)[:, None, :], (kc * sy * ys)[:, :, None]).remainder_(T * sy)
-    row = ((index.to(device) * (T + 2) + 1) * sy - 1).to(torch.float32)
-    grid = torch.stack([gx.add_(sx - 1), gy.add_(row[:, None, None])], -1)
+    # Atlas pixel → normalised coordinate (align_corners=True): x * sx - 1, y * sy - 1.
+    sx, sy = 2.0 / (S - 1), 2.0 / (K * S - 1)
+    row = (index.to(device) * S).to(torch.float32)[:, None]
+    ux = torch.remainder(kc * xs, T).mul_(sx).sub_(1.0)  # (n, w)
+    uy = torch.remainder(ks * ys, T).mul_(sx)  # (n, h)
+    vx = torch.remainder(-ks * xs, T).mul_(sy)
+    vy = torch.remainder(kc * ys, T).add_(row).mul_(sy).sub_(1.0)
+    grid = torch.empty(n, height, width, 2, device=device, dtype=torch.float32)
+    torch.add(ux[:, None, :], uy[:, :, None], out=grid[..., 0])
+    torch.add(vx[:, None, :], vy[:, :, None], out=grid[..., 1])
     grid = grid.to(tiles.dtype).view(1, n * height, width, 2)
     out = F.grid_sample(atlas, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.view(2, n, height, width).transpose(0, 1)
@@ -857,7 +865,7 @@ def _draw_band(
 
 def _frame(images: torch.Tensor, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
     """A new tensor holding ``images`` outside ``[y0:y1, x0:x1]`` (inside: uninitialised)."""
-    out = torch.empty_like(images)
+    out = empty_like_large(images)
     out[:, :, :y0] = images[:, :, :y0]
     out[:, :, y1:] = images[:, :, y1:]
     out[:, :, y0:y1, :x0] = images[:, :, y0:y1, :x0]

@@ -259,3 +259,16 @@ def test_dataloader_workers_reproducible() -> None:
         torch.manual_seed(123)
         runs.append(_collect(torch.utils.data.DataLoader(unseeded, batch_size=2, num_workers=2)))
     assert all(torch.equal(x, y) for x, y in zip(*runs, strict=True))
+
+
+def test_large_outputs_are_ordinary_writable_tensors() -> None:
+    from maskgen.augment._memory import MIN_BYTES, advise_huge_pages, empty_like_large
+
+    big = torch.zeros(MIN_BYTES // 4 + 1024)
+    out = empty_like_large(big)
+    assert out.shape == big.shape and out.dtype == big.dtype and out.data_ptr() != big.data_ptr()
+    out.fill_(3.0)
+    assert float(out.sum()) == 3.0 * out.numel()
+    assert advise_huge_pages(torch.zeros(4)) is False  # nothing 2 MB-aligned to advise
+    if torch.cuda.is_available():
+        assert advise_huge_pages(torch.zeros(4, device="cuda")) is False
