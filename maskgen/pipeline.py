@@ -11,9 +11,9 @@ in parallel with joblib (results come back in input order) and writes, beside th
 * ``progress.log`` — one line per finished item with the byte sizes of both files;
 * ``run.json`` (the options; a resumed run must use the same) and ``summary.json``.
 
-Determinism: the draws of an item come from ``default_rng([seed, stable_hash(key),
-variant])``, so the output does not depend on the number of workers, the shard or on
-interruptions. Resume: the last complete line of ``progress.log`` says which item finished
+Determinism: the draws of an item come from a PCG64 generator whose state is SHA-256 of
+(seed, key, variant) (:func:`item_rng`), so the output does not depend on the number of
+workers, the shard or on interruptions. Resume: the last complete line of ``progress.log`` says which item finished
 last; the manifest and failure files are cut back to its sizes (dropping the lines of an
 item that was cut short) and the run carries on after it. Every file is written atomically.
 
