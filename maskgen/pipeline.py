@@ -13,9 +13,10 @@ in parallel with joblib (results come back in input order) and writes, beside th
 
 Determinism: the draws of an item come from a PCG64 generator whose state is SHA-256 of
 (seed, key, variant) (:func:`item_rng`), so the output does not depend on the number of
-workers, the shard or on interruptions. Resume: the last complete line of ``progress.log`` says which item finished
-last; the manifest and failure files are cut back to its sizes (dropping the lines of an
-item that was cut short) and the run carries on after it. Every file is written atomically.
+workers, the shard or on interruptions. Resume: the last complete line of ``progress.log``
+says which item finished last; the manifest and failure files are cut back to its sizes
+(dropping the lines of an item that was cut short) and the run carries on after it. Every
+file is written atomically.
 
 ``.rec`` and ``.bin`` outputs keep every input image (failed ones unmasked, and reported):
 each block's outputs go to a part file ``parts/NNNNNNNN.part`` (atomic); once every block

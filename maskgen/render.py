@@ -577,8 +577,7 @@ def _mask_colour(
     elif light is not None:
         colour = _tinted(light, primary)
     else:
-        colour = np.empty((*shape, 3), np.float32)
-        colour[:] = primary
+        colour = app.flat_layer(shape, primary.tolist(), np.float32)
     detail = tuple((primary * 0.72).tolist())
     if outline.seam is not None:
         app.draw_polyline(colour, outline.seam, offset, detail, max(1, round(frame.unit * 0.02)))
