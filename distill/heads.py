@@ -133,18 +133,27 @@ class MarginHead(nn.Module):
     margin_type: ClassVar[str] = "cos"
     #: rank-assign the drawn margins (hardest sample gets the largest margin).
     rank_margins: ClassVar[bool] = False
+    #: whether ``std`` may be set (fixed-margin heads always use 0).
+    elastic: ClassVar[bool] = True
+    #: the published hyper-parameters: what ``s``, ``m`` and ``std`` default to.
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.35, "std": 0.0}
     registry_name: ClassVar[str] = ""
 
     def __init__(
         self,
         embedding_size: int,
         num_classes: int,
-        s: float = 64.0,
-        m: float = 0.35,
-        std: float = 0.0,
+        s: float | None = None,
+        m: float | None = None,
+        std: float | None = None,
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        s = self.defaults["s"] if s is None else s
+        m = self.defaults["m"] if m is None else m
+        if std is not None and std != 0 and not self.elastic:
+            raise ValueError(f"{type(self).__name__} has a fixed margin: std must be 0")
+        std = self.defaults["std"] if std is None else std
         if embedding_size <= 0 or num_classes <= 0:
             raise ValueError("embedding_size and num_classes must be positive")
         if std < 0:
@@ -263,11 +272,8 @@ class ArcFace(MarginHead):
     """ArcFace (additive angular margin): target logit ``s·cos(θ + m)``; s=64, m=0.5."""
 
     margin_type = "arc"
-
-    def __init__(
-        self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.5, **kw: Any
-    ) -> None:
-        super().__init__(embedding_size, num_classes, s=s, m=m, std=0.0, **kw)
+    elastic = False
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.5, "std": 0.0}
 
 
 @register_head("cosface")
@@ -275,11 +281,8 @@ class CosFace(MarginHead):
     """CosFace (additive cosine margin): target logit ``s·(cos θ - m)``; s=64, m=0.35."""
 
     margin_type = "cos"
-
-    def __init__(
-        self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.35, **kw: Any
-    ) -> None:
-        super().__init__(embedding_size, num_classes, s=s, m=m, std=0.0, **kw)
+    elastic = False
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.35, "std": 0.0}
 
 
 @register_head("elasticarcface")
@@ -287,17 +290,7 @@ class ElasticArcFace(MarginHead):
     """ElasticFace-Arc: ArcFace with ``m_i ~ N(m, std)`` per sample; s=64, m=0.5, std=0.05."""
 
     margin_type = "arc"
-
-    def __init__(
-        self,
-        embedding_size: int,
-        num_classes: int,
-        s: float = 64.0,
-        m: float = 0.5,
-        std: float = 0.05,
-        **kw: Any,
-    ) -> None:
-        super().__init__(embedding_size, num_classes, s=s, m=m, std=std, **kw)
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.5, "std": 0.05}
 
 
 @register_head("elasticcosface")
@@ -305,17 +298,7 @@ class ElasticCosFace(MarginHead):
     """ElasticFace-Cos: CosFace with ``m_i ~ N(m, std)``; s=64, m=0.35, std=0.05."""
 
     margin_type = "cos"
-
-    def __init__(
-        self,
-        embedding_size: int,
-        num_classes: int,
-        s: float = 64.0,
-        m: float = 0.35,
-        std: float = 0.05,
-        **kw: Any,
-    ) -> None:
-        super().__init__(embedding_size, num_classes, s=s, m=m, std=std, **kw)
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.35, "std": 0.05}
 
 
 @register_head("elasticarcface+")
@@ -323,17 +306,7 @@ class ElasticArcFacePlus(ElasticArcFace):
     """ElasticFace-Arc+: rank-assigned elastic angular margins; s=64, m=0.5, std=0.0175."""
 
     rank_margins = True
-
-    def __init__(
-        self,
-        embedding_size: int,
-        num_classes: int,
-        s: float = 64.0,
-        m: float = 0.5,
-        std: float = 0.0175,
-        **kw: Any,
-    ) -> None:
-        super().__init__(embedding_size, num_classes, s=s, m=m, std=std, **kw)
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.5, "std": 0.0175}
 
 
 @register_head("elasticcosface+")
@@ -341,14 +314,4 @@ class ElasticCosFacePlus(ElasticCosFace):
     """ElasticFace-Cos+: rank-assigned elastic cosine margins; s=64, m=0.35, std=0.02."""
 
     rank_margins = True
-
-    def __init__(
-        self,
-        embedding_size: int,
-        num_classes: int,
-        s: float = 64.0,
-        m: float = 0.35,
-        std: float = 0.02,
-        **kw: Any,
-    ) -> None:
-        super().__init__(embedding_size, num_classes, s=s, m=m, std=std, **kw)
+    defaults: ClassVar[dict[str, float]] = {"s": 64.0, "m": 0.35, "std": 0.02}

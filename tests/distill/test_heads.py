@@ -230,3 +230,10 @@ def test_cosface_margin_value() -> None:
     logits = head(emb, labels)
     cos = head.cosine(emb)[torch.arange(8), labels]
     torch.testing.assert_close(logits[torch.arange(8), labels], 64.0 * (cos - 0.35))
+
+
+@pytest.mark.parametrize("name", ["arcface", "cosface"])
+def test_fixed_margin_heads_refuse_an_elastic_std(name: str) -> None:
+    with pytest.raises(ValueError, match="fixed margin: std must be 0"):
+        create_head(name, embedding_size=8, num_classes=4, std=0.05)
+    assert create_head(name, embedding_size=8, num_classes=4, std=0.0).std == 0.0
