@@ -30,7 +30,7 @@ from distill.data import (
     normalize,
 )
 from distill.heads import create_head
-from distill.train import _Net, compute_loss
+from distill.train import _Net, apply_step, backward, compute_loss
 from maskgen.augment import MaskedPairs
 
 
@@ -61,18 +61,8 @@ def bench_step(
             t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss, _ = compute_loss(net, teacher, x, x, y, 100.0)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.backbone.parameters(), 5.0)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
+        backward(loss, opt, scaler, net.backbone.parameters(), 5.0)
+        apply_step(opt, scaler)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch / (time.perf_counter() - t0)

@@ -53,7 +53,7 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -673,24 +673,13 @@ def _run_stage(
                         gen,
                     )
                 _check_finite(loss, "loss", role, epoch, step, ckpt_path, ctx)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg.optim.clip_grad_norm > 0:
-                    norm = torch.nn.utils.clip_grad_norm_(
-                        inner.backbone.parameters(), cfg.optim.clip_grad_norm
-                    )
-                    if scaler is None:
-                        _check_finite(norm, "gradient norm", role, epoch, step, ckpt_path, ctx)
+                norm = backward(
+                    loss, optimizer, scaler, inner.backbone.parameters(), cfg.optim.clip_grad_norm
+                )
+                if norm is not None and scaler is None:
+                    _check_finite(norm, "gradient norm", role, epoch, step, ckpt_path, ctx)
                 step_lr = optimizer.param_groups[0]["lr"]
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                apply_step(optimizer, scaler)
                 scheduler.step()
                 step += 1
                 batch_n = labels.shape[0] * ctx.world_size
@@ -763,6 +752,37 @@ def _run_stage(
         metrics.close()
     seconds = time.perf_counter() - t_stage
     return StageResult(role, ckpt_path, epochs, step, seconds, seen / max(seconds, 1e-9), last_loss)
+
+
+def backward(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    clip_params: Iterable[torch.nn.Parameter],
+    clip_norm: float,
+) -> torch.Tensor | None:
+    """Gradients of ``loss`` (through ``scaler`` under float16 AMP, then unscaled), clipped
+    to ``clip_norm`` over ``clip_params`` when it is positive; returns the norm before
+    clipping (``None`` without clipping). Apply them with :func:`apply_step`."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(clip_params, clip_norm)
+    return None
+
+
+def apply_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """The optimizer step for the gradients :func:`backward` left (skipped by the scaler
+    when they are not finite under float16 AMP)."""
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def _check_finite(
