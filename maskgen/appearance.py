@@ -144,14 +144,6 @@ _TEXTURE_MAKERS = {
 
 
 @lru_cache(maxsize=1024)
-def shade_tile(kind: str, seed: int) -> np.ndarray:
-    """Channel 1 (shade) of :func:`texture_tile` as its own contiguous tile (cached)."""
-    tile = np.ascontiguousarray(texture_tile(kind, seed)[..., 1])
-    tile.setflags(write=False)
-    return tile
-
-
-@lru_cache(maxsize=1024)
 def texture_tile(kind: str, seed: int) -> np.ndarray:
     """Periodic TILE×TILE×2 tile: channel 0 = mix (0 primary → 1 secondary colour),
     channel 1 = multiplicative shade around 1. Cached per (kind, seed); read-only."""
@@ -167,7 +159,8 @@ def texture_tile(kind: str, seed: int) -> np.ndarray:
 def _padded_tile(kind: str, seed: int, shade_only: bool) -> np.ndarray:
     """The tile (or its shade channel) with one wrapped texel appended on the right and at the
     bottom, so bilinear sampling at any in-tile position reads only real texels."""
-    tile = shade_tile(kind, seed) if shade_only else texture_tile(kind, seed)
+    tile = texture_tile(kind, seed)
+    tile = tile[..., 1] if shade_only else tile
     pad = ((0, 1), (0, 1)) + ((0, 0),) * (tile.ndim - 2)
     padded = np.pad(tile, pad, mode="wrap")
     padded.setflags(write=False)

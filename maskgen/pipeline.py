@@ -525,20 +525,14 @@ _PLACEHOLDERS = [orjson.dumps(_placeholder(i)) for i in range(8)]
 
 
 def _face_entry(face: Any, i: int) -> dict[str, Any]:
-    """What a face's manifest entry says whatever is drawn on it; its landmarks are a
-    placeholder filled in by :func:`_dump`."""
+    """What a face's manifest entry says whatever is drawn on it (:func:`_record` adds the
+    draw); its landmarks are a placeholder filled in by :func:`_dump`."""
     return {
         "box": [round(float(v), 2) for v in face.box],
         "landmarks": _placeholder(i),
         "score": round(float(face.score), 4),
         "backend": face.backend,
     }
-
-
-def _face_record(entry: dict[str, Any], params: MaskParams | None) -> dict[str, Any]:
-    """A face's manifest entry with its draw. ``params`` stays a dataclass: orjson writes its
-    fields in order, as ``to_dict`` does."""
-    return {**entry, "params": params}
 
 
 def _dump(record: dict[str, Any], landmarks: list[bytes]) -> bytes:
@@ -735,7 +729,8 @@ def _record(
     params: list[MaskParams | None],
 ) -> dict[str, Any]:
     """The manifest record of one output (faces: their :func:`_face_entry` and draws)."""
-    face_records = [_face_record(e, p) for e, p in zip(entries, params, strict=True)]
+    # params stay dataclasses: orjson writes their fields in order, as to_dict does.
+    face_records = [{**e, "params": p} for e, p in zip(entries, params, strict=True)]
     record: dict[str, Any] = {
         "index": item.index,
         "key": item.key,
