@@ -71,7 +71,7 @@ from maskgen.io import (
 )
 from maskgen.io.atomic import temp_file_target
 from maskgen.io.recordio import IRHeader
-from maskgen.render import MaskParams, MaskSpec, render
+from maskgen.render import MaskParams, MaskSpec, paint_face, render
 
 PROTOCOLS = ("m-m", "m-nm")
 _PART = struct.Struct("<II")
@@ -673,9 +673,13 @@ def process_item(
             # Drawn in place into the decoded image (a copy of it for all but the last
             # variant, so later variants start from the clean image).
             out = image if variant == variants - 1 else image.copy()
+            if ctx.options.save_occlusion:
+                alpha = np.zeros(image.shape[:2], np.float32)
             for face, draw in zip(faces, params, strict=True):
-                rendered = render(out, face.landmarks, draw, inplace=True)  # type: ignore[arg-type]
-                alpha = rendered.alpha if alpha is None else np.maximum(alpha, rendered.alpha)
+                box, cover = paint_face(out, face.landmarks, draw)  # type: ignore[arg-type]
+                if alpha is not None and box is not None:
+                    x0, y0, x1, y1 = box
+                    np.maximum(alpha[y0:y1, x0:x1], cover, out=alpha[y0:y1, x0:x1])
         name = _out_name(ctx, item, variant, label)
         record = _record(ctx, item, variant, name, label, entries, params)
         if ctx.out_kind == "folder":

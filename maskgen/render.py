@@ -25,10 +25,10 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 
 from maskgen import appearance as app
+from maskgen import paint
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
 from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outline
 
@@ -363,16 +363,21 @@ def _bbox(outline: Outline, pad: float, h: int, w: int) -> tuple[int, int, int, 
     return x0, y0, x1, y1
 
 
+#: Tones of the detail overlays, as factors of the primary colour (``None``: the strap colour).
+_SEAM_TONE, _VALVE_TONE = 0.72, 0.85
+
+
 @dataclass(frozen=True)
 class _Coverage:
     """Everything about a draw that depends only on landmarks, geometry params and frame size:
-    the outline, its bounding box and its soft-edged coverage (straps included)."""
+    the outline, its bounding box, its soft-edged coverage (straps included) and the
+    coverages of its flat-coloured details (seam, valve disc and rim, bare ear loops)."""
 
     outline: Outline
     box: tuple[int, int, int, int] | None
     alpha: np.ndarray | None  # (h, w) float32 over the box, before opacity; read-only
-    strap_only: np.ndarray | None  # pixels covered by ear loops but not by the mask
-    alpha_small: np.ndarray | None = None  # alpha area-averaged onto the lighting grid
+    overlays: np.ndarray | None = None  # (k, h, w) uint8 detail coverages, painted in order
+    tones: tuple[float | None, ...] = ()  # one per overlay: factor of primary, None = straps
 
 
 class _CoverageCache:
@@ -397,7 +402,7 @@ class _CoverageCache:
 
     def put(self, key: tuple, value: _Coverage) -> None:
         size = 0 if value.alpha is None else value.alpha.nbytes
-        size += 0 if value.strap_only is None else value.strap_only.nbytes
+        size += 0 if value.overlays is None else value.overlays.nbytes
         if size > self.max_entry_bytes:
             return
         self._entries[key] = (value, size)
@@ -470,26 +475,112 @@ def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
     )
     sigma = params.edge_softness * unit
     box = _bbox(outline, 2 * sigma + 2, h, w)
-    alpha = strap_only = alpha_small = None
-    if box is not None:
-        x0, y0, x1, y1 = box
-        shape, offset = (y1 - y0, x1 - x0), (x0, y0)
-        alpha8 = app.fill_polygon(shape, outline.polygon, offset)
-        if outline.straps:
-            loops = np.zeros(shape, np.uint8)
-            thickness = max(1, round(unit * 0.035))
-            for line in outline.straps:
-                app.draw_polyline(loops, line, offset, 255, thickness)
-            strap_only = (loops > 0) & (alpha8 < 255)
-            alpha8 = np.maximum(alpha8, loops)
-            strap_only.setflags(write=False)
-        alpha = app.soften(alpha8.astype(np.float32) * np.float32(1 / 255), sigma)
-        alpha.setflags(write=False)
-        alpha_small = app.grid_average(alpha, app.lighting_grid(alpha))
-        alpha_small.setflags(write=False)
-    result = _Coverage(outline, box, alpha, strap_only, alpha_small)
+    if box is None:
+        result = _Coverage(outline, None, None)
+        _COVERAGE_CACHE.put(key, result)
+        return result
+    x0, y0, x1, y1 = box
+    shape, offset = (y1 - y0, x1 - x0), (x0, y0)
+    alpha8 = app.fill_polygon(shape, outline.polygon, offset)
+    layers: list[np.ndarray] = []
+    tones: list[float | None] = []
+    if outline.seam is not None:
+        seam = np.zeros(shape, np.uint8)
+        app.draw_polyline(seam, outline.seam, offset, 255, max(1, round(unit * 0.02)))
+        layers.append(seam)
+        tones.append(_SEAM_TONE)
+    if outline.valve is not None:
+        layers += app.valve_layers(shape, outline.valve, offset)
+        tones += [_VALVE_TONE, _SEAM_TONE]
+    if outline.straps:
+        loops = np.zeros(shape, np.uint8)
+        thickness = max(1, round(unit * 0.035))
+        for line in outline.straps:
+            app.draw_polyline(loops, line, offset, 255, thickness)
+        # Loops show in the strap colour only where the mask itself does not cover them.
+        layers.append(np.where((loops > 0) & (alpha8 < 255), np.uint8(255), np.uint8(0)))
+        tones.append(None)
+        alpha8 = np.maximum(alpha8, loops)
+    alpha = app.soften(alpha8.astype(np.float32) * np.float32(1 / 255), sigma)
+    alpha.setflags(write=False)
+    overlays = None
+    if layers:
+        overlays = np.stack(layers)
+        overlays.setflags(write=False)
+    result = _Coverage(outline, box, alpha, overlays, tuple(tones))
     _COVERAGE_CACHE.put(key, result)
     return result
+
+
+def paint_face(
+    image: np.ndarray, landmarks: np.ndarray, params: MaskParams
+) -> tuple[tuple[int, int, int, int] | None, np.ndarray | None]:
+    """Paint the mask described by ``params`` into ``image`` in place; the core of
+    :func:`render`, without its full-frame occlusion map.
+
+    Args:
+        image: H×W×3 RGB or H×W×4 RGBA array (uint8, uint16 or float in [0, 1]); only the
+            mask's bounding box is touched.
+        landmarks: (68, 2) or (5, 2) pixel landmarks (see :func:`render`).
+        params: the draw.
+
+    Returns:
+        The box (x0, y0, x1, y1) and the occlusion (float32 over the box, opacity applied),
+        or ``(None, None)`` when the mask falls outside the image.
+
+    Example:
+        >>> import numpy as np
+        >>> from maskgen.landmarks import aligned_landmarks
+        >>> face = np.full((112, 112, 3), 180, np.uint8)
+        >>> box, alpha = paint_face(face, aligned_landmarks(), MaskParams(color=(0, 0, 255)))
+        >>> alpha.shape == (box[3] - box[1], box[2] - box[0]), face[100, 56].tolist()
+        (True, [0, 0, 255])
+    """
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"paint_face needs an H×W×3 or H×W×4 image, got shape {image.shape}")
+    h, w = image.shape[:2]
+    cov = _coverage(_face(landmarks, image.shape), h, w, params)
+    if cov.box is None or cov.alpha is None:
+        return None, None
+    x0, y0, x1, y1 = cov.box
+    _paint_box(image[y0:y1, x0:x1, :3], cov, params, _max_value(image.dtype))
+    alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
+    return cov.box, alpha
+
+
+def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float) -> None:
+    """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
+    scale = np.float32(max_value / 255.0)
+    colours = np.array((params.color, params.secondary_color), np.float32) * scale
+    # Lighting is measured on the face before the mask covers it.
+    light = paint.lighting_ratio(roi, cov.alpha, params.shading) if params.shading > 0 else None
+    tile = placement = None
+    if params.texture != "none":
+        frame = cov.outline.frame
+        tile = app.padded_tile(
+            params.texture, params.texture_seed, params.texture not in app.TWO_TONE_TEXTURES
+        )
+        placement = app.tile_map(frame.origin, frame.ax, params.texture_scale * frame.unit,
+                                 params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
+    overlay_colours = None
+    if cov.overlays is not None:
+        strap = np.array(params.strap_color, np.float32) * scale
+        overlay_colours = np.array(
+            [strap if tone is None else colours[0] * np.float32(tone) for tone in cov.tones],
+            np.float32,
+        )
+    paint.paint_mask(
+        roi,
+        cov.alpha,  # type: ignore[arg-type]
+        colours=colours,
+        opacity=params.opacity,
+        tile=tile,
+        tile_map=placement,
+        light=light,
+        overlays=cov.overlays,
+        overlay_colours=overlay_colours,
+        max_value=max_value,
+    )
 
 
 def render(
@@ -509,80 +600,13 @@ def render(
     """
     image = np.asarray(image)
     rgb, kind = _as_rgb(image)
-    max_value = _max_value(image.dtype)
-    h, w = rgb.shape[:2]
-    cov = _coverage(_face(landmarks, rgb.shape), h, w, params)
-    alpha_full = np.zeros((h, w), np.float32)
     if inplace and kind not in ("rgb", "rgba"):
         raise ValueError("inplace rendering needs an H×W×3 or H×W×4 image")
     out_rgb = rgb if inplace else rgb.copy()
-    if cov.box is not None and cov.alpha is not None:
-        x0, y0, x1, y1 = cov.box
-        roi = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-        alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
-        colour = _mask_colour(roi, alpha, cov, params, max_value)
+    box, alpha = paint_face(out_rgb, landmarks, params)
+    alpha_full = np.zeros(rgb.shape[:2], np.float32)
+    if box is not None:
+        x0, y0, x1, y1 = box
         alpha_full[y0:y1, x0:x1] = alpha
-        out_rgb[y0:y1, x0:x1] = app.composite(roi, alpha, colour, max_value)
     out = image if inplace else _restore(out_rgb, image, kind)
     return RenderResult(out, alpha_full, params)
-
-
-def _tinted(shade: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    """(h, w) shade × RGB colour → (h, w, 3) float32 (one plane per channel: far cheaper
-    than NumPy broadcasting over a trailing axis of 3)."""
-    return cv2.merge([shade * np.float32(c) for c in colour.tolist()])
-
-
-def _mask_colour(
-    roi: np.ndarray, alpha: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float
-) -> np.ndarray:
-    """Colour (h×w×3, or a flat (3,) colour when uniform) of the mask over ``roi``."""
-    outline = cov.outline
-    assert cov.box is not None
-    x0, y0, x1, y1 = cov.box
-    shape, offset = (y1 - y0, x1 - x0), (x0, y0)
-    frame = outline.frame
-    scale = np.float32(max_value / 255.0)
-    primary = np.array(params.color, np.float32) * scale
-    uniform = params.texture == "none" and params.shading <= 0 and outline.seam is None
-    if uniform and outline.valve is None and cov.strap_only is None:
-        return primary
-
-    light = None
-    if params.shading > 0:
-        small = cov.alpha_small if params.opacity == 1.0 else None
-        light = app.face_lighting(roi, alpha, params.shading, small)
-    if params.texture != "none":
-        two_tone = params.texture in app.TWO_TONE_TEXTURES
-        tex = app.texture_field(
-            params.texture,
-            params.texture_seed,
-            frame.origin,
-            frame.ax,
-            params.texture_scale * frame.unit,
-            params.texture_angle,
-            cov.box,
-            shade_only=not two_tone,
-        )
-        shade_tex = tex[..., 1] if two_tone else tex
-        shade = shade_tex if light is None else shade_tex * light
-        if two_tone:
-            # colour = shade·primary + (mix·shade)·(secondary − primary)
-            secondary = np.array(params.secondary_color, np.float32) * scale
-            mixed = tex[..., 0] * shade
-            colour = cv2.merge([cv2.addWeighted(shade, float(p), mixed, float(q - p), 0.0)
-                                for p, q in zip(primary, secondary, strict=True)])  # fmt: skip
-        else:
-            colour = _tinted(shade, primary)
-    elif light is not None:
-        colour = _tinted(light, primary)
-    else:
-        colour = app.flat_layer(shape, primary.tolist(), np.float32)
-    detail = tuple((primary * 0.72).tolist())
-    if outline.seam is not None:
-        app.draw_polyline(colour, outline.seam, offset, detail, max(1, round(frame.unit * 0.02)))
-    if outline.valve is not None:
-        app.draw_valve(colour, outline.valve, offset, tuple((primary * 0.85).tolist()), detail)
-    if cov.strap_only is not None:
-        colour[cov.strap_only] = np.array(params.strap_color, np.float32) * scale
-    return colour

@@ -290,28 +290,3 @@ def test_straps_only_where_the_face_is_big_enough(frontal_face) -> None:
     a = render(small, aligned_landmarks(), MaskParams(straps=True)).alpha
     b = render(small, aligned_landmarks(), MaskParams(straps=False)).alpha
     assert np.array_equal(a, b)  # a 112 crop is too small to show ear loops
-
-
-@pytest.mark.parametrize(("kind", "shade_only"), [("grain", True), ("stripes", False)])
-def test_periodic_warp_matches_opencv_wrapped_warp(kind: str, shade_only: bool) -> None:
-    import cv2
-
-    from maskgen import appearance as app
-
-    tile = app.texture_tile(kind, 7)
-    tile = np.ascontiguousarray(tile[..., 1]) if shade_only else tile
-    padded = app._padded_tile(kind, 7, shade_only)
-    rng = np.random.default_rng(0)
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    for scale, size, shift in [(3.3, (87, 56), -900.0), (0.4, (300, 200), 5000.0),
-                               (1.0, (5, 3), 0.0), (12.0, (3000, 40), 17.0)]:  # fmt: skip
-        theta = rng.uniform(-np.pi, np.pi)
-        c, s = np.cos(theta) * scale, np.sin(theta) * scale
-        M = np.array([[c, s, shift + rng.uniform(-64, 64)], [-s, c, rng.uniform(-300, 300)]])
-        expected = cv2.warpAffine(tile, M, size, flags=flags, borderMode=cv2.BORDER_WRAP)
-        got = app.warp_periodic(padded, M, size)
-        assert got.shape == expected.shape and got.dtype == np.float32
-        # Both sample bilinearly at 1/32-texel positions; rounding may pick the neighbouring
-        # position, a 1/32 step on the steepest edges (about one unit per texel).
-        assert np.abs(got - expected).max() <= 1 / 32 + 1e-4
-        assert np.abs(got - expected).mean() < 1e-3
