@@ -70,7 +70,7 @@ from maskgen.io import (
     unpack,
 )
 from maskgen.io.atomic import temp_file_target
-from maskgen.io.recordio import IRHeader
+from maskgen.io.recordio import IRHeader, frame_record, pack
 from maskgen.render import MaskParams, MaskSpec, paint_face, render
 
 PROTOCOLS = ("m-m", "m-nm")
@@ -786,12 +786,17 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
             loaded = load_many(items)
     results = _process_in_phases(ctx, items, loaded)
     chunks = []
+    variants = ctx.options.variants
     for res in results:
-        for data, label, params in res.outputs:
-            # A .rec keeps only the label; a .bin's protocol file lists every draw.
-            meta = orjson.dumps(
-                {"label": label, "params": params} if ctx.out_kind == "bin" else {"label": label}
-            )
+        for variant, (data, label, params) in enumerate(res.outputs):
+            if ctx.out_kind == "rec":
+                # Framed here, in the worker, so that assembly is little more than a copy.
+                key = res.index * variants + variant + 1
+                header = IRHeader(0, float(label if label is not None else 0), key, 0)
+                meta = orjson.dumps({"label": label, "key": key, "image": bool(data)})
+                data = frame_record(pack(header, data))
+            else:  # a .bin's protocol file lists every draw
+                meta = orjson.dumps({"label": label, "params": params})
             chunks += [_PART.pack(len(meta), len(data)), meta, data]
         res.outputs = []
     atomic_write_bytes(part_path(ctx.meta, block), b"".join(chunks))
@@ -1111,10 +1116,15 @@ def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
     with RecordWriter(ctx.output) as writer:
         key = 0
         for part in parts:
-            for meta, data in read_part(part):
+            for meta, framed in read_part(part):
                 key += 1
+                if meta.get("key") != key:
+                    raise RecordIOError(
+                        f"{part}: record {key} is missing or out of place (a part file from "
+                        f"another maskgen version?); remove {ctx.meta} and run again"
+                    )
                 label = meta["label"] if meta["label"] is not None else 0  # unreadable record
-                writer.write(key, IRHeader(0, float(label), key, 0), data)
+                writer.write_framed(key, framed, label if meta["image"] else None)
         if source.has_header:
             try:
                 writer.write_header_record(identities=source.has_identities)

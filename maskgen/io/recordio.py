@@ -147,13 +147,15 @@ def unpack(record: bytes | bytearray | memoryview) -> tuple[IRHeader, bytes]:
 
 def frame_record(data: bytes | bytearray | memoryview) -> bytes:
     """Encode one record as RecordIO frames (splitting at aligned magic words), padded."""
-    data = bytes(data)
+    data = data if isinstance(data, bytes) else bytes(data)
     n = len(data)
     if n > MAX_RECORD_BYTES:
         raise RecordIOError(f"record of {n} bytes exceeds the RecordIO limit of 2**29 - 1")
+    hit = data.find(_MAGIC_BYTES)
+    if hit == -1:  # the usual case: one frame
+        return b"".join((_FRAME.pack(MAGIC, n), data, b"\x00" * (_padded(n) - n)))
     out: list[bytes] = []
     start = 0
-    hit = data.find(_MAGIC_BYTES)
     while hit != -1:
         if hit % 4 == 0:
             cflag = 1 if start == 0 else 2
@@ -735,6 +737,26 @@ class RecordWriter:
         self._idx.file.write(f"{key}\t{offset}\n")
         self._pos += len(framed)
         self._keys.add(key)
+        return offset
+
+    def write_framed(self, key: int, framed: bytes, label: int | None) -> int:
+        """Append an image record already framed by :func:`frame_record` (as worker
+        processes prepare them) under ``key``; ``label`` is its class, or ``None`` if it is
+        not an image record. Returns its offset."""
+        if self._rec.closed:
+            raise ValueError(f"{self.rec_path}: writer is closed")
+        if framed[:4] != _MAGIC_BYTES or len(framed) % 4:
+            raise RecordIOError(f"{self.rec_path}: key {key}: not a framed RecordIO record")
+        if key in self._keys:
+            raise RecordIOError(f"{self.rec_path}: key {key} written twice")
+        offset = self._pos
+        self._rec.file.write(framed)
+        self._idx.file.write(f"{key}\t{offset}\n")
+        self._pos += len(framed)
+        self._keys.add(key)
+        if label is not None and key != 0:
+            self._image_keys.append(key)
+            self._image_labels.append(label)
         return offset
 
     def write(self, key: int, header: IRHeader | Sequence[Any], payload: bytes) -> int:
