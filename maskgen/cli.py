@@ -168,7 +168,9 @@ def render_command(
     shard: str = typer.Option(
         "0/1", help="Render only shard i of n (i/n), e.g. $SLURM_ARRAY_TASK_ID/16."
     ),
-    block_size: int = typer.Option(64, min=1, help="Items per task and per part file."),
+    block_size: int = typer.Option(
+        0, min=0, help="Items per task and per part file (0: 64 for folders, 1024 for .rec/.bin)."
+    ),
     strict: bool = typer.Option(False, help="Exit with code 1 if any item failed."),
     progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:

@@ -151,11 +151,6 @@ def _pick(table: tuple[list[str], list[float]], u: float) -> str:
     return names[min(bisect.bisect_right(cumulative, u), len(names) - 1)]
 
 
-def _lerp(bounds: tuple[float, float], u: float) -> float:
-    lo, hi = bounds
-    return float(lo) + (float(hi) - float(lo)) * u
-
-
 def _hsv_colour(h: float, s: float, v: float) -> RGB:
     r, g, b = colorsys.hsv_to_rgb(h, s, v)
     return round(r * 255), round(g * 255), round(b * 255)
@@ -241,7 +236,17 @@ class MaskSpec:
         colours = {name: app.palette_colors(name) for name in self.palettes}
         object.__setattr__(self, "_tables", tables)
         object.__setattr__(self, "_colours", colours)
-        object.__setattr__(self, "_accents", app.accent_colors())
+        accents = app.accent_colors()
+        object.__setattr__(self, "_accents", accents)
+        # The accents a draw may pair with each colour (never the colour itself).
+        without = {c: [a for a in accents if a != c] for cs in colours.values() for c in cs}
+        object.__setattr__(self, "_accents_without", without)
+        spans = tuple(
+            (float(lo), float(hi) - float(lo))
+            for lo, hi in (self.texture_scale, self.texture_angle, self.shading,
+                           self.edge_softness, self.width, self.top_offset, self.bottom_offset)
+        )  # fmt: skip
+        object.__setattr__(self, "_spans", spans)
 
     def _level(self, u: float) -> float:
         """Snap a uniform draw to ``geometry_levels`` evenly spaced values (0 = continuous).
@@ -268,11 +273,16 @@ class MaskSpec:
         if u[4] < self.random_color_prob:
             # Uniform hue, moderate saturation and value (no uint8 wrap-around).
             color = _hsv_colour(u[5], 0.15 + 0.7 * u[6], 0.25 + 0.7 * u[7])
-        accents = [c for c in self._accents if c != color]  # type: ignore[attr-defined]
+        accents = self._accents_without.get(color)  # type: ignore[attr-defined]
+        if accents is None:  # a random colour
+            accents = [c for c in self._accents if c != color]  # type: ignore[attr-defined]
         secondary = accents[min(int(u[8] * len(accents)), len(accents) - 1)]
         texture = _pick(tables["textures"], u[9])
         if family == "kn95" and texture == "pleats":
             texture = "grain"  # folded respirators have no pleats
+        # Ranges as (low, span) pairs, fetched once: this runs once per output image.
+        scale, angle, shading, soft, width, top, bottom = self._spans  # type: ignore[attr-defined]
+        level = self._level
         return MaskParams._trusted(
             family=family,
             coverage=coverage,
@@ -280,13 +290,13 @@ class MaskSpec:
             secondary_color=secondary,
             texture=texture,
             texture_seed=texture_seed,
-            texture_scale=_lerp(self.texture_scale, u[10]),
-            texture_angle=_lerp(self.texture_angle, u[11]),
-            shading=_lerp(self.shading, u[12]),
-            edge_softness=_lerp(self.edge_softness, self._level(u[13])),
-            width=_lerp(self.width, self._level(u[14])),
-            top_offset=_lerp(self.top_offset, self._level(u[15])),
-            bottom_offset=_lerp(self.bottom_offset, self._level(u[16])),
+            texture_scale=scale[0] + scale[1] * u[10],
+            texture_angle=angle[0] + angle[1] * u[11],
+            shading=shading[0] + shading[1] * u[12],
+            edge_softness=soft[0] + soft[1] * level(u[13]),
+            width=width[0] + width[1] * level(u[14]),
+            top_offset=top[0] + top[1] * level(u[15]),
+            bottom_offset=bottom[0] + bottom[1] * level(u[16]),
             straps=u[17] < self.straps_prob and family != "gaiter",
             valve=u[18] < self.valve_prob and family in ("n95", "kn95"),
         )

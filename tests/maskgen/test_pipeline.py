@@ -279,6 +279,19 @@ def test_rec_is_masked_into_a_new_rec(tmp_path: Path) -> None:
     assert [r["output"] for r in records[:3]] == ["train.rec#1", "train.rec#2", "train.rec#3"]
 
 
+def test_default_blocks_are_large_for_packed_outputs_and_small_for_folders(
+    tmp_path: Path,
+) -> None:
+    _write_rec(tmp_path / "train.rec", 3)
+    options = RenderOptions(landmarks="aligned")
+    for out, expected in ((tmp_path / "a" / "train.rec", 1024), (tmp_path / "b", 64)):
+        render_dataset(tmp_path / "train.rec", out, options, workers=1, progress=False)
+        run = json.loads((meta_dir(out) / "run.json").read_text())
+        assert run["options"]["block_size"] == expected
+    with pytest.raises(ValueError, match="block_size"):
+        RenderOptions(block_size=-1)
+
+
 def test_rec_shards_assemble_the_same_file(tmp_path: Path) -> None:
     _write_rec(tmp_path / "train.rec", 9)
     options = RenderOptions(landmarks="aligned", block_size=2, seed=3)
