@@ -35,7 +35,6 @@ LIGHT_RANGE = (0.5, 1.45)
 _LUMA = (0.299, 0.587, 0.114)
 
 _NO_TILE = np.zeros((2, 2, 1), np.float32)
-_NO_LIGHT = np.ones((1, 1), np.float32)
 _NO_OVERLAYS = np.zeros((0, 1, 1), np.uint8)
 _NO_OVERLAY_COLOURS = np.zeros((0, 3), np.float32)
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -45,8 +44,14 @@ _NO_TILE.setflags(write=False)
 _NO_OVERLAYS.setflags(write=False)
 
 
+@njit(cache=True, nogil=True)
 def lighting_grid(h: int, w: int) -> tuple[int, int]:
-    """(rows, columns) of the coarse grid lighting is measured on, for an h×w box."""
+    """(rows, columns) of the coarse grid lighting is measured on, for an h×w box.
+
+    Example:
+        >>> lighting_grid(54, 89)
+        (6, 6)
+    """
     return max(2, min(6, h // 6)), max(2, min(6, w // 6))
 
 
@@ -185,18 +190,23 @@ def _paint(
     opacity: float,
     tile: np.ndarray,
     m: np.ndarray,
-    light: np.ndarray,
     colours: np.ndarray,
     overlays: np.ndarray,
     overlay_colours: np.ndarray,
     top: float,
+    shading: float,
 ) -> None:
     # Row by row: shade and mix into row buffers, then colour and blend. float32 throughout
     # and short branch-free inner loops: this is the renderer's hot spot, and a single fused
     # per-pixel loop in float64 ran twice as slow.
     h, w = alpha.shape
     textured = tile.shape[0] > 2
-    lit = light.shape[0] > 1
+    lit = shading > 0.0
+    if lit:  # measured on the face before any of it is painted
+        rows, cols = lighting_grid(h, w)
+        light = _lighting_ratio(roi, alpha, rows, cols, shading)
+    else:
+        light = np.ones((1, 1), np.float32)
     n_over = overlays.shape[0]
     zero = np.float32(0.0)
     ceiling = np.float32(top)
@@ -262,8 +272,8 @@ def paint_mask(
     colours: np.ndarray,
     opacity: float = 1.0,
     tile: np.ndarray | None = None,
-    tile_map: np.ndarray | None = None,
-    light: np.ndarray | None = None,
+    tile_map: np.ndarray | tuple[float, ...] | None = None,
+    shading: float = 0.0,
     overlays: np.ndarray | None = None,
     overlay_colours: np.ndarray | None = None,
     max_value: float = 255.0,
@@ -272,7 +282,7 @@ def paint_mask(
 
     Args:
         roi: h×w×3 image region (a view into the image is fine), any integer or float dtype.
-        alpha: h×w float32 soft coverage in [0, 1]; pixels at 0 are not touched.
+        alpha: h×w float32 soft coverage in [0, 1]; pixels at 0 keep their value.
         colours: (2, 3) float32 primary and secondary colour in ``[0, max_value]``.
         opacity: multiplies ``alpha``.
         tile: a periodic TILE×TILE tile padded by one wrapped texel on the right and at the
@@ -280,24 +290,27 @@ def paint_mask(
             0 → primary, 1 → secondary. ``None``: untextured.
         tile_map: six floats (a, b, c, d, e, f): box pixel (x, y) samples the tile at
             (a·x + b·y + c, d·x + e·y + f), wrapped.
-        light: (rows, cols) lighting factors (:func:`lighting_ratio`), upsampled linearly
-            over the box; ``None``: unlit.
+        shading: strength of the face's lighting on the mask (0 = flat): the colour is
+            multiplied by :func:`lighting_ratio` of the unpainted ``roi``, upsampled linearly.
         overlays: (k, h, w) uint8 coverages of flat-coloured details laid over the mask in
             order (seams, valves, ear loops), with ``overlay_colours`` (k, 3) float32.
         max_value: the image's white (255 for uint8, 65535 for uint16, 1 for float).
     """
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
-    has_overlays = overlays is not None and len(overlays) > 0
+    if tile is not None and tile.ndim == 2:
+        tile = tile[..., None]
+    if overlays is None or not len(overlays):
+        overlays, overlay_colours = _NO_OVERLAYS, _NO_OVERLAY_COLOURS
     _paint(
         roi,
         alpha,
         float(opacity),
-        _NO_TILE if tile is None else (tile[..., None] if tile.ndim == 2 else tile),
+        _NO_TILE if tile is None else tile,
         _IDENTITY if tile_map is None else np.asarray(tile_map, np.float64),
-        _NO_LIGHT if light is None else light,
         colours,
-        overlays if has_overlays else _NO_OVERLAYS,
-        overlay_colours if has_overlays else _NO_OVERLAY_COLOURS,
+        overlays,
+        overlay_colours,
         float(max_value),
+        float(shading),
     )

@@ -560,10 +560,9 @@ def paint_face(
 
 def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float) -> None:
     """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
-    scale = np.float32(max_value / 255.0)
-    colours = np.array((params.color, params.secondary_color), np.float32) * scale
-    # Lighting is measured on the face before the mask covers it.
-    light = paint.lighting_ratio(roi, cov.alpha, params.shading) if params.shading > 0 else None
+    colours = np.array((params.color, params.secondary_color), np.float32)
+    if max_value != 255.0:
+        colours *= np.float32(max_value / 255.0)
     tile = placement = None
     if params.texture != "none":
         frame = cov.outline.frame
@@ -574,7 +573,7 @@ def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: f
                                  params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
     overlay_colours = None
     if cov.overlays is not None:
-        strap = np.array(params.strap_color, np.float32) * scale
+        strap = np.array(params.strap_color, np.float32) * np.float32(max_value / 255.0)
         overlay_colours = np.array(
             [strap if tone is None else colours[0] * np.float32(tone) for tone in cov.tones],
             np.float32,
@@ -586,7 +585,7 @@ def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: f
         opacity=params.opacity,
         tile=tile,
         tile_map=placement,
-        light=light,
+        shading=params.shading,
         overlays=cov.overlays,
         overlay_colours=overlay_colours,
         max_value=max_value,
