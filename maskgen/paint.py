@@ -149,8 +149,11 @@ def _sample_row(
     dv: float,
     shade: np.ndarray,
     mix: np.ndarray,
+    start: int,
+    stop: int,
 ) -> None:
-    """Bilinear samples of the tile along one row: pixel x samples (u0 + x·du, v0 + x·dv).
+    """Bilinear samples of the tile along one row: pixel x in [start, stop) samples
+    (u0 + x·du, v0 + x·dv).
 
     Coordinates are positive, so truncation floors them; the tile is TILE+1 texels wide
     (one wrapped texel appended), so the integer part wraps with a bit mask. Writes the
@@ -158,7 +161,7 @@ def _sample_row(
     """
     wrap = tile.shape[0] - 2
     last = tile.shape[2] - 1
-    for x in range(shade.shape[0]):
+    for x in range(start, stop):
         # Coordinates in float64: with the positive shift, float32 would keep too few bits.
         u = u0 + x * du
         v = v0 + x * dv
@@ -226,23 +229,31 @@ def _paint(
     d0, d1, d2 = colours[1, 0] - p0, colours[1, 1] - p1, colours[1, 2] - p2
     inv255 = np.float32(1.0 / 255.0)
     for y in range(h):
+        # Only the covered span of the row: the box's margins are uncovered.
+        start, stop = 0, w
+        while start < stop and alpha[y, start] <= zero:
+            start += 1
+        while stop > start and alpha[y, stop - 1] <= zero:
+            stop -= 1
+        if start == stop:
+            continue
         if textured:
             _sample_row(tile, m[1] * y + m[2] + shift, m[0], m[4] * y + m[5] + shift, m[3],
-                        shade, mix)  # fmt: skip
+                        shade, mix, start, stop)  # fmt: skip
         if lit:
             r0 = ly[y]
             r1 = min(r0 + 1, rows - 1)
             for j in range(cols):
                 light_row[j] = light[r0, j] + fy[y] * (light[r1, j] - light[r0, j])
             if textured:
-                for x in range(w):
+                for x in range(start, stop):
                     k = lx[x]
                     shade[x] *= light_row[k] + fx[x] * (light_row[lx1[x]] - light_row[k])
             else:
-                for x in range(w):
+                for x in range(start, stop):
                     k = lx[x]
                     shade[x] = light_row[k] + fx[x] * (light_row[lx1[x]] - light_row[k])
-        for x in range(w):
+        for x in range(start, stop):
             a = alpha[y, x] * opacity32
             s = shade[x]
             t = mix[x]
