@@ -70,7 +70,7 @@ from maskgen.io import (
     unpack,
 )
 from maskgen.io.atomic import temp_file_target
-from maskgen.io.recordio import IRHeader, frame_record, pack
+from maskgen.io.recordio import frame_image_record
 from maskgen.render import MaskParams, MaskSpec, paint_face, render
 
 PROTOCOLS = ("m-m", "m-nm")
@@ -801,9 +801,8 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
             if ctx.out_kind == "rec":
                 # Framed here, in the worker, so that assembly is little more than a copy.
                 key = res.index * variants + variant + 1
-                header = IRHeader(0, float(label if label is not None else 0), key, 0)
                 meta = orjson.dumps({"label": label, "key": key, "image": bool(data)})
-                data = frame_record(pack(header, data))
+                data = frame_image_record(label if label is not None else 0, key, data)
             else:  # a .bin's protocol file lists every draw
                 meta = orjson.dumps({"label": label, "params": params})
             chunks += [_PART.pack(len(meta), len(data)), meta, data]

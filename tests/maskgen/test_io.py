@@ -31,6 +31,7 @@ from maskgen.io import (
     atomic_write_text,
     decode_image,
     encode_image,
+    frame_image_record,
     frame_record,
     iter_image_files,
     load_bin,
@@ -406,6 +407,16 @@ def test_frame_record_layout_and_magic_split() -> None:
     # unaligned occurrences are data
     unaligned = b"ab" + MAGIC_LE + b"cd"
     assert frame_record(unaligned) == MAGIC_LE + struct.pack("<I", 8) + unaligned
+
+
+def test_image_record_framing_equals_pack_then_frame() -> None:
+    rng = np.random.default_rng(0)
+    jpeg = encode_image(skimage.data.astronaut()[:64, :64], ".jpg")
+    payloads = [b"", b"abc", jpeg, b"ab" + MAGIC_LE + b"cd", b"abcd" + MAGIC_LE + b"xy"]
+    payloads += [jpeg[:i] + MAGIC_LE + jpeg[i:] for i in rng.integers(0, len(jpeg), 8)]
+    for key, payload in enumerate(payloads):
+        expected = frame_record(pack(IRHeader(0, float(key % 3), key, 0), payload))
+        assert frame_image_record(key % 3, key, payload) == expected
 
 
 def test_pack_unpack_labels() -> None:
