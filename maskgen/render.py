@@ -248,15 +248,6 @@ class MaskSpec:
         )  # fmt: skip
         object.__setattr__(self, "_spans", spans)
 
-    def _level(self, u: float) -> float:
-        """Snap a uniform draw to ``geometry_levels`` evenly spaced values (0 = continuous).
-
-        Geometry jitter on a small grid lets aligned datasets, whose crops all share one
-        landmark layout, reuse cached outlines instead of rebuilding one per image.
-        """
-        n = self.geometry_levels
-        return u if n <= 0 else (0.5 if n == 1 else round(u * (n - 1)) / (n - 1))
-
     def sample(self, rng: np.random.Generator) -> MaskParams:
         """Draw one :class:`MaskParams` from ``rng``.
 
@@ -282,7 +273,13 @@ class MaskSpec:
             texture = "grain"  # folded respirators have no pleats
         # Ranges as (low, span) pairs, fetched once: this runs once per output image.
         scale, angle, shading, soft, width, top, bottom = self._spans  # type: ignore[attr-defined]
-        level = self._level
+        # Geometry jitter snapped to `geometry_levels` evenly spaced values (0 = continuous):
+        # aligned datasets, whose crops share one landmark layout, then reuse cached outlines.
+        n = self.geometry_levels
+        if n > 1:
+            g = [round(v * (n - 1)) / (n - 1) for v in u[13:17]]
+        else:
+            g = u[13:17] if n <= 0 else [0.5] * 4
         return MaskParams._trusted(
             family=family,
             coverage=coverage,
@@ -293,10 +290,10 @@ class MaskSpec:
             texture_scale=scale[0] + scale[1] * u[10],
             texture_angle=angle[0] + angle[1] * u[11],
             shading=shading[0] + shading[1] * u[12],
-            edge_softness=soft[0] + soft[1] * level(u[13]),
-            width=width[0] + width[1] * level(u[14]),
-            top_offset=top[0] + top[1] * level(u[15]),
-            bottom_offset=bottom[0] + bottom[1] * level(u[16]),
+            edge_softness=soft[0] + soft[1] * g[0],
+            width=width[0] + width[1] * g[1],
+            top_offset=top[0] + top[1] * g[2],
+            bottom_offset=bottom[0] + bottom[1] * g[3],
             straps=u[17] < self.straps_prob and family != "gaiter",
             valve=u[18] < self.valve_prob and family in ("n95", "kn95"),
         )
