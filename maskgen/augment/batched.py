@@ -25,8 +25,8 @@ them.
 
 Appearance follows :mod:`maskgen.appearance`: palette and random colours, the procedural texture
 tiles (:func:`maskgen.appearance.texture_tile`, stacked into a bank and sampled in the face frame
-with wrapping), face-matched shading (the exact area-average / bilinear pair of
-:func:`maskgen.appearance.face_lighting` as small per-sample matrices), soft edges (per-sample
+with wrapping), face-matched shading (the cell-average / bilinear pair of
+:func:`maskgen.paint.lighting_ratio` as small per-sample matrices), soft edges (per-sample
 Gaussian, reflect padding) and opacity.
 
 Not batched (left to the CPU renderer, :func:`maskgen.render.render` / :class:`MaskFace`):
@@ -592,7 +592,8 @@ def face_lighting_batch(
     strength: torch.Tensor,
     window: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
-    """Batched :func:`maskgen.appearance.face_lighting` over per-sample ROIs.
+    """Batched face lighting (:func:`maskgen.paint.lighting_ratio`, upsampled over the box)
+    over per-sample ROIs.
 
     Args:
         images: ``(B, 3, H, W)`` whole frames; box: ``(B, 4)`` ROIs (x0, y0, x1, y1) in frame
@@ -648,7 +649,8 @@ def texture_fields(
     width: int,
     index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Batched :func:`maskgen.appearance.texture_field` over whole images: ``(B, 2, H, W)``.
+    """Batched texture sampling (as :func:`maskgen.paint.paint_mask` samples a tile placed by
+    :func:`maskgen.appearance.tile_map`) over whole images: ``(B, 2, H, W)``.
 
     ``tiles`` are ``(K, 2, T, T)`` periodic tiles, one per sample (``K = B``) or a bank that
     ``index`` ``(B,)`` picks from; one tile every ``period_px`` pixels along the face axis
