@@ -171,19 +171,15 @@ def frame_record(data: bytes | bytearray | memoryview) -> bytes:
 
 
 def frame_image_record(label: float, key: int, payload: bytes) -> bytes:
-    """``frame_record(pack(IRHeader(0, label, key, 0), payload))`` in one copy of the
-    payload: the framing of an ordinary image record, on the hot path of ``.rec`` output.
+    """``frame_record(pack(IRHeader(0, label, key, 0), payload))`` for an ordinary image
+    record (scalar label), without building the header tuple: the hot path of ``.rec``
+    output.
 
     Example:
         >>> frame_image_record(3, 7, b"jpeg") == frame_record(pack(IRHeader(0, 3, 7, 0), b"jpeg"))
         True
     """
-    header = _IR.pack(0, float(label), int(key), 0)
-    n = len(header) + len(payload)
-    if n > MAX_RECORD_BYTES or _MAGIC_BYTES in header or payload.find(_MAGIC_BYTES) != -1:
-        return frame_record(header + payload)  # rare: split at magic words (or refuse)
-    # A magic word straddling header and payload is impossible: it must start 4-aligned.
-    return b"".join((_FRAME.pack(MAGIC, n), header, payload, b"\x00" * (_padded(n) - n)))
+    return frame_record(_IR.pack(0, float(label), int(key), 0) + payload)
 
 
 def _sibling_idx(rec_path: Path) -> Path:
@@ -740,6 +736,22 @@ class RecordWriter:
 
     def write_record(self, key: int, record: bytes | bytearray | memoryview) -> int:
         """Append a raw record (already :func:`pack`-ed) under ``key``; return its offset."""
+        return self._append(key, frame_record(record))
+
+    def write_framed(self, key: int, framed: bytes, label: int | None) -> int:
+        """Append an image record already framed by :func:`frame_record` (as worker
+        processes prepare them) under ``key``; ``label`` is its class, or ``None`` if it is
+        not an image record. Returns its offset."""
+        if framed[:4] != _MAGIC_BYTES or len(framed) % 4:
+            raise RecordIOError(f"{self.rec_path}: key {key}: not a framed RecordIO record")
+        offset = self._append(key, framed)
+        if label is not None and key != 0:
+            self._image_keys.append(int(key))
+            self._image_labels.append(int(label))
+        return offset
+
+    def _append(self, key: int, framed: bytes) -> int:
+        """Write framed bytes under a new ``key`` and index them; return their offset."""
         if self._rec.closed:
             raise ValueError(f"{self.rec_path}: writer is closed")
         if isinstance(key, bool) or not isinstance(key, (int, np.integer)) or key < 0:
@@ -747,32 +759,11 @@ class RecordWriter:
         key = int(key)
         if key in self._keys:
             raise RecordIOError(f"{self.rec_path}: key {key} written twice")
-        framed = frame_record(record)
         offset = self._pos
         self._rec.file.write(framed)
         self._idx.file.write(f"{key}\t{offset}\n")
         self._pos += len(framed)
         self._keys.add(key)
-        return offset
-
-    def write_framed(self, key: int, framed: bytes, label: int | None) -> int:
-        """Append an image record already framed by :func:`frame_record` (as worker
-        processes prepare them) under ``key``; ``label`` is its class, or ``None`` if it is
-        not an image record. Returns its offset."""
-        if self._rec.closed:
-            raise ValueError(f"{self.rec_path}: writer is closed")
-        if framed[:4] != _MAGIC_BYTES or len(framed) % 4:
-            raise RecordIOError(f"{self.rec_path}: key {key}: not a framed RecordIO record")
-        if key in self._keys:
-            raise RecordIOError(f"{self.rec_path}: key {key} written twice")
-        offset = self._pos
-        self._rec.file.write(framed)
-        self._idx.file.write(f"{key}\t{offset}\n")
-        self._pos += len(framed)
-        self._keys.add(key)
-        if label is not None and key != 0:
-            self._image_keys.append(key)
-            self._image_labels.append(label)
         return offset
 
     def write(self, key: int, header: IRHeader | Sequence[Any], payload: bytes) -> int:
