@@ -32,7 +32,8 @@ from numba import njit
 
 #: Lighting factors are clipped to this range (relative to the mean under the mask).
 LIGHT_RANGE = (0.5, 1.45)
-_LUMA = (0.299, 0.587, 0.114)
+_DARKEST, _BRIGHTEST = LIGHT_RANGE  # module constants are frozen into the compiled kernels
+_R, _G, _B = 0.299, 0.587, 0.114  # luminance weights
 
 _NO_TILE = np.zeros((2, 2, 1), np.float32)
 _NO_OVERLAYS = np.zeros((0, 1, 1), np.uint8)
@@ -84,7 +85,7 @@ def _lighting_ratio(
             n = 0
             for y in range(y0, y1, 2):
                 for x in range(x0, x1, 2):
-                    s += 0.299 * roi[y, x, 0] + 0.587 * roi[y, x, 1] + 0.114 * roi[y, x, 2]
+                    s += _R * roi[y, x, 0] + _G * roi[y, x, 1] + _B * roi[y, x, 2]
                     a += alpha[y, x]
                     n += 1
             luma[i, j] = s / n
@@ -97,7 +98,7 @@ def _lighting_ratio(
         return ratio
     for i in range(rows):
         for j in range(cols):
-            r = min(max(luma[i, j] / mean, 0.5), 1.45)
+            r = min(max(luma[i, j] / mean, _DARKEST), _BRIGHTEST)
             ratio[i, j] = r**strength
     return ratio
 
@@ -206,8 +207,8 @@ def _paint(
     textured = tile.shape[0] > 2
     lit = shading > 0.0
     if lit:  # measured on the face before any of it is painted
-        rows, cols = lighting_grid(h, w)
-        light = _lighting_ratio(roi, alpha, rows, cols, shading)
+        grid_rows, grid_cols = lighting_grid(h, w)
+        light = _lighting_ratio(roi, alpha, grid_rows, grid_cols, shading)
     else:
         light = np.ones((1, 1), np.float32)
     n_over = overlays.shape[0]

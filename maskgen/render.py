@@ -557,9 +557,10 @@ def paint_face(
 
 def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float) -> None:
     """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
+    scale = np.float32(max_value / 255.0)
     colours = np.array((params.color, params.secondary_color), np.float32)
     if max_value != 255.0:
-        colours *= np.float32(max_value / 255.0)
+        colours *= scale
     tile = placement = None
     if params.texture != "none":
         frame = cov.outline.frame
@@ -570,7 +571,7 @@ def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: f
                                  params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
     overlay_colours = None
     if cov.overlays is not None:
-        strap = np.array(params.strap_color, np.float32) * np.float32(max_value / 255.0)
+        strap = np.array(params.strap_color, np.float32) * scale
         overlay_colours = np.array(
             [strap if tone is None else colours[0] * np.float32(tone) for tone in cov.tones],
             np.float32,
@@ -608,7 +609,8 @@ def render(
     rgb, kind = _as_rgb(image)
     if inplace and kind not in ("rgb", "rgba"):
         raise ValueError("inplace rendering needs an H×W×3 or H×W×4 image")
-    out_rgb = rgb if inplace else rgb.copy()
+    # Gray input is already a fresh RGB expansion: only RGB(A) views need a copy.
+    out_rgb = rgb if inplace or kind in ("gray", "gray1") else rgb.copy()
     box, alpha = paint_face(out_rgb, landmarks, params)
     alpha_full = np.zeros(rgb.shape[:2], np.float32)
     if box is not None:
