@@ -1000,13 +1000,13 @@ def render_dataset(
     from tqdm import tqdm
 
     options = options or RenderOptions()
-    if options.protocol is None and output_kind(output) == "bin":
-        options = RenderOptions(**{**options.__dict__, "protocol": "m-m"})
-    if options.block_size == 0:
-        block = FOLDER_BLOCK if output_kind(output) == "folder" else PACKED_BLOCK
-        options = RenderOptions(**{**options.__dict__, "block_size": block})
-    source = open_source(input_path)
     out_kind = output_kind(output)
+    if options.protocol is None and out_kind == "bin":
+        options = replace(options, protocol="m-m")
+    if options.block_size == 0:
+        block = FOLDER_BLOCK if out_kind == "folder" else PACKED_BLOCK
+        options = replace(options, block_size=block)
+    source = open_source(input_path)
     _validate(source, out_kind, options)
     output = Path(output)
     meta = meta_dir(output)
