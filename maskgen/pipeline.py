@@ -379,7 +379,7 @@ class RecSource:
                 continue
             try:
                 out.append(self._split(record))
-            except Exception as exc:  # re-raised by process_item, as load would
+            except Exception as exc:  # re-raised by _load, as load would
                 out.append(exc)
         return out
 
@@ -628,11 +628,20 @@ def _select(ctx: Context, item: Item, image: np.ndarray) -> _Detected:
 
 
 class _Pending(NamedTuple):
-    """An output waiting to be encoded (``.rec``/``.bin`` blocks encode all theirs at once)."""
+    """An output waiting to be encoded (``.rec``/``.bin`` blocks encode all theirs at once)
+    or written (folders: to ``name``)."""
 
     image: np.ndarray
     raw: bytes
     masked: bool
+    name: str
+
+
+class _Draw(NamedTuple):
+    """One output's draw: whether it is masked and the params of each face."""
+
+    masked: bool
+    params: list[MaskParams | None]
 
 
 def _load(
@@ -649,62 +658,112 @@ def _load(
         return raw, label, exc
 
 
-def process_item(
-    ctx: Context,
-    item: Item,
-    loaded: tuple[bytes, int | None] | Exception | None = None,
-    decoded: tuple[bytes, int | None, np.ndarray | Exception] | None = None,
-    *,
-    encode: bool = True,
-) -> ItemResult:
-    """Load, detect, render, encode (and for folders write) one item.
+def process_item(ctx: Context, item: Item) -> ItemResult:
+    """Load, detect, render, encode and write one item (folder outputs)."""
+    result = _mask_items(ctx, [item], [_load(ctx, item, None)])[0]
+    for pending, _, _ in result.outputs:
+        data = _encode(ctx, item, pending.image, pending.raw, pending.masked)
+        atomic_write_bytes(ctx.output / pending.name, data)
+    result.outputs = []
+    return result
 
-    ``loaded``: the item's ``source.load`` result (or the error it raised) when the block
-    was read at once; ``decoded``: what :func:`_load` returned, when the block was decoded at
-    once. With ``encode=False`` (``.rec``/``.bin`` only) the outputs are left as
-    :class:`_Pending` images for the caller to encode.
+
+def _mask_items(
+    ctx: Context, items: list[Item], decoded: list[tuple[bytes, int | None, Any]]
+) -> list[ItemResult]:
+    """Detect, draw, paint and describe every output of ``items`` (``decoded``: what
+    :func:`_load` returned for each), leaving the outputs as :class:`_Pending` images.
+
+    Phase by phase over the items (faces, then draws, then painting, then manifest lines)
+    rather than item by item: each phase keeps its Python and compiled code hot, which on
+    112×112 crops saves about a quarter of the masking time.
     """
-    raw, label, image = _load(ctx, item, loaded) if decoded is None else decoded
+    found = [_faces(ctx, it, got[2]) for it, got in zip(items, decoded, strict=True)]
+    draws = [
+        _draws(ctx, it, len(det.faces)) if det.category is None else []
+        for it, det in zip(items, found, strict=True)
+    ]
+    painted = [
+        _paint_outputs(ctx, got[2], det.faces, ds) if ds else []
+        for got, det, ds in zip(decoded, found, draws, strict=True)
+    ]
+    return [
+        _describe(ctx, it, got, det, ds, px)
+        for it, got, det, ds, px in zip(items, decoded, found, draws, painted, strict=True)
+    ]
+
+
+def _faces(ctx: Context, item: Item, image: np.ndarray | Exception) -> _Detected:
+    """Faces to mask in the decoded ``image``, or why there are none (unreadable included)."""
     if isinstance(image, Exception):
-        fail = _failure(ctx, item, "unreadable", str(image))
-        return _fallback(ctx, item, fail, raw, label)
-    faces, lm_json, entries, category, reason = _detect(ctx, item, image)
-    if category is not None:
-        return _fallback(ctx, item, _failure(ctx, item, category, reason), raw, label)
-    result = ItemResult(item.index, item.key, [], None, len(faces))
-    variants = ctx.options.variants
-    for variant in range(variants):
+        return _Detected([], [], [], "unreadable", str(image))
+    return _detect(ctx, item, image)
+
+
+def _draws(ctx: Context, item: Item, n_faces: int) -> list[_Draw]:
+    """The draw of each output variant, from its own seeded stream."""
+    draws = []
+    for variant in range(ctx.options.variants):
         rng = _item_stream(ctx.options.seed, item.key, variant)
         masked = _should_mask(ctx, item, rng)
-        params = [ctx.options.spec.sample(rng) if masked else None for _ in faces]
+        draws.append(_Draw(masked, [ctx.options.spec.sample(rng) if masked else None
+                                    for _ in range(n_faces)]))  # fmt: skip
+    return draws
+
+
+def _paint_outputs(
+    ctx: Context, image: np.ndarray, faces: list[Any], draws: list[_Draw]
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Each output's pixels and (with ``save_occlusion``) its occlusion map.
+
+    The last output is painted in place into the decoded image when no earlier output
+    still shows it (an unmasked one does); every other masked output paints a copy.
+    """
+    outputs: list[tuple[np.ndarray, np.ndarray | None]] = []
+    in_place = len(draws) - 1 if all(d.masked for d in draws[:-1]) else -1
+    for variant, draw in enumerate(draws):
         out, alpha = image, None
-        if masked:
-            # Drawn in place into the decoded image (a copy of it for all but the last
-            # variant, so later variants start from the clean image).
-            out = image if variant == variants - 1 else image.copy()
+        if draw.masked:
+            out = image if variant == in_place else image.copy()
             if ctx.options.save_occlusion:
                 alpha = np.zeros(image.shape[:2], np.float32)
-            for face, draw in zip(faces, params, strict=True):
-                box, cover = paint_face(out, face.landmarks, draw)  # type: ignore[arg-type]
+            for face, params in zip(faces, draw.params, strict=True):
+                box, cover = paint_face(out, face.landmarks, params)  # type: ignore[arg-type]
                 if alpha is not None and box is not None:
                     x0, y0, x1, y1 = box
                     np.maximum(alpha[y0:y1, x0:x1], cover, out=alpha[y0:y1, x0:x1])
+        outputs.append((out, alpha))
+    return outputs
+
+
+def _describe(
+    ctx: Context,
+    item: Item,
+    decoded: tuple[bytes, int | None, Any],
+    det: _Detected,
+    draws: list[_Draw],
+    painted: list[tuple[np.ndarray, np.ndarray | None]],
+) -> ItemResult:
+    """The item's result: manifest lines, occlusion maps (written here) and pending outputs;
+    a failed item falls back to its original bytes."""
+    raw, label, image = decoded
+    if det.category is not None:
+        return _fallback(ctx, item, _failure(ctx, item, det.category, det.reason), raw, label)
+    result = ItemResult(item.index, item.key, [], None, len(det.faces))
+    for variant, (draw, (out, alpha)) in enumerate(zip(draws, painted, strict=True)):
         name = _out_name(ctx, item, variant, label)
-        record = _record(ctx, item, variant, name, label, entries, params)
-        if ctx.out_kind == "folder":
-            atomic_write_bytes(ctx.output / name, _encode(ctx, item, out, raw, masked))
-        elif encode:
-            result.outputs.append((_encode(ctx, item, out, raw, masked), label, record["params"]))
-        else:
-            result.outputs.append((_Pending(out, raw, masked), label, record["params"]))
+        record = _record(ctx, item, variant, name, label, det.entries, draw.params)
         if ctx.options.save_occlusion:
             occ = _occlusion_name(name)
-            alpha8 = np.zeros(image.shape[:2], np.uint8) if alpha is None else alpha
-            if alpha is not None:
+            if alpha is None:
+                alpha8 = np.zeros(image.shape[:2], np.uint8)
+            else:
                 alpha8 = np.rint(alpha * 255).astype(np.uint8)
             atomic_write_bytes(ctx.meta / occ, encode_image(alpha8, ".png"))
             record["occlusion"] = occ.as_posix()
-        result.lines.append(_dump(record, lm_json))
+        pending = _Pending(out, raw, draw.masked, name)
+        result.outputs.append((pending, label, record["params"]))
+        result.lines.append(_dump(record, det.landmarks_json))
     return result
 
 
@@ -831,10 +890,7 @@ def _process_in_phases(ctx: Context, items: list[Item], loaded: list[Any]) -> li
             decoded.append(got)
             held += got[2].nbytes * ctx.options.variants if isinstance(got[2], np.ndarray) else 0
             stop += 1
-        chunk = [
-            process_item(ctx, it, decoded=d, encode=False)
-            for it, d in zip(items[start:stop], decoded, strict=True)
-        ]
+        chunk = _mask_items(ctx, items[start:stop], decoded)
         del decoded
         for res, it in zip(chunk, items[start:stop], strict=True):
             res.outputs = [

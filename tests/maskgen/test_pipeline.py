@@ -279,6 +279,26 @@ def test_rec_is_masked_into_a_new_rec(tmp_path: Path) -> None:
     assert [r["output"] for r in records[:3]] == ["train.rec#1", "train.rec#2", "train.rec#3"]
 
 
+def test_unmasked_variant_keeps_the_clean_image_when_a_later_variant_is_masked(
+    tmp_path: Path,
+) -> None:
+    # Variants are painted in place into the decoded image when they can be: an earlier,
+    # unmasked variant re-encoded (PNG here) must not pick up a later variant's mask.
+    _write_rec(tmp_path / "train.rec", 12)
+    out = tmp_path / "masked" / "train.rec"
+    options = RenderOptions(landmarks="aligned", variants=2, p=0.5, seed=1, format=".png")
+    render_dataset(tmp_path / "train.rec", out, options, workers=1, progress=False)
+    source, masked = RecordSet(tmp_path / "train.rec"), RecordSet(out)
+    records = _lines(meta_dir(out) / "manifest.jsonl")
+    drawn = [[records[2 * i + v]["params"] is not None for v in range(2)] for i in range(12)]
+    assert [False, True] in drawn  # the case under test occurs with this seed
+    for i, (first, second) in enumerate(drawn):
+        image, _ = source[i]
+        for v, was_masked in enumerate((first, second)):
+            out_image, _ = masked[2 * i + v]
+            assert np.array_equal(out_image, image) != was_masked, (i, v)
+
+
 def test_default_blocks_are_large_for_packed_outputs_and_small_for_folders(
     tmp_path: Path,
 ) -> None:
