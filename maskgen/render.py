@@ -557,10 +557,16 @@ def paint_face(
 
 def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float) -> None:
     """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
-    scale = np.float32(max_value / 255.0)
-    colours = np.array((params.color, params.secondary_color), np.float32)
+    # One table: primary, secondary, then each overlay's colour (built from Python floats:
+    # a handful of tiny NumPy operations per image cost more than the arithmetic).
+    primary = params.color
+    table = [primary, params.secondary_color]
+    if cov.overlays is not None:
+        strap = params.strap_color
+        table += [strap if tone is None else [c * tone for c in primary] for tone in cov.tones]
+    colours = np.array(table, np.float32)
     if max_value != 255.0:
-        colours *= scale
+        colours *= np.float32(max_value / 255.0)
     tile = placement = None
     if params.texture != "none":
         frame = cov.outline.frame
@@ -569,23 +575,16 @@ def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: f
         )
         placement = app.tile_map(frame.origin, frame.ax, params.texture_scale * frame.unit,
                                  params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
-    overlay_colours = None
-    if cov.overlays is not None:
-        strap = np.array(params.strap_color, np.float32) * scale
-        overlay_colours = np.array(
-            [strap if tone is None else colours[0] * np.float32(tone) for tone in cov.tones],
-            np.float32,
-        )
     paint.paint_mask(
         roi,
         cov.alpha,  # type: ignore[arg-type]
-        colours=colours,
+        colours=colours[:2],
         opacity=params.opacity,
         tile=tile,
         tile_map=placement,
         shading=params.shading,
         overlays=cov.overlays,
-        overlay_colours=overlay_colours,
+        overlay_colours=colours[2:],
         max_value=max_value,
     )
 
