@@ -70,11 +70,13 @@ from maskgen.io import (
     unpack,
 )
 from maskgen.io.atomic import temp_file_target
-from maskgen.io.recordio import frame_image_record
+from maskgen.io.recordio import frame_image_records
 from maskgen.render import MaskParams, MaskSpec, paint_face, render
 
 PROTOCOLS = ("m-m", "m-nm")
-_PART = struct.Struct("<II")
+#: A part file starts with this line, then (outputs, meta bytes) as two little-endian uint32.
+_PART_MAGIC = b"maskgen part 2\n"
+_PART_HEAD = struct.Struct("<II")
 
 
 def stable_hash(key: str) -> int:
@@ -853,21 +855,54 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
         with contextlib.suppress(OSError):  # else one by one, each failure with its item
             loaded = load_many(items)
     results = _process_in_phases(ctx, items, loaded)
-    chunks = []
+    metas: list[dict[str, Any]] = []
+    payloads: list[bytes] = []
     variants = ctx.options.variants
     for res in results:
         for variant, (data, label, params) in enumerate(res.outputs):
             if ctx.out_kind == "rec":
-                # Framed here, in the worker, so that assembly is little more than a copy.
                 key = res.index * variants + variant + 1
-                meta = orjson.dumps({"label": label, "key": key, "image": bool(data)})
-                data = frame_image_record(label if label is not None else 0, key, data)
+                metas.append({"label": label, "key": key, "image": bool(data)})
             else:  # a .bin's protocol file lists every draw
-                meta = orjson.dumps({"label": label, "params": params})
-            chunks += [_PART.pack(len(meta), len(data)), meta, data]
+                metas.append({"label": label, "params": params})
+            payloads.append(data)
         res.outputs = []
-    atomic_write_bytes(part_path(ctx.meta, block), b"".join(chunks))
+    if ctx.out_kind == "rec":
+        # Framed here, in the worker, so that assembly is little more than a copy.
+        labels = [0 if m["label"] is None else m["label"] for m in metas]
+        keys = [m["key"] for m in metas]
+        data, lengths = frame_image_records(zip(labels, keys, payloads, strict=True))
+    else:
+        data, lengths = b"".join(payloads), [len(p) for p in payloads]
+    write_part(part_path(ctx.meta, block), metas, lengths, data)
     return [r for r in results if r.index >= first_pending]
+
+
+def write_part(path: Path, metas: list[dict[str, Any]], lengths: list[int], data: bytes) -> None:
+    """Write a block's part file (atomically): what :func:`read_part` returns."""
+    meta = orjson.dumps(metas)
+    head = _PART_HEAD.pack(len(metas), len(meta))
+    sizes = np.asarray(lengths, "<u4").tobytes()
+    atomic_write_bytes(path, b"".join((_PART_MAGIC, head, meta, sizes, data)))
+
+
+def read_part(path: Path) -> tuple[list[dict[str, Any]], list[int], memoryview]:
+    """A block's part file: each output's meta, each output's length in bytes, and the
+    outputs' bytes back to back (framed records for ``.rec``, encoded images for ``.bin``)."""
+    raw = path.read_bytes()
+    stale = f"remove {path.parent.parent} and run again"
+    if not raw.startswith(_PART_MAGIC):
+        raise ValueError(f"{path}: not a part file of this maskgen version; {stale}")
+    pos = len(_PART_MAGIC)
+    n, n_meta = _PART_HEAD.unpack_from(raw, pos)
+    pos += _PART_HEAD.size
+    metas = orjson.loads(raw[pos : pos + n_meta])
+    pos += n_meta
+    lengths = np.frombuffer(raw, "<u4", n, pos).tolist()
+    data = memoryview(raw)[pos + 4 * n :]
+    if len(metas) != n or sum(lengths) != len(data):
+        raise ValueError(f"{path}: corrupt part file (sizes do not add up); {stale}")
+    return metas, lengths, data
 
 
 #: Decoded pixels a block may hold at once when it is processed in phases.
@@ -902,19 +937,6 @@ def _process_in_phases(ctx: Context, items: list[Item], loaded: list[Any]) -> li
         results += chunk
         start = stop
     return results
-
-
-def read_part(path: Path) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """Yield ``(meta, image bytes)`` for each output stored in a part file."""
-    data = path.read_bytes()
-    pos = 0
-    while pos < len(data):
-        nmeta, ndata = _PART.unpack_from(data, pos)
-        pos += _PART.size
-        meta = orjson.loads(data[pos : pos + nmeta])
-        pos += nmeta
-        yield meta, data[pos : pos + ndata]
-        pos += ndata
 
 
 # --------------------------------------------------------------------------------------------
@@ -1181,17 +1203,18 @@ def _assemble(ctx: Context, source: Any) -> bool:
 
 def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
     with RecordWriter(ctx.output) as writer:
-        key = 0
+        done = 0
         for part in parts:
-            for meta, framed in read_part(part):
-                key += 1
-                if meta.get("key") != key:
-                    raise RecordIOError(
-                        f"{part}: record {key} is missing or out of place (a part file from "
-                        f"another maskgen version?); remove {ctx.meta} and run again"
-                    )
-                label = meta["label"] if meta["label"] is not None else 0  # unreadable record
-                writer.write_framed(key, framed, label if meta["image"] else None)
+            metas, lengths, framed = read_part(part)
+            keys = [m.get("key") for m in metas]
+            if keys != list(range(done + 1, done + 1 + len(keys))):
+                raise RecordIOError(
+                    f"{part}: records {done + 1}..{done + len(keys)} are missing or out of "
+                    f"place (a part file from another run?); remove {ctx.meta} and run again"
+                )
+            labels = [(m["label"] or 0) if m["image"] else None for m in metas]
+            writer.write_framed(keys, framed, lengths, labels)
+            done += len(keys)
         if source.has_header:
             try:
                 writer.write_header_record(identities=source.has_identities)
@@ -1202,9 +1225,10 @@ def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
 def _assemble_bin(ctx: Context, source: BinSource, parts: list[Path]) -> None:
     images, params = [], []
     for part in parts:
-        for meta, data in read_part(part):
-            images.append(data)
-            params.append(meta["params"])
+        metas, lengths, data = read_part(part)
+        ends = np.cumsum(lengths).tolist()
+        images += [bytes(data[end - size : end]) for end, size in zip(ends, lengths, strict=True)]
+        params += [m["params"] for m in metas]
     save_bin(ctx.output, images, source.pack.issame)
     protocol = {
         "protocol": ctx.options.protocol,

@@ -31,7 +31,7 @@ from maskgen.io import (
     atomic_write_text,
     decode_image,
     encode_image,
-    frame_image_record,
+    frame_image_records,
     frame_record,
     iter_image_files,
     load_bin,
@@ -409,14 +409,46 @@ def test_frame_record_layout_and_magic_split() -> None:
     assert frame_record(unaligned) == MAGIC_LE + struct.pack("<I", 8) + unaligned
 
 
-def test_image_record_framing_equals_pack_then_frame() -> None:
+def test_batch_framing_equals_pack_then_frame_record_by_record() -> None:
     rng = np.random.default_rng(0)
     jpeg = encode_image(skimage.data.astronaut()[:64, :64], ".jpg")
-    payloads = [b"", b"abc", jpeg, b"ab" + MAGIC_LE + b"cd", b"abcd" + MAGIC_LE + b"xy"]
-    payloads += [jpeg[:i] + MAGIC_LE + jpeg[i:] for i in rng.integers(0, len(jpeg), 8)]
-    for key, payload in enumerate(payloads):
-        expected = frame_record(pack(IRHeader(0, float(key % 3), key, 0), payload))
-        assert frame_image_record(key % 3, key, payload) == expected
+    clean = [b"", b"abc", jpeg, b"ab" + MAGIC_LE + b"cd"]  # an unaligned magic is data
+    split = [b"abcd" + MAGIC_LE + b"xy"] + [
+        jpeg[:i] + MAGIC_LE + jpeg[i:] for i in rng.integers(0, len(jpeg), 8)
+    ]
+    for payloads in (clean, clean + split, split[:1]):
+        records = [(key % 3, key, p) for key, p in enumerate(payloads, start=1)]
+        expected = [frame_record(pack(IRHeader(0, float(lb), k, 0), p)) for lb, k, p in records]
+        blob, lengths = frame_image_records(records)
+        assert blob == b"".join(expected)
+        assert lengths == [len(f) for f in expected]
+    assert frame_image_records([]) == (b"", [])
+
+
+def test_writer_appends_a_framed_batch(tmp_path: Path, faces: list[np.ndarray]) -> None:
+    jpegs = [encode_image(f, ".jpg") for f in faces[:4]]
+    records = [
+        (label, key, jpeg)
+        for key, (label, jpeg) in enumerate(zip(LABELS[:4], jpegs, strict=True), 1)
+    ]
+    blob, lengths = frame_image_records(records)
+    rec = tmp_path / "batch.rec"
+    with RecordWriter(rec) as writer:
+        writer.write(9, IRHeader(0, 5.0, 9, 0), b"first")  # single records mix with batches
+        writer.write_framed([1, 2, 3, 4], blob, lengths, [0, 0, 1, None])
+        with pytest.raises(RecordIOError, match="written twice"):
+            writer.write_framed([2], blob[: lengths[0]], lengths[:1], [0])
+        with pytest.raises(RecordIOError, match="not framed"):
+            writer.write_framed([5, 6], blob, [lengths[0], lengths[1] + 4], [0, 0])
+        with pytest.raises(RecordIOError, match="not framed"):
+            writer.write_framed([5], b"x" * 8, [8], [0])
+    with RecordReader(rec) as reader:
+        assert sorted(reader.keys.tolist()) == [1, 2, 3, 4, 9]
+        for key, (label, _, face) in enumerate(records, 1):
+            header, payload = unpack(reader.read(key))
+            assert header.label == label and payload == face
+    with RecordReader(rec, use_index=False) as scanned:  # the framing itself is valid
+        assert len(scanned.keys) == 5
 
 
 def test_pack_unpack_labels() -> None:

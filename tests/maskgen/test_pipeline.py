@@ -328,6 +328,20 @@ def test_rec_shards_assemble_the_same_file(tmp_path: Path) -> None:
     assert one.with_suffix(".idx").read_bytes() == two.with_suffix(".idx").read_bytes()
 
 
+def test_part_file_of_another_version_stops_assembly_with_advice(tmp_path: Path) -> None:
+    # A run resumed by another maskgen version finds parts it cannot read: say so and
+    # what to do, rather than assembling garbage.
+    _write_rec(tmp_path / "train.rec", 4)
+    options = RenderOptions(landmarks="aligned", block_size=2)
+    out = tmp_path / "out" / "train.rec"
+    render_dataset(tmp_path / "train.rec", out, options, workers=1, progress=False)
+    part = meta_dir(out) / "parts" / "00000001.part"
+    part.write_bytes(b"\x10\x00\x00\x00" + part.read_bytes()[20:])  # the stop-9 layout
+    (meta_dir(out) / "assembled.json").unlink()
+    with pytest.raises(ValueError, match="not a part file of this maskgen version; remove"):
+        render_dataset(tmp_path / "train.rec", out, options, workers=1, progress=False)
+
+
 def test_rerun_skips_and_tolerates_truncated_journal_lines(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for i, crop in enumerate(_aligned_faces(6)):
