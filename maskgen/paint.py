@@ -70,9 +70,10 @@ def _cell(i: int, n: int, cells: int) -> tuple[int, int]:
 
 @njit(cache=True, nogil=True)
 def _lighting_ratio(
-    pixels: np.ndarray, alpha: np.ndarray, rows: int, cols: int, strength: float
+    pixels: np.ndarray, alpha: np.ndarray, rows: int, cols: int, strength: float, bgr: bool
 ) -> np.ndarray:
     ratio = np.ones((rows, cols), np.float32)
+    first, last = (_B, _R) if bgr else (_R, _B)  # luma weights in storage order
     h, w = alpha.shape
     luma = np.zeros((rows, cols))
     weight = np.zeros((rows, cols))
@@ -86,7 +87,7 @@ def _lighting_ratio(
             for y in range(y0, y1, 2):
                 for x in range(x0, x1, 2):
                     k = 3 * x
-                    s += _R * pixels[y, k] + _G * pixels[y, k + 1] + _B * pixels[y, k + 2]
+                    s += first * pixels[y, k] + _G * pixels[y, k + 1] + last * pixels[y, k + 2]
                     a += alpha[y, x]
                     n += 1
             luma[i, j] = s / n
@@ -121,20 +122,22 @@ def lighting_ratio(roi: np.ndarray, alpha: np.ndarray, strength: float) -> np.nd
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
     rows, cols = lighting_grid(*alpha.shape)
-    pixels, _ = _interleaved(roi)
-    return _lighting_ratio(pixels, alpha, rows, cols, float(strength))
+    pixels, _, bgr = _interleaved(roi)
+    return _lighting_ratio(pixels, alpha, rows, cols, float(strength), bgr)
 
 
-def _interleaved(roi: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``roi`` (h×w×≥3) as the kernels read it: h rows of 3·w interleaved channel values,
-    a view when its pixels are packed RGB (the common case), else a packed copy; and
-    whether it is a copy (then the caller writes it back)."""
+def _interleaved(roi: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+    """``roi`` (h×w×≥3 RGB) as the kernels read it: h rows of 3·w interleaved channel
+    values; whether that is a copy (then the caller writes it back); whether the channels
+    are stored in BGR order. A view when the pixels are packed RGB, or packed BGR seen
+    through a channel-reversed view (``decode_image(..., bgr_storage=True)``); else a copy."""
     h, w = roi.shape[:2]
     item = roi.itemsize
-    if roi.shape[2] == 3 and roi.strides[2] == item and roi.strides[1] == 3 * item:
+    if roi.shape[2] == 3 and roi.strides[1] == 3 * item and abs(roi.strides[2]) == item:
         # Merging the last two axes of such a view is always possible without a copy.
-        return roi.reshape(h, 3 * w), False
-    return np.ascontiguousarray(roi[..., :3]).reshape(h, 3 * w), True
+        bgr = roi.strides[2] < 0
+        return (roi[..., ::-1] if bgr else roi).reshape(h, 3 * w), False, bgr
+    return np.ascontiguousarray(roi[..., :3]).reshape(h, 3 * w), True, False
 
 
 @njit(cache=True, nogil=True)
@@ -225,6 +228,7 @@ def _paint(
     overlay_colours: np.ndarray,
     top: float,
     shading: float,
+    bgr: bool,
 ) -> None:
     # Row by row, over the row's covered span: shade and mix into span buffers, the colour
     # and the coverage into interleaved span buffers, then one blend into the row. float32
@@ -236,7 +240,7 @@ def _paint(
     lit = shading > 0.0
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
-        light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading)
+        light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr)
     else:
         light = np.ones((1, 1), np.float32)
     n_over = overlays.shape[0]
@@ -255,8 +259,9 @@ def _paint(
     # Tile coordinates are made positive before truncation, so int() floors them: the
     # offset is a multiple of the tile size, larger than any coordinate of a sane box.
     shift = float(1 << 30)
-    p0, p1, p2 = colours[0, 0], colours[0, 1], colours[0, 2]
-    d0, d1, d2 = colours[1, 0] - p0, colours[1, 1] - p1, colours[1, 2] - p2
+    first, last = (2, 0) if bgr else (0, 2)  # colour channels in storage order
+    p0, p1, p2 = colours[0, first], colours[0, 1], colours[0, last]
+    d0, d1, d2 = colours[1, first] - p0, colours[1, 1] - p1, colours[1, last] - p2
     inv255 = np.float32(1.0 / 255.0)
     for y in range(h):
         start, stop = 0, w
@@ -294,7 +299,8 @@ def _paint(
             cover[3 * j + 1] = a
             cover[3 * j + 2] = a
         for o in range(n_over):
-            q0, q1, q2 = overlay_colours[o, 0], overlay_colours[o, 1], overlay_colours[o, 2]
+            q0, q1 = overlay_colours[o, first], overlay_colours[o, 1]
+            q2 = overlay_colours[o, last]
             detail = overlays[o, y, start:stop]
             for j in range(n):
                 c = np.float32(detail[j]) * inv255
@@ -320,7 +326,8 @@ def paint_mask(
     """Paint a mask into ``roi`` in place.
 
     Args:
-        roi: h×w×3 image region (a view into the image is fine), any integer or float dtype.
+        roi: h×w×3 RGB image region, any integer or float dtype: a view into the image is
+            fine, a channel-reversed view of BGR pixels too.
         alpha: h×w float32 soft coverage in [0, 1]; pixels at 0 keep their value.
         colours: (2, 3) float32 primary and secondary colour in ``[0, max_value]``.
         opacity: multiplies ``alpha``.
@@ -341,7 +348,7 @@ def paint_mask(
         tile = tile[..., None]
     if overlays is None or not len(overlays):
         overlays, overlay_colours = _NO_OVERLAYS, _NO_OVERLAY_COLOURS
-    pixels, copied = _interleaved(roi)
+    pixels, copied, bgr = _interleaved(roi)
     _paint(
         pixels,
         alpha,
@@ -353,6 +360,7 @@ def paint_mask(
         overlay_colours,
         float(max_value),
         float(shading),
+        bgr,
     )
     if copied:
         roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)

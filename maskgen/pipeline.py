@@ -60,6 +60,7 @@ from maskgen.io import (
     RecordReader,
     RecordSet,
     RecordWriter,
+    as_bgr_storage,
     atomic_write_bytes,
     atomic_write_text,
     decode_image,
@@ -655,7 +656,10 @@ def _load(
         if isinstance(loaded, Exception):
             raise loaded
         raw, label = ctx.source.load(item) if loaded is None else loaded
-        return raw, label, decode_image(raw, source=ctx.source.describe(item))
+        # With aligned crops nothing but the renderer and the encoder reads the pixels, and
+        # both take OpenCV's BGR order through a reversed view: no conversion either way.
+        bgr = ctx.options.landmarks == "aligned"
+        return raw, label, decode_image(raw, source=ctx.source.describe(item), bgr_storage=bgr)
     except (ImageReadError, OSError, RecordIOError) as exc:
         return raw, label, exc
 
@@ -786,7 +790,9 @@ def _encode(ctx: Context, item: Item, image: np.ndarray, raw: bytes, masked: boo
         and image.ndim == 3
         and image.shape[2] == 3
     ):  # the common case, straight to OpenCV (what encode_image does after its checks)
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        bgr = as_bgr_storage(image)
+        if bgr is None:
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
         if ok:
             return buf.tobytes()

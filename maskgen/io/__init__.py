@@ -11,6 +11,7 @@ from maskgen.io.binpack import BinPack, BinPackError, UnsafePickleError, load_bi
 from maskgen.io.images import (
     IMAGE_EXTENSIONS,
     ImageReadError,
+    as_bgr_storage,
     decode_image,
     decode_image_raw,
     encode_image,
@@ -47,6 +48,7 @@ __all__ = [
     "RecordSet",
     "RecordWriter",
     "UnsafePickleError",
+    "as_bgr_storage",
     "atomic_open",
     "atomic_write_bytes",
     "atomic_write_text",

@@ -33,6 +33,7 @@ from maskgen.io.atomic import atomic_write_bytes
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "as_bgr_storage",
     "decode_image",
     "decode_image_raw",
     "encode_image",
@@ -140,11 +141,28 @@ def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
     )
 
 
-def decode_image(data: bytes | bytearray | memoryview, *, source: str = "<bytes>") -> np.ndarray:
+def decode_image(
+    data: bytes | bytearray | memoryview, *, source: str = "<bytes>", bgr_storage: bool = False
+) -> np.ndarray:
     """Decode encoded image bytes to an H×W×3 ``uint8`` RGB array.
 
     ``source`` names the data in error messages (a path, ``"pack.bin[17]"``…).
+    ``bgr_storage``: return the RGB image as a channel-reversed view of the BGR array
+    OpenCV decodes to (when the image is 8-bit colour), which :func:`encode_image` hands
+    to the encoder without a conversion pass: same values, one pass less per image when
+    decoded pixels go straight back to an encoder.
+
+    Example:
+        >>> png = encode_image(np.array([[[255, 0, 0]]], np.uint8), ".png")
+        >>> view = decode_image(png, bgr_storage=True)
+        >>> view[0, 0].tolist(), view.strides[2], encode_image(view, ".png") == png
+        ([255, 0, 0], -1, True)
     """
+    if bgr_storage:
+        image = _decode(data, _DECODE_FLAGS, source)
+        if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+            return image[..., ::-1]
+        return _finish_rgb(image, source, bgr=True)
     if _DECODE_RGB_FLAGS is not None:  # the decoder writes RGB itself: no conversion pass
         image = _decode(data, _DECODE_RGB_FLAGS, source)
         if image.ndim == 3 and image.shape[2] == 3:
@@ -242,7 +260,9 @@ def encode_image(image_rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) ->
             raise ValueError("JPEG cannot store an alpha channel; pass an H×W×3 RGB image")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
     elif image.ndim == 3:
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        bgr = as_bgr_storage(image)
+        if bgr is None:
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     else:
         bgr = np.ascontiguousarray(image)
     params: list[int] = []
@@ -254,6 +274,15 @@ def encode_image(image_rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) ->
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {ext}")
     return buf.tobytes()
+
+
+def as_bgr_storage(image_rgb: np.ndarray) -> np.ndarray | None:
+    """The C-contiguous BGR array an H×W×3 RGB ``image_rgb`` is a channel-reversed view of
+    (what ``decode_image(..., bgr_storage=True)`` returns), or ``None`` if it is not one."""
+    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.strides[2] >= 0:
+        return None
+    bgr = image_rgb[..., ::-1]
+    return bgr if bgr.flags.c_contiguous else None
 
 
 def write_image(path: str | os.PathLike[str], image_rgb: np.ndarray, quality: int = 95) -> Path:

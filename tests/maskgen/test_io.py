@@ -26,6 +26,7 @@ from maskgen.io import (
     RecordSet,
     RecordWriter,
     UnsafePickleError,
+    as_bgr_storage,
     atomic_open,
     atomic_write_bytes,
     atomic_write_text,
@@ -385,6 +386,22 @@ def test_bin_decode_error_names_pack_and_index(tmp_path: Path, jpegs: list[bytes
     assert str(path) in str(info.value) and "image 3" in str(info.value)
     with pytest.raises(IndexError):
         pack_.pair(2)
+
+
+def test_bgr_storage_decodes_the_same_rgb_and_encodes_without_conversion(
+    astro: np.ndarray,
+) -> None:
+    for ext in (".jpg", ".png"):
+        data = encode_image(astro, ext)
+        plain, view = decode_image(data), decode_image(data, bgr_storage=True)
+        assert view.strides[2] < 0 and np.array_equal(view, plain)
+        assert encode_image(view, ext) == encode_image(plain, ext)
+    gray = encode_image(astro[..., 0], ".png")  # expanded to three channels, as always
+    assert np.array_equal(decode_image(gray, bgr_storage=True), decode_image(gray))
+    deep = encode_image(astro.astype(np.uint16) * 257, ".png")  # scaled: a plain RGB array
+    view = decode_image(deep, bgr_storage=True)
+    assert view.flags.c_contiguous and np.array_equal(view, decode_image(deep))
+    assert as_bgr_storage(astro) is None and as_bgr_storage(astro[:, ::-1, ::-1]) is None
 
 
 # -- RecordIO --------------------------------------------------------------------------------

@@ -64,13 +64,25 @@ def reference_paint(
     return base + (alpha * opacity)[..., None] * (colour - base)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def _view(frame: np.ndarray, layout: str) -> np.ndarray:
+    """The box of ``frame`` as an RGB view: of RGBA pixels (the kernel paints a copy), of
+    packed RGB, or of packed BGR reversed (both painted in place)."""
+    box = frame[17:72, 9:101]
+    return {"rgba": box[..., :3], "rgb": box, "bgr": box[..., ::-1]}[layout]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "layout"),
+    [(np.uint8, "rgba"), (np.uint16, "rgba"), (np.float32, "rgba"), (np.uint8, "rgb"),
+     (np.uint8, "bgr"), (np.float32, "bgr")],
+)  # fmt: skip
 @pytest.mark.parametrize("kind", ["stripes", "grain"])
-def test_paint_matches_the_reference(dtype: type, kind: str) -> None:
+def test_paint_matches_the_reference(dtype: type, layout: str, kind: str) -> None:
     rng = np.random.default_rng(3)
     max_value = 1.0 if dtype == np.float32 else float(np.iinfo(dtype).max)
-    frame = rng.uniform(0, max_value, (90, 120, 4)).astype(dtype)  # RGBA: a strided view
-    roi = frame[17:72, 9:101, :3]
+    channels = 4 if layout == "rgba" else 3
+    frame = rng.uniform(0, max_value, (90, 120, channels)).astype(dtype)
+    roi = _view(frame, layout)
     h, w = roi.shape[:2]
     alpha = np.clip(rng.uniform(-0.3, 1.3, (h, w)), 0, 1).astype(np.float32)
     colours = (rng.uniform(0, 1, (2, 3)) * max_value).astype(np.float32)
@@ -97,7 +109,7 @@ def test_paint_matches_the_reference(dtype: type, kind: str) -> None:
     untouched[17:72, 9:101, :3] = False
     assert np.array_equal(frame[untouched], outside[untouched])  # alpha channel, outside box
     zero = alpha == 0
-    assert np.array_equal(roi[zero], outside[17:72, 9:101, :3][zero])
+    assert np.array_equal(roi[zero], _view(outside, layout)[zero])
 
 
 def test_flat_colour_is_exact_and_unlit_untextured_paint_is_a_plain_blend() -> None:
@@ -121,6 +133,9 @@ def test_lighting_ratio_matches_the_reference() -> None:
     assert got.shape == paint.lighting_grid(53, 87) == (6, 6) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     assert got[:, 0].mean() < got[:, -1].mean()
+    # BGR pixels seen through a reversed view weigh their channels as the RGB ones
+    bgr_view = np.ascontiguousarray(roi[..., ::-1])[..., ::-1]
+    np.testing.assert_array_equal(paint.lighting_ratio(bgr_view, alpha, 0.7), got)
 
 
 def test_bad_shapes_are_rejected() -> None:

@@ -279,6 +279,20 @@ def test_rec_is_masked_into_a_new_rec(tmp_path: Path) -> None:
     assert [r["output"] for r in records[:3]] == ["train.rec#1", "train.rec#2", "train.rec#3"]
 
 
+def test_rec_outputs_replay_exactly_from_the_manifest(tmp_path: Path) -> None:
+    # Aligned crops are painted in OpenCV's BGR storage; PNG outputs (lossless) must hold
+    # exactly what the RGB renderer draws from the manifest.
+    _write_rec(tmp_path / "train.rec", 12)
+    out = tmp_path / "masked" / "train.rec"
+    options = RenderOptions(landmarks="aligned", seed=2, format=".png")
+    render_dataset(tmp_path / "train.rec", out, options, workers=1, progress=False)
+    source, masked = RecordSet(tmp_path / "train.rec"), RecordSet(out)
+    records = _lines(meta_dir(out) / "manifest.jsonl")
+    for i, record in enumerate(records):
+        assert record["params"] is not None
+        np.testing.assert_array_equal(masked[i][0], replay_record(source[i][0], record))
+
+
 def test_unmasked_variant_keeps_the_clean_image_when_a_later_variant_is_masked(
     tmp_path: Path,
 ) -> None:
