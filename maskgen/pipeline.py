@@ -60,13 +60,13 @@ from maskgen.io import (
     RecordReader,
     RecordSet,
     RecordWriter,
-    as_bgr_storage,
     atomic_write_bytes,
     atomic_write_text,
     decode_image,
     encode_image,
     iter_image_files,
     load_bin,
+    rgb_to_bgr,
     save_bin,
     unpack,
 )
@@ -790,10 +790,7 @@ def _encode(ctx: Context, item: Item, image: np.ndarray, raw: bytes, masked: boo
         and image.ndim == 3
         and image.shape[2] == 3
     ):  # the common case, straight to OpenCV (what encode_image does after its checks)
-        bgr = as_bgr_storage(image)
-        if bgr is None:
-            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        ok, buf = cv2.imencode(".jpg", rgb_to_bgr(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
         if ok:
             return buf.tobytes()
     return encode_image(image, ext, quality)

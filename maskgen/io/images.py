@@ -33,13 +33,13 @@ from maskgen.io.atomic import atomic_write_bytes
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
-    "as_bgr_storage",
     "decode_image",
     "decode_image_raw",
     "encode_image",
     "iter_image_files",
     "read_image",
     "read_image_raw",
+    "rgb_to_bgr",
     "sniff_image_format",
     "write_image",
 ]
@@ -260,9 +260,7 @@ def encode_image(image_rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) ->
             raise ValueError("JPEG cannot store an alpha channel; pass an H×W×3 RGB image")
         bgr = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
     elif image.ndim == 3:
-        bgr = as_bgr_storage(image)
-        if bgr is None:
-            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        bgr = rgb_to_bgr(image)
     else:
         bgr = np.ascontiguousarray(image)
     params: list[int] = []
@@ -276,13 +274,21 @@ def encode_image(image_rgb: np.ndarray, ext: str = ".jpg", quality: int = 95) ->
     return buf.tobytes()
 
 
-def as_bgr_storage(image_rgb: np.ndarray) -> np.ndarray | None:
-    """The C-contiguous BGR array an H×W×3 RGB ``image_rgb`` is a channel-reversed view of
-    (what ``decode_image(..., bgr_storage=True)`` returns), or ``None`` if it is not one."""
-    if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.strides[2] >= 0:
-        return None
-    bgr = image_rgb[..., ::-1]
-    return bgr if bgr.flags.c_contiguous else None
+def rgb_to_bgr(image_rgb: np.ndarray) -> np.ndarray:
+    """An H×W×3 RGB image as the C-contiguous BGR array OpenCV's encoders take: the array
+    itself when ``image_rgb`` is a channel-reversed view of one (what
+    ``decode_image(..., bgr_storage=True)`` returns), else a converted copy.
+
+    Example:
+        >>> bgr = np.zeros((2, 2, 3), np.uint8)
+        >>> np.shares_memory(rgb_to_bgr(bgr[..., ::-1]), bgr)
+        True
+    """
+    if image_rgb.strides[2] < 0:
+        bgr = image_rgb[..., ::-1]
+        if bgr.flags.c_contiguous:
+            return bgr
+    return cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
 
 
 def write_image(path: str | os.PathLike[str], image_rgb: np.ndarray, quality: int = 95) -> Path:

@@ -26,7 +26,6 @@ from maskgen.io import (
     RecordSet,
     RecordWriter,
     UnsafePickleError,
-    as_bgr_storage,
     atomic_open,
     atomic_write_bytes,
     atomic_write_text,
@@ -40,6 +39,7 @@ from maskgen.io import (
     read_face_record,
     read_image,
     read_image_raw,
+    rgb_to_bgr,
     save_bin,
     unpack,
     write_image,
@@ -401,7 +401,12 @@ def test_bgr_storage_decodes_the_same_rgb_and_encodes_without_conversion(
     deep = encode_image(astro.astype(np.uint16) * 257, ".png")  # scaled: a plain RGB array
     view = decode_image(deep, bgr_storage=True)
     assert view.flags.c_contiguous and np.array_equal(view, decode_image(deep))
-    assert as_bgr_storage(astro) is None and as_bgr_storage(astro[:, ::-1, ::-1]) is None
+    # the BGR array behind a reversed view is handed over as it is; anything else converted
+    view = decode_image(encode_image(astro, ".png"), bgr_storage=True)
+    assert np.shares_memory(rgb_to_bgr(view), view)
+    for rgb in (astro, astro[:, ::-1, ::-1]):  # packed RGB; reversed but not packed
+        bgr = rgb_to_bgr(rgb)
+        assert not np.shares_memory(bgr, rgb) and np.array_equal(bgr, rgb[..., ::-1])
 
 
 # -- RecordIO --------------------------------------------------------------------------------
