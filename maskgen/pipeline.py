@@ -859,22 +859,22 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
             loaded = load_many(items)
     results = _process_in_phases(ctx, items, loaded)
     metas: list[dict[str, Any]] = []
-    payloads: list[bytes] = []
+    records: list[tuple[int, int, bytes]] = []  # .rec: (label, key, payload) to frame
+    payloads: list[bytes] = []  # .bin: the encoded images
     variants = ctx.options.variants
     for res in results:
         for variant, (data, label, params) in enumerate(res.outputs):
             if ctx.out_kind == "rec":
                 key = res.index * variants + variant + 1
                 metas.append({"label": label, "key": key, "image": bool(data)})
+                records.append((0 if label is None else label, key, data))
             else:  # a .bin's protocol file lists every draw
                 metas.append({"label": label, "params": params})
-            payloads.append(data)
+                payloads.append(data)
         res.outputs = []
     if ctx.out_kind == "rec":
         # Framed here, in the worker, so that assembly is little more than a copy.
-        labels = [0 if m["label"] is None else m["label"] for m in metas]
-        keys = [m["key"] for m in metas]
-        data, lengths = frame_image_records(zip(labels, keys, payloads, strict=True))
+        data, lengths = frame_image_records(records)
     else:
         data, lengths = b"".join(payloads), [len(p) for p in payloads]
     write_part(part_path(ctx.meta, block), metas, lengths, data)
