@@ -33,7 +33,7 @@ import skimage.data
 from maskgen.io import RecordReader, RecordWriter, unpack, write_image
 from maskgen.pipeline import RenderOptions, render_dataset
 from maskgen.render import MaskSpec
-from maskgen.synthetic import render_aligned, render_wild, sample_identity
+from maskgen.synthetic import draw_aligned_face, draw_wild_face, sample_identity
 
 
 def make_photos(root: Path, n: int) -> None:
@@ -45,7 +45,7 @@ def make_photos(root: Path, n: int) -> None:
             image = astro
         else:
             ident = sample_identity(rng)
-            image, _ = render_wild(ident, rng, (960, 1280), face_frac=float(rng.uniform(0.2, 0.4)))
+            image, _ = draw_wild_face(ident, rng, (960, 1280), face_frac=float(rng.uniform(0.2, 0.4)))
         write_image(root / f"{i // 10:02d}" / f"photo_{i:04d}.jpg", image, quality=92)
 
 
@@ -56,7 +56,7 @@ def make_rec(path: Path, n: int) -> None:
     per = max(1, n // len(idents))
     with RecordWriter(path) as writer:
         for i in range(n):
-            image, _ = render_aligned(idents[min(i // per, 99)], rng)
+            image, _ = draw_aligned_face(idents[min(i // per, 99)], rng)
             writer.write_image(i + 1, image, min(i // per, 99))
         writer.write_header_record()
 

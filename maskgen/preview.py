@@ -16,7 +16,7 @@ import numpy as np
 from maskgen.appearance import palette_colors
 from maskgen.render import MaskParams, render
 from maskgen.shapes import COVERAGES, FAMILIES
-from maskgen.synthetic import render_wild, sample_identity
+from maskgen.synthetic import draw_wild_face, sample_identity
 
 #: (palette, texture) per colour column of the sheet.
 SHEET_LOOKS: tuple[tuple[str, str], ...] = (
@@ -40,7 +40,7 @@ def builtin_faces(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarra
     for i in range(count):
         ident = sample_identity(np.random.default_rng([seed, i, 11]))
         yaw, roll = poses[i % len(poses)]
-        image, lm = render_wild(
+        image, lm = draw_wild_face(
             ident, np.random.default_rng([seed, i, 12]), size=(480, 480), yaw=yaw, roll=roll,
             face_frac=0.3,
         )  # fmt: skip

@@ -16,9 +16,9 @@ mouth width, lip thickness and colour, facial hair, chin and jaw shape, cheek bl
 nasolabial folds, cheek and chin marks, freckles), so a mask over the lower face removes
 real identity information.
 
-Speed (one core of an AMD EPYC, ``taskset -c 0``): ``render_aligned`` ≈ 1.6 ms per 112×112
+Speed (one core of an AMD EPYC, ``taskset -c 0``): ``draw_aligned_face`` ≈ 1.6 ms per 112×112
 crop (drawn at 2× and downscaled with INTER_AREA; ≈ 2.8 ms the first time an identity is
-drawn, then its pose-independent geometry is cached), ``render_wild`` ≈ 4.5 ms per 480×640
+drawn, then its pose-independent geometry is cached), ``draw_wild_face`` ≈ 4.5 ms per 480×640
 image.
 
 Learnability check (development machine, CPU): a 4-block CNN trained on 100 identities × 24
@@ -28,9 +28,9 @@ the crops below the nose (no mask training) dropped it to 59 %.
 Example:
     >>> import numpy as np
     >>> from maskgen.landmarks import ARCFACE_112, to_five
-    >>> from maskgen.synthetic import render_aligned, sample_identity
+    >>> from maskgen.synthetic import draw_aligned_face, sample_identity
     >>> ident = sample_identity(np.random.default_rng(0))
-    >>> image, lm = render_aligned(ident, np.random.default_rng(1), yaw=0, pitch=0, roll=0)
+    >>> image, lm = draw_aligned_face(ident, np.random.default_rng(1), yaw=0, pitch=0, roll=0)
     >>> image.shape, image.dtype.name, lm.shape, lm.dtype.name
     ((112, 112, 3), 'uint8', (68, 2), 'float32')
     >>> bool(np.abs(to_five(lm) - ARCFACE_112).max() < 3)
@@ -1187,7 +1187,7 @@ def _finish(img: np.ndarray, rng: np.random.Generator, enabled: bool = True) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def render_aligned(
+def draw_aligned_face(
     identity: Identity,
     rng: np.random.Generator,
     *,
@@ -1254,7 +1254,7 @@ def _wild_affine(
     return M
 
 
-def render_wild(
+def draw_wild_face(
     identity: Identity,
     rng: np.random.Generator,
     size: tuple[int, int] = (480, 640),
@@ -1278,7 +1278,7 @@ def render_wild(
     Example:
         >>> import numpy as np
         >>> ident = sample_identity(np.random.default_rng(0))
-        >>> img, lm = render_wild(ident, np.random.default_rng(1), (240, 320))
+        >>> img, lm = draw_wild_face(ident, np.random.default_rng(1), (240, 320))
         >>> img.shape, bool((lm >= 0).all() and (lm[:, 0] < 320).all())
         ((240, 320, 3), True)
     """
@@ -1361,8 +1361,8 @@ class SyntheticFaces:
         ident = self.identity(label)
         if self.kind == "aligned":
             size = self.size if isinstance(self.size, int) else int(self.size[0])
-            img, lm = render_aligned(ident, rng, size=size)
+            img, lm = draw_aligned_face(ident, rng, size=size)
         else:
             hw = self.size if isinstance(self.size, tuple) else (int(self.size), int(self.size))
-            img, lm = render_wild(ident, rng, (int(hw[0]), int(hw[1])))
+            img, lm = draw_wild_face(ident, rng, (int(hw[0]), int(hw[1])))
         return img, label, lm

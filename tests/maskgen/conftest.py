@@ -7,7 +7,7 @@ import pytest
 from skimage import data
 
 from maskgen.landmarks.detectors import DlibDetector
-from maskgen.synthetic import render_wild, sample_identity
+from maskgen.synthetic import draw_wild_face, sample_identity
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def astronaut() -> tuple[np.ndarray, np.ndarray]:
 def synthetic_face(yaw: float = 0.0, roll: float = 0.0, seed: int = 3) -> tuple[np.ndarray, ...]:
     """A 320×320 synthetic face (exact landmarks), face ~55 % of the width."""
     ident = sample_identity(np.random.default_rng([seed, 1]))
-    return render_wild(
+    return draw_wild_face(
         ident,
         np.random.default_rng([seed, 2]),
         size=(320, 320),

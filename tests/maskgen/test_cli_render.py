@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from maskgen.cli import app
 from maskgen.io import read_image, write_image
 from maskgen.pipeline import meta_dir
-from maskgen.synthetic import render_aligned, sample_identity
+from maskgen.synthetic import draw_aligned_face, sample_identity
 
 runner = CliRunner()
 
@@ -23,7 +23,7 @@ def crops(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     root = tmp_path / "crops"
     for i in range(4):
-        image, _ = render_aligned(sample_identity(rng), rng)
+        image, _ = draw_aligned_face(sample_identity(rng), rng)
         write_image(root / "id0" / f"{i}.jpg", image)
     (root / "id0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     return root

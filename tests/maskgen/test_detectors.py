@@ -28,7 +28,7 @@ from maskgen.landmarks.detectors import (
     select_faces,
     skin_fraction,
 )
-from maskgen.synthetic import render_wild, sample_identity
+from maskgen.synthetic import draw_wild_face, sample_identity
 
 ASTRO_FACE = (175.0, 76.0, 265.0, 166.0)
 ASTRO_BADGE = (126.0, 335.0, 215.0, 425.0)
@@ -91,7 +91,7 @@ def test_largest_mode_and_min_face(astro, dlib_detector) -> None:
 def test_dlib_lands_near_the_true_landmarks(seed: int) -> None:
     rng = np.random.default_rng(seed)
     ident = sample_identity(rng)
-    image, truth = render_wild(ident, rng, (360, 480), yaw=0, pitch=0, roll=5, face_frac=0.4)
+    image, truth = draw_wild_face(ident, rng, (360, 480), yaw=0, pitch=0, roll=5, face_frac=0.4)
     kept, _ = select_faces(image, create_backend("dlib").detect(image))
     assert len(kept) == 1
     iod = np.linalg.norm(truth[36:42].mean(0) - truth[42:48].mean(0))

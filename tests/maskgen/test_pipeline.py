@@ -35,7 +35,7 @@ from maskgen.pipeline import (
     stable_hash,
 )
 from maskgen.render import MaskSpec
-from maskgen.synthetic import render_aligned, render_wild, sample_identity
+from maskgen.synthetic import draw_aligned_face, draw_wild_face, sample_identity
 
 try:
     from PIL import Image as PILImage
@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _aligned_faces(n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     idents = [sample_identity(rng) for _ in range(4)]
-    return [render_aligned(idents[i % 4], rng)[0] for i in range(n)]
+    return [draw_aligned_face(idents[i % 4], rng)[0] for i in range(n)]
 
 
 def _lines(path: Path) -> list[dict]:
@@ -75,7 +75,7 @@ def hostile_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     big = cv2.resize(astro, (2400, 2400), interpolation=cv2.INTER_LINEAR)
     write_image(root / "big" / "large.jpg", big, quality=85)
     rng = np.random.default_rng(3)
-    wild, _ = render_wild(sample_identity(rng), rng, (360, 480), yaw=0, pitch=0, roll=5,
+    wild, _ = draw_wild_face(sample_identity(rng), rng, (360, 480), yaw=0, pitch=0, roll=5,
                           face_frac=0.4)  # fmt: skip
     write_image(root / "synthetic" / "wild.webp", wild, quality=95)
     write_image(root / "synthetic" / "aligned.bmp", _aligned_faces(1)[0])
@@ -173,7 +173,7 @@ def _small_folder(root: Path) -> Path:
     write_image(root / "a" / "astro.png", cv2.resize(astro, (256, 256)))
     rng = np.random.default_rng(1)
     for i in range(3):
-        img, _ = render_wild(sample_identity(rng), rng, (240, 320), yaw=0, pitch=0, face_frac=0.45)
+        img, _ = draw_wild_face(sample_identity(rng), rng, (240, 320), yaw=0, pitch=0, face_frac=0.45)
         write_image(root / "b" / f"wild{i}.jpg", img)
     for i, crop in enumerate(_aligned_faces(3)):
         write_image(root / "c" / f"crop{i}.png", crop)

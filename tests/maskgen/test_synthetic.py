@@ -15,8 +15,8 @@ from maskgen.synthetic import (
     Identity,
     SyntheticFaces,
     landmarks_3d,
-    render_aligned,
-    render_wild,
+    draw_aligned_face,
+    draw_wild_face,
     sample_identity,
 )
 
@@ -90,11 +90,11 @@ def test_wild_dataset_shape() -> None:
     assert lm.shape == (68, 2) and lm.dtype == np.float32
 
 
-def test_render_aligned_is_reproducible() -> None:
+def test_draw_aligned_face_is_reproducible() -> None:
     ident = _ident(0)
-    img1, lm1 = render_aligned(ident, np.random.default_rng(5))
-    img2, lm2 = render_aligned(ident, np.random.default_rng(5))
-    img3, _ = render_aligned(ident, np.random.default_rng(6))
+    img1, lm1 = draw_aligned_face(ident, np.random.default_rng(5))
+    img2, lm2 = draw_aligned_face(ident, np.random.default_rng(5))
+    img3, _ = draw_aligned_face(ident, np.random.default_rng(6))
     assert img1.tobytes() == img2.tobytes() and lm1.tobytes() == lm2.tobytes()
     assert img1.tobytes() != img3.tobytes()
 
@@ -102,7 +102,7 @@ def test_render_aligned_is_reproducible() -> None:
 def test_frontal_aligned_five_points_on_template() -> None:
     errors = []
     for seed in range(20):
-        _, lm = render_aligned(_ident(seed), np.random.default_rng(seed), **FRONTAL, smile=0.02)
+        _, lm = draw_aligned_face(_ident(seed), np.random.default_rng(seed), **FRONTAL, smile=0.02)
         errors.append(np.linalg.norm(to_five(lm) - ARCFACE_112, axis=1))
         validate_landmarks(lm, (112, 112))
     errors = np.array(errors)
@@ -113,7 +113,7 @@ def test_frontal_aligned_five_points_on_template() -> None:
 
 def test_default_jitter_landmarks_are_plausible() -> None:
     for seed in range(10):
-        img, lm = render_aligned(_ident(seed), np.random.default_rng(seed))
+        img, lm = draw_aligned_face(_ident(seed), np.random.default_rng(seed))
         assert img.shape == (112, 112, 3) and img.dtype == np.uint8
         validate_landmarks(lm, img.shape)
         assert abs(_eye_angle(lm)) <= 8.5
@@ -124,7 +124,7 @@ def test_features_are_drawn_at_their_landmarks() -> None:
     skin, lips, iris = (225, 190, 160), (170, 30, 60), (40, 90, 40)
     for seed in range(6):
         ident = dataclasses.replace(_plain(seed), skin=skin, lip_color=lips, iris_color=iris)
-        img, lm = render_aligned(
+        img, lm = draw_aligned_face(
             ident, np.random.default_rng(seed), **FRONTAL, size=224, postprocess=False
         )
         img = img.astype(int)
@@ -147,7 +147,7 @@ def test_jaw_points_lie_on_the_face_boundary() -> None:
         ident = _plain(seed)
         skin = np.array(ident.skin)
         for yaw, roll in ((0.0, 0.0), (20.0, 10.0), (-25.0, -15.0)):
-            img, lm = render_wild(
+            img, lm = draw_wild_face(
                 ident,
                 np.random.default_rng(seed),
                 yaw=yaw,
@@ -175,7 +175,7 @@ def test_yaw_makes_the_jaw_asymmetric_about_the_nose() -> None:
     ident = _ident(4)
     spans = {}
     for yaw in (-30.0, 0.0, 30.0):
-        _, lm = render_aligned(ident, np.random.default_rng(0), yaw=yaw, pitch=0.0, roll=0.0)
+        _, lm = draw_aligned_face(ident, np.random.default_rng(0), yaw=yaw, pitch=0.0, roll=0.0)
         nose_x = lm[30, 0]
         spans[yaw] = (nose_x - lm[0, 0], lm[16, 0] - nose_x)
     left, right = spans[0.0]
@@ -189,12 +189,12 @@ def test_yaw_makes_the_jaw_asymmetric_about_the_nose() -> None:
 def test_roll_rotates_the_eye_line() -> None:
     ident = _ident(5)
     for roll in (-10.0, 0.0, 25.0):
-        _, lm = render_aligned(ident, np.random.default_rng(1), yaw=0.0, pitch=0.0, roll=roll)
+        _, lm = draw_aligned_face(ident, np.random.default_rng(1), yaw=0.0, pitch=0.0, roll=roll)
         assert abs(_eye_angle(lm) - roll) < 0.5
-    _, lm = render_wild(ident, np.random.default_rng(1), yaw=0.0, pitch=0.0, roll=25.0)
+    _, lm = draw_wild_face(ident, np.random.default_rng(1), yaw=0.0, pitch=0.0, roll=25.0)
     assert abs(_eye_angle(lm) - 25.0) < 0.5
     # With yaw, the 5-point similarity alignment itself tilts the face slightly.
-    _, lm = render_aligned(ident, np.random.default_rng(1), yaw=35.0, pitch=0.0, roll=25.0)
+    _, lm = draw_aligned_face(ident, np.random.default_rng(1), yaw=35.0, pitch=0.0, roll=25.0)
     assert abs(_eye_angle(lm) - 25.0) < 2.0
     validate_landmarks(lm, (112, 112))
 
@@ -204,7 +204,7 @@ def test_lower_face_carries_identity() -> None:
     mouth = np.s_[78:108, 30:82]
     crops = {
         label: [
-            render_aligned(_ident(100 + label), np.random.default_rng([label, k]))[0][mouth]
+            draw_aligned_face(_ident(100 + label), np.random.default_rng([label, k]))[0][mouth]
             for k in range(3)
         ]
         for label in range(8)
@@ -220,7 +220,7 @@ def test_lower_face_carries_identity() -> None:
 def test_wild_landmarks_inside_and_scale_varies() -> None:
     widths = []
     for seed in range(12):
-        img, lm = render_wild(_ident(seed), np.random.default_rng(seed), (240, 320))
+        img, lm = draw_wild_face(_ident(seed), np.random.default_rng(seed), (240, 320))
         assert img.shape == (240, 320, 3)
         assert (lm >= 0).all() and (lm[:, 0] < 320).all() and (lm[:, 1] < 240).all()
         validate_landmarks(lm, img.shape)
