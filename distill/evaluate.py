@@ -15,10 +15,10 @@ Protocols (see ``docs/evaluation.md``):
   (byte-identical to the NM-NM image);
 * ``m-m``: both images of every pair are masked, each with its own independent draw.
 
-Every draw is a :class:`maskgen.render.MaskParams` fixed by a seed (image ``i`` of protocol
-``p`` uses ``numpy.random.default_rng([seed, stream(p), i])``) and written to a *protocol
-file* (:class:`EvalProtocol`), so every model is scored on identical images; reusing the file
-reproduces them exactly.
+Protocols, their draws and the protocol file live in :mod:`maskgen.protocol`, shared with
+``maskgen render --protocol``: image ``i`` is drawn from (seed, ``f"{i:06d}"``) by
+:func:`maskgen.seeding.draw_item`, written to a *protocol file* (:class:`EvalProtocol`), so
+every model is scored on identical images and reusing the file reproduces them exactly.
 
 Embeddings are flip-summed (``model(x) + model(flip(x))``) on 112×112 inputs normalised to
 ``[-1, 1]``; metrics come from :func:`distill.metrics.verification_report`. Pairs that cannot
@@ -59,7 +59,18 @@ from tqdm import tqdm
 from distill.checkpoint import CheckpointError, load_backbone
 from distill.metrics import pair_scores, roc_curve, verification_report
 from maskgen.io import BinPack, ImageReadError, atomic_write_text, load_bin, read_image
-from maskgen.landmarks import ARCFACE_112, aligned_landmarks, similarity_transform, to_five
+from maskgen.landmarks import ARCFACE_112, similarity_transform, to_five
+from maskgen.protocol import (
+    PROTOCOLS,
+    DatasetProtocol,
+    EvalProtocol,
+    ProtocolFileError,
+    dataset_sha256,
+    parse_protocols,
+    protocol_draws,
+    protocol_label,
+    protocol_landmarks,
+)
 from maskgen.render import MaskParams, MaskSpec, render
 
 __all__ = [
@@ -82,13 +93,8 @@ __all__ = [
     "protocol_draws",
 ]
 
-#: The three protocols, in canonical order.
-PROTOCOLS: tuple[str, ...] = ("nm-nm", "m-nm", "m-m")
-#: Random stream of each masked protocol (part of the seed sequence of every draw).
-_PROTOCOL_STREAM = {"m-nm": 1, "m-m": 2}
-_PROTOCOL_LABEL = {"nm-nm": "NM-NM", "m-nm": "M-NM", "m-m": "M-M"}
+_PROTOCOL_LABEL = {p: protocol_label(p) for p in PROTOCOLS}
 
-PROTOCOL_FORMAT = "distill-eval-protocol"
 REPORT_FORMAT = "distill-eval-report"
 INPUT_SIZE = 112
 
@@ -98,10 +104,6 @@ LandmarkFn = Callable[[np.ndarray], np.ndarray | None]
 
 class PairsFileError(ValueError):
     """A pairs file that is malformed or names missing images."""
-
-
-class ProtocolFileError(ValueError):
-    """A protocol file that is malformed or does not match the data being evaluated."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,257 +276,6 @@ def load_dataset(
     return load_pairs(p, root)
 
 
-def dataset_sha256(dataset: BinPack | PairsSet) -> str:
-    """SHA-256 identifying a set: of the ``.bin`` file, or of the pairs file's bytes.
-
-    An in-memory pack (no ``path``) is hashed over its images and flags.
-    """
-    h = hashlib.sha256()
-    if dataset.path is not None and Path(dataset.path).is_file():
-        with open(dataset.path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    if isinstance(dataset, BinPack):
-        for img in dataset.images:
-            h.update(len(img).to_bytes(8, "little"))
-            h.update(img)
-    else:
-        for p in dataset.paths:
-            h.update(str(p).encode() + b"\0")
-    h.update(bytes(int(f) for f in dataset.issame))
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Protocols and protocol files
-# ----------------------------------------------------------------------------------------------
-
-
-def parse_protocols(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Normalise ``"nm-nm,m-nm"`` (or a list) to canonical names in canonical order.
-
-    >>> parse_protocols(["M-NM", "nm_nm"])
-    ('nm-nm', 'm-nm')
-    """
-    items = text.split(",") if isinstance(text, str) else list(text)
-    wanted = set()
-    for item in items:
-        name = item.strip().lower().replace("_", "-")
-        if not name:
-            continue
-        if name not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {item!r}; choose from {', '.join(PROTOCOLS)}")
-        wanted.add(name)
-    if not wanted:
-        raise ValueError("no protocol given")
-    return tuple(p for p in PROTOCOLS if p in wanted)
-
-
-def protocol_draws(
-    protocol: str, num_images: int, seed: int, spec: MaskSpec | None = None
-) -> list[MaskParams | None]:
-    """One :class:`MaskParams` or ``None`` (clean) per image of a 2N-image set.
-
-    ``nm-nm``: all ``None``; ``m-nm``: odd images (the second of each pair) masked;
-    ``m-m``: every image masked. Image ``i`` draws from
-    ``default_rng([seed, stream, i])``, so a draw depends only on (seed, protocol, image).
-
-    >>> a, b = protocol_draws("m-m", 2, seed=3)
-    >>> a != b, protocol_draws("m-m", 2, seed=3)[1] == b
-    (True, True)
-    """
-    (name,) = parse_protocols([protocol])
-    if num_images % 2:
-        raise ValueError(f"a pair set holds an even number of images, got {num_images}")
-    if name == "nm-nm":
-        return [None] * num_images
-    spec = spec or MaskSpec()
-    stream = _PROTOCOL_STREAM[name]
-    draws: list[MaskParams | None] = []
-    for i in range(num_images):
-        if name == "m-nm" and i % 2 == 0:
-            draws.append(None)
-        else:
-            draws.append(spec.sample(np.random.default_rng([int(seed), stream, i])))
-    return draws
-
-
-@dataclass
-class DatasetProtocol:
-    """The protocol draws of one set: what was masked, how, and on which landmarks.
-
-    ``landmarks`` is ``"aligned"`` (the ArcFace-aligned layout, scaled to the image) or the
-    name of the detector backend; for a detector, ``points`` holds the detected (68, 2)
-    landmarks of every image (``None`` where no face was found), so a reused protocol file
-    needs no detector and gives identical images.
-
-    ``images_sha256`` maps a protocol to the SHA-256 of its masked model inputs (filled by the
-    first evaluation); a later evaluation that renders different pixels from the same draws
-    (e.g. after a renderer change) warns that its numbers are not comparable.
-    """
-
-    source: str
-    sha256: str
-    num_images: int
-    num_pairs: int
-    landmarks: str
-    draws: dict[str, list[MaskParams | None]]
-    points: list[np.ndarray | None] | None = None
-    images_sha256: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "sha256": self.sha256,
-            "num_images": self.num_images,
-            "num_pairs": self.num_pairs,
-            "landmarks": self.landmarks,
-            "landmark_points": None
-            if self.points is None
-            else [None if p is None else np.asarray(p, np.float32).tolist() for p in self.points],
-            "protocols": {
-                name: [None if d is None else d.to_dict() for d in draws]
-                for name, draws in self.draws.items()
-            },
-            "masked_images_sha256": dict(self.images_sha256),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> DatasetProtocol:
-        try:
-            n = int(data["num_images"])
-            draws: dict[str, list[MaskParams | None]] = {}
-            for name, items in data["protocols"].items():
-                (canon,) = parse_protocols([name])
-                if len(items) != n:
-                    raise ValueError(f"protocol {name}: {len(items)} entries for {n} images")
-                draws[canon] = [None if d is None else MaskParams.from_dict(d) for d in items]
-            raw_points = data.get("landmark_points")
-            points = None
-            if raw_points is not None:
-                if len(raw_points) != n:
-                    raise ValueError(f"landmark_points: {len(raw_points)} entries for {n} images")
-                points = [None if p is None else np.asarray(p, np.float32) for p in raw_points]
-            return cls(
-                source=str(data["source"]),
-                sha256=str(data["sha256"]),
-                num_images=n,
-                num_pairs=int(data["num_pairs"]),
-                landmarks=str(data["landmarks"]),
-                draws=draws,
-                points=points,
-                images_sha256={
-                    str(k): str(v) for k, v in (data.get("masked_images_sha256") or {}).items()
-                },
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolFileError(f"{where}: malformed dataset entry: {exc}") from exc
-
-
-@dataclass
-class EvalProtocol:
-    """All the mask draws of an evaluation, per dataset and protocol (the protocol file)."""
-
-    seed: int
-    datasets: dict[str, DatasetProtocol] = field(default_factory=dict)
-    mask_spec: dict[str, Any] = field(default_factory=lambda: MaskSpec().to_dict())
-    path: Path | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": PROTOCOL_FORMAT,
-            "version": 1,
-            "seed": self.seed,
-            "mask_spec": self.mask_spec,
-            "datasets": {name: d.to_dict() for name, d in self.datasets.items()},
-        }
-
-    def to_json(self) -> str:
-        """JSON text with one line per image entry (readable and diff-friendly)."""
-        compact: list[str] = []
-
-        def squash(obj: Any) -> Any:
-            # Per-image entries are replaced by placeholders, then re-inserted compactly.
-            compact.append(json.dumps(obj, sort_keys=True, separators=(",", ":")))
-            return f"@@{len(compact) - 1}@@"
-
-        data = self.to_dict()
-        data["mask_spec"] = {k: squash(v) for k, v in data["mask_spec"].items()}
-        for d in data["datasets"].values():
-            d["protocols"] = {k: [squash(x) for x in v] for k, v in d["protocols"].items()}
-            if d["landmark_points"] is not None:
-                d["landmark_points"] = [squash(x) for x in d["landmark_points"]]
-        text = json.dumps(data, indent=1)
-        return re.sub(r'"@@(\d+)@@"', lambda m: compact[int(m.group(1))], text) + "\n"
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the protocol file atomically and return its path."""
-        out = atomic_write_text(path, self.to_json())
-        self.path = out
-        return out
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> EvalProtocol:
-        """Read a protocol file (:class:`ProtocolFileError` if it is not a valid one)."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ProtocolFileError(f"{p}: not a readable JSON protocol file: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != PROTOCOL_FORMAT:
-            raise ProtocolFileError(
-                f"{p}: not a distill protocol file (format != {PROTOCOL_FORMAT!r})"
-            )
-        if data.get("version") != 1:
-            raise ProtocolFileError(
-                f"{p}: unsupported protocol file version {data.get('version')!r}"
-            )
-        try:
-            datasets = {
-                str(name): DatasetProtocol.from_dict(d, f"{p} [{name}]")
-                for name, d in data["datasets"].items()
-            }
-            return cls(
-                seed=int(data["seed"]),
-                datasets=datasets,
-                mask_spec=dict(data.get("mask_spec") or {}),
-                path=p,
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            if isinstance(exc, ProtocolFileError):
-                raise
-            raise ProtocolFileError(f"{p}: malformed protocol file: {exc}") from exc
-
-    def check(
-        self, name: str, dataset: BinPack | PairsSet, protocols: Sequence[str], sha256: str
-    ) -> DatasetProtocol:
-        """Return the entry for ``name`` after checking it describes ``dataset``."""
-        where = str(self.path) if self.path else "protocol"
-        entry = self.datasets.get(name)
-        if entry is None:
-            raise ProtocolFileError(
-                f"{where}: no dataset {name!r} "
-                f"(it has: {', '.join(sorted(self.datasets)) or 'none'})"
-            )
-        if entry.sha256 != sha256:
-            raise ProtocolFileError(
-                f"{where}: dataset {name!r} was drawn for a different file ({entry.source}, "
-                f"sha256 {entry.sha256[:12]}…) than the one given (sha256 {sha256[:12]}…)"
-            )
-        if entry.num_images != dataset.num_images:
-            raise ProtocolFileError(
-                f"{where}: dataset {name!r} has {entry.num_images} images in the protocol file "
-                f"but {dataset.num_images} in the data"
-            )
-        absent = [p for p in protocols if p not in entry.draws]
-        if absent:
-            raise ProtocolFileError(
-                f"{where}: dataset {name!r} has no draws for protocol(s) {', '.join(absent)}"
-            )
-        return entry
-
-
 # ----------------------------------------------------------------------------------------------
 # Landmarks and model inputs
 # ----------------------------------------------------------------------------------------------
@@ -532,15 +283,9 @@ class EvalProtocol:
 
 def _create_detector(name: str) -> LandmarkFn:
     """Landmark function of a detector backend: largest face's landmarks, or ``None``."""
-    from maskgen.landmarks import detectors
+    from maskgen.landmarks import create_backend
 
-    factory = getattr(detectors, "create_backend", None)
-    if factory is not None:
-        backend = factory(name)
-    elif name == "dlib":
-        backend = detectors.DlibDetector()
-    else:
-        raise ValueError(f"unknown landmark backend {name!r} (available: aligned, dlib)")
+    backend = create_backend(name)
 
     def detect(image: np.ndarray) -> np.ndarray | None:
         faces = backend.detect(image)
@@ -595,7 +340,7 @@ class _Materialiser:
 
     def landmarks(self, i: int, image: np.ndarray) -> np.ndarray | None:
         if self.aligned:
-            return aligned_landmarks(size=(image.shape[0], image.shape[1]))
+            return protocol_landmarks(image.shape)
         if self.entry.points is not None:
             return self.entry.points[i]
         return None if self.fn is None else self.fn(image)

@@ -12,7 +12,7 @@ in parallel with joblib (results come back in input order) and writes, beside th
 * ``run.json`` (the options; a resumed run must use the same) and ``summary.json``.
 
 Determinism: the draws of an item come from a PCG64 generator whose state is SHA-256 of
-(seed, key, variant) (:func:`item_rng`), so the output does not depend on the number of
+(seed, key, variant) (:mod:`maskgen.seeding`), so the output does not depend on the number of
 workers, the shard or on interruptions. Resume: the last complete line of ``progress.log``
 says which item finished last; the manifest and failure files are cut back to its sizes
 (dropping the lines of an item that was cut short) and the run carries on after it. Every
@@ -37,12 +37,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import struct
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -72,63 +70,21 @@ from maskgen.io import (
 )
 from maskgen.io.atomic import temp_file_target
 from maskgen.io.recordio import frame_image_records
+from maskgen.protocol import (
+    DatasetProtocol,
+    EvalProtocol,
+    dataset_sha256,
+    protocol_masks,
+    protocol_path,
+)
 from maskgen.render import MaskParams, MaskSpec, paint_face, render
+from maskgen.seeding import draw_item
 
+#: The evaluation protocols a rendered ``.bin`` can follow (NM-NM needs no rendering).
 PROTOCOLS = ("m-m", "m-nm")
 #: A part file starts with this line, then (outputs, meta bytes) as two little-endian uint32.
 _PART_MAGIC = b"maskgen part 2\n"
 _PART_HEAD = struct.Struct("<II")
-
-
-def stable_hash(key: str) -> int:
-    """A 63-bit hash of ``key`` that is the same in every process and Python version.
-
-    Example:
-        >>> stable_hash("a/b.jpg") == stable_hash("a/b.jpg"), stable_hash("x") != stable_hash("y")
-        (True, True)
-    """
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little") >> 1
-
-
-def _item_state(seed: int, key: str, variant: int) -> dict[str, Any]:
-    """PCG64 state of one output: 256 bits of SHA-256 over (seed, key, variant).
-
-    Setting a state directly costs a few microseconds, against ~20 µs for building a
-    generator through ``SeedSequence``; per-item seeding is on the hot path of big datasets.
-    """
-    digest = hashlib.sha256(f"{int(seed)}\x00{key}\x00{int(variant)}".encode()).digest()
-    state = int.from_bytes(digest[:16], "little")
-    inc = int.from_bytes(digest[16:], "little") | 1
-    return {"bit_generator": "PCG64", "state": {"state": state, "inc": inc},
-            "has_uint32": 0, "uinteger": 0}  # fmt: skip
-
-
-def item_rng(seed: int, key: str, variant: int = 0) -> np.random.Generator:
-    """The random generator of one output (item ``key``, ``variant``): a new generator with
-    the same stream the pipeline draws that output from.
-
-    Example:
-        >>> float(item_rng(0, "k").random()) == float(item_rng(0, "k").random())
-        True
-        >>> float(item_rng(0, "k").random()) == float(item_rng(0, "k", 1).random())
-        False
-    """
-    bit_generator = np.random.PCG64(0)
-    bit_generator.state = _item_state(seed, key, variant)
-    return np.random.Generator(bit_generator)
-
-
-_STREAMS = threading.local()  # joblib's threading backend runs items side by side
-
-
-def _item_stream(seed: int, key: str, variant: int) -> np.random.Generator:
-    """:func:`item_rng` without building a generator: one per thread, re-seeded. Only for
-    draws that finish before the thread's next call (it never leaves this module)."""
-    stream = getattr(_STREAMS, "generator", None)
-    if stream is None:
-        stream = _STREAMS.generator = np.random.Generator(np.random.PCG64(0))
-    stream.bit_generator.state = _item_state(seed, key, variant)
-    return stream
 
 
 def output_kind(path: str | os.PathLike[str]) -> str:
@@ -191,7 +147,7 @@ class RenderOptions:
         p: probability that an output is masked (else the clean input is written).
         variants: outputs per input image (folders and ``.rec`` only).
         seed: global seed; each output's draws derive from it and the item's key.
-        landmarks: backend name (:data:`maskgen.landmarks.detectors.BACKENDS`).
+        landmarks: backend name (:func:`maskgen.landmarks.available_backends`).
         landmarks_dir: annotation folder for ``landmarks="file"``.
         fa_weights, fa_detector, fa_detector_weights: face-alignment model files/detector.
         faces: ``"all"`` or ``"largest"``.
@@ -440,7 +396,7 @@ def _backend(options: RenderOptions) -> Any:
 
 
 def _backend_for(options: RenderOptions) -> Any:
-    from maskgen.landmarks.detectors import create_backend
+    from maskgen.landmarks import create_backend
 
     config = options.backend_config()
     key = json.dumps(config, sort_keys=True)
@@ -489,14 +445,11 @@ def _out_name(ctx: Context, item: Item, variant: int, label: int | None) -> str:
     return rel.as_posix()
 
 
-def _should_mask(ctx: Context, item: Item, rng: np.random.Generator) -> bool:
-    draw = float(rng.random())  # always drawn, so the protocol does not shift other draws
-    if ctx.out_kind == "bin" or ctx.source.kind == "bin":
-        if ctx.options.protocol == "m-nm":
-            return item.index % 2 == 1
-        if ctx.options.protocol == "m-m":
-            return True
-    return draw < ctx.options.p
+def _forced_mask(ctx: Context, item: Item) -> bool | None:
+    """Whether an evaluation protocol decides that this image is masked (``None``: ``p`` does)."""
+    if ctx.options.protocol is None or not (ctx.out_kind == "bin" or ctx.source.kind == "bin"):
+        return None
+    return protocol_masks(ctx.options.protocol, item.index)
 
 
 def quantise(landmarks: np.ndarray) -> np.ndarray:
@@ -608,7 +561,7 @@ def _detect(ctx: Context, item: Item, image: np.ndarray) -> _Detected:
 
 
 def _select(ctx: Context, item: Item, image: np.ndarray) -> _Detected:
-    from maskgen.landmarks.detectors import select_faces
+    from maskgen.landmarks import select_faces
 
     backend = _backend(ctx.options)
     options = ctx.options
@@ -707,13 +660,14 @@ def _faces(ctx: Context, item: Item, image: np.ndarray | Exception) -> _Detected
 
 
 def _draws(ctx: Context, item: Item, n_faces: int) -> list[_Draw]:
-    """The draw of each output variant, from its own seeded stream."""
+    """The draw of each output variant (:mod:`maskgen.seeding`)."""
+    options = ctx.options
+    forced = _forced_mask(ctx, item)
     draws = []
-    for variant in range(ctx.options.variants):
-        rng = _item_stream(ctx.options.seed, item.key, variant)
-        masked = _should_mask(ctx, item, rng)
-        draws.append(_Draw(masked, [ctx.options.spec.sample(rng) if masked else None
-                                    for _ in range(n_faces)]))  # fmt: skip
+    for variant in range(options.variants):
+        masked, params = draw_item(options.spec, options.seed, item.key, variant,
+                                   p=options.p, masked=forced, faces=n_faces)  # fmt: skip
+        draws.append(_Draw(masked, list(params) if masked else [None] * n_faces))
     return draws
 
 
@@ -768,9 +722,19 @@ def _describe(
             atomic_write_bytes(ctx.meta / occ, encode_image(alpha8, ".png"))
             record["occlusion"] = occ.as_posix()
         pending = _Pending(out, raw, draw.masked, name)
-        result.outputs.append((pending, label, record["params"]))
+        result.outputs.append((pending, label, _protocol_entry(ctx, det, record["params"])))
         result.lines.append(_dump(record, det.landmarks_json))
     return result
+
+
+def _protocol_entry(ctx: Context, det: _Detected, params: MaskParams | None) -> Any:
+    """What the protocol file of a ``.bin`` output keeps of an image: its draw and, unless
+    the layout is the aligned one, the landmarks it was drawn on."""
+    if ctx.out_kind != "bin" or not det.faces:
+        return None
+    face = det.faces[0]
+    points = None if face.backend == "aligned" else face.landmarks.tolist()
+    return {"params": params, "points": points}
 
 
 def _occlusion_name(name: str) -> Path:
@@ -869,7 +833,7 @@ def process_block(ctx: Context, block: int, items: list[Item], first_pending: in
                 metas.append({"label": label, "key": key, "image": bool(data)})
                 records.append((0 if label is None else label, key, data))
             else:  # a .bin's protocol file lists every draw
-                metas.append({"label": label, "params": params})
+                metas.append({"label": label, "draw": params})
                 payloads.append(data)
         res.outputs = []
     if ctx.out_kind == "rec":
@@ -1226,32 +1190,36 @@ def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
 
 
 def _assemble_bin(ctx: Context, source: BinSource, parts: list[Path]) -> None:
-    images, params = [], []
+    images, draws = [], []
     for part in parts:
         metas, lengths, data = read_part(part)
         ends = np.cumsum(lengths).tolist()
         images += [bytes(data[end - size : end]) for end, size in zip(ends, lengths, strict=True)]
-        params += [m["params"] for m in metas]
+        draws += [m["draw"] or {"params": None, "points": None} for m in metas]
     save_bin(ctx.output, images, source.pack.issame)
-    protocol = {
-        "protocol": ctx.options.protocol,
-        "seed": ctx.options.seed,
-        "source": source.path.name,
-        "pairs": len(source.pack.issame),
-        "params": params,
-    }
-    atomic_write_text(protocol_path(ctx.output), json.dumps(protocol) + "\n")
+    _protocol_file(ctx, source, draws).save(protocol_path(ctx.output))
 
 
-def protocol_path(output: str | os.PathLike[str]) -> Path:
-    """The protocol file written beside a ``.bin`` output: ``<name>.protocol.json``.
-
-    Example:
-        >>> protocol_path("out/lfw_mnm.bin").as_posix()
-        'out/lfw_mnm.protocol.json'
-    """
-    out = Path(output)
-    return out.with_name(out.stem + ".protocol.json")
+def _protocol_file(ctx: Context, source: BinSource, draws: list[dict[str, Any]]) -> EvalProtocol:
+    """The protocol file of a rendered pack, in the format ``distill eval`` reads and writes:
+    one dataset (named after the input) with this protocol's draws."""
+    options = ctx.options
+    params = [None if d["params"] is None else MaskParams.from_dict(d["params"]) for d in draws]
+    aligned = all(d["points"] is None for d in draws)
+    entry = DatasetProtocol(
+        source=str(source.path),
+        sha256=dataset_sha256(source.pack),
+        num_images=source.pack.num_images,
+        num_pairs=source.pack.num_pairs,
+        landmarks="aligned" if aligned else options.landmarks,
+        draws={options.protocol or "m-m": params},
+        points=None if aligned else [
+            None if d["points"] is None else np.asarray(d["points"], np.float32) for d in draws
+        ],
+    )  # fmt: skip
+    return EvalProtocol(
+        seed=options.seed, datasets={source.path.stem: entry}, mask_spec=options.spec.to_dict()
+    )
 
 
 def replay_record(image: np.ndarray, record: dict[str, Any]) -> np.ndarray:

@@ -8,8 +8,9 @@ every family, texture, shading, ear loops and valves) and returns the input's ow
 Randomness: without an explicit ``rng``/``seed`` each draw takes a 62-bit seed from torch's
 global generator, which ``DataLoader`` seeds per worker (``base_seed + worker_id``), so a run
 is reproducible after ``torch.manual_seed`` for a fixed number of workers. With
-``MaskedPairs(seed=...)`` every item's draw depends only on ``(seed, epoch, index)`` and is
-identical whatever the number of workers or the order of reading.
+``MaskedPairs(seed=...)`` every item's draw depends only on ``(seed, index, epoch)`` through
+the one seeding scheme of :mod:`maskgen.seeding` (key ``str(index)``, variant ``epoch``), and
+is identical whatever the number of workers or the order of reading.
 
 Example:
     >>> import numpy as np
@@ -30,6 +31,7 @@ import torch
 
 from maskgen.landmarks import aligned_landmarks
 from maskgen.render import MaskParams, MaskSpec, render
+from maskgen.seeding import item_rng, sample_item
 
 __all__ = ["MaskFace", "MaskedPairs"]
 
@@ -135,12 +137,12 @@ class MaskFace:
         The returned image is always a new object; ``alpha`` is an H×W float32 array.
         """
         rng = _torch_rng() if rng is None else rng
-        masked = rng.random() < self.p
-        params = self.spec.sample(rng)  # always drawn: same stream length masked or not
+        masked, draws = sample_item(self.spec, rng, p=self.p)
         array, restore = _to_array(image)
         h, w = array.shape[:2]
         if not masked:
             return _copy(image), None, np.zeros((h, w), np.float32)
+        params = draws[0]
         lm = landmarks if landmarks is not None else self.landmarks
         if lm is None:
             lm = aligned_landmarks((h, w))
@@ -225,9 +227,10 @@ class MaskedPairs(torch.utils.data.Dataset):
         dataset: map-style dataset.
         spec: what may be drawn (default ``MaskSpec()``).
         p: probability of masking.
-        seed: if given, item ``i`` in epoch ``e`` is drawn from ``default_rng([seed, e, i])``
-            (independent of workers and order; call :meth:`set_epoch` per epoch). ``None``: seeds
-            from torch's global generator (DataLoader worker seeding).
+        seed: if given, item ``i`` in epoch ``e`` is output (key ``str(i)``, variant ``e``) of
+            :mod:`maskgen.seeding` (independent of workers and order; call :meth:`set_epoch`
+            per epoch). ``None``: seeds from torch's global generator (DataLoader worker
+            seeding).
         landmarks: default landmarks for items without their own (else the aligned layout).
         transform: applied to both images after masking (e.g. a tensor conversion).
         on_invalid: as in :class:`MaskFace`.
@@ -264,7 +267,7 @@ class MaskedPairs(torch.utils.data.Dataset):
         clean = _copy(image)
         rng = None
         if self.seed is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            rng = item_rng(self.seed, str(int(index)), self.epoch)
         masked, params, _ = self.masker.apply(clean, lm, rng)
         if self.transform is not None:
             masked, clean = self.transform(masked), self.transform(clean)

@@ -32,7 +32,7 @@ from distill.evaluate import (
     protocol_draws,
 )
 from maskgen.io import BinPack, BinPackError, encode_image, load_bin, save_bin, write_image
-from maskgen.landmarks import aligned_landmarks
+from maskgen.protocol import protocol_landmarks
 from maskgen.render import MaskParams, MaskSpec, render
 from maskgen.synthetic import SyntheticFaces
 
@@ -130,7 +130,7 @@ def test_materialised_images_follow_protocols(tmp_path: Path, faces) -> None:
     pack = load_bin(_pack(tmp_path, faces, n_pairs=4))
     entry = _build_entry("p", pack, PROTOCOLS, 5, MaskSpec(), "auto", dataset_sha256(pack))
     make = _Materialiser(pack, entry, None)
-    lm = aligned_landmarks()
+    lm = protocol_landmarks((112, 112))  # the layout as maskgen render stores it
     for i in range(pack.num_images):
         clean = pack.decode(i)
         assert np.array_equal(make(i, entry.draws["nm-nm"][i]), clean)
