@@ -15,7 +15,7 @@ import numpy as np
 
 from maskgen.appearance import palette_colors
 from maskgen.render import MaskParams, render
-from maskgen.shapes import COVERAGES, FAMILIES
+from maskgen.shapes import COVERAGES, FAMILIES, GEOMETRY
 from maskgen.synthetic import draw_wild_face, sample_identity
 
 #: (palette, texture) per colour column of the sheet.
@@ -79,11 +79,11 @@ def contact_sheet(
         for c, (cov, (palette, texture)) in enumerate(columns):
             image, lm = faces[k]
             k += 1
+            geo = GEOMETRY[family]
             params = MaskParams(
                 family=family, coverage=cov, color=palette_colors(palette)[0],
-                texture="grain" if family == "kn95" and texture == "pleats" else texture,
-                texture_seed=k, shading=0.8, straps=family != "gaiter",
-                valve=family == "n95" and c % 2 == 0,
+                texture=geo.pleats_as if texture == "pleats" else texture,
+                texture_seed=k, shading=0.8, straps=geo.ear_loops, valve=geo.valve and c % 2 == 0,
             )  # fmt: skip
             masked = render(image, lm, params).image
             tile = _crop_to_face(masked, lm, cell)

@@ -33,6 +33,7 @@ from maskgen.landmarks import landmarks_from_five, validate_landmarks
 from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outline
 
 RGB = tuple[int, int, int]
+Box = tuple[int, int, int, int]
 
 
 def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
@@ -63,9 +64,10 @@ class MaskParams:
         opacity: peak alpha.
         width: side reach (1 = nominal).
         top_offset, bottom_offset: move the top / bottom edge, in face units.
-        straps: draw ear loops where the face is large enough to show them.
+        straps: draw ear loops where the face is large enough to show them (families whose
+            geometry has ``ear_loops``).
         strap_color: colour of the ear loops.
-        valve: exhalation valve (N95/KN95 only).
+        valve: exhalation valve (families whose geometry has ``valve``: N95, KN95).
     """
 
     family: str = "surgical"
@@ -269,8 +271,9 @@ class MaskSpec:
             accents = [c for c in self._accents if c != color]  # type: ignore[attr-defined]
         secondary = accents[min(int(u[8] * len(accents)), len(accents) - 1)]
         texture = _pick(tables["textures"], u[9])
-        if family == "kn95" and texture == "pleats":
-            texture = "grain"  # folded respirators have no pleats
+        geo = GEOMETRY[family]
+        if texture == "pleats":
+            texture = geo.pleats_as
         # Ranges as (low, span) pairs, fetched once: this runs once per output image.
         scale, angle, shading, soft, width, top, bottom = self._spans  # type: ignore[attr-defined]
         # Geometry jitter snapped to `geometry_levels` evenly spaced values (0 = continuous):
@@ -294,8 +297,8 @@ class MaskSpec:
             width=width[0] + width[1] * g[1],
             top_offset=top[0] + top[1] * g[2],
             bottom_offset=bottom[0] + bottom[1] * g[3],
-            straps=u[17] < self.straps_prob and family != "gaiter",
-            valve=u[18] < self.valve_prob and family in ("n95", "kn95"),
+            straps=u[17] < self.straps_prob and geo.ear_loops,
+            valve=u[18] < self.valve_prob and geo.valve,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -358,7 +361,7 @@ def _max_value(dtype: np.dtype) -> float:
     raise ValueError(f"unsupported image dtype {dtype}")
 
 
-def _bbox(outline: Outline, pad: float, h: int, w: int) -> tuple[int, int, int, int] | None:
+def _bbox(outline: Outline, pad: float, h: int, w: int) -> Box | None:
     pts = [outline.polygon, *outline.straps]
     allpts = np.concatenate(pts) if len(pts) > 1 else outline.polygon
     x0 = max(int(np.floor(allpts[:, 0].min() - pad)), 0)
@@ -371,13 +374,23 @@ def _bbox(outline: Outline, pad: float, h: int, w: int) -> tuple[int, int, int, 
 
 
 #: Tones of the detail overlays, as factors of the primary colour (``None``: the strap colour).
-_SEAM_TONE, _VALVE_TONE = 0.72, 0.85
+SEAM_TONE, VALVE_TONE = 0.72, 0.85
+
+
+def seam_width(unit: float) -> int:
+    """Line width in pixels of a centre seam on a face of ``unit`` pixels."""
+    return max(1, round(unit * 0.02))
+
+
+def loop_width(unit: float) -> int:
+    """Line width in pixels of an ear loop on a face of ``unit`` pixels."""
+    return max(1, round(unit * 0.035))
 
 
 @dataclass(frozen=True)
-class _Coverage:
+class _Occlusion:
     """Everything about a draw that depends only on landmarks, geometry params and frame size:
-    the outline, its bounding box, its soft-edged coverage (straps included) and the
+    the outline, its bounding box, its soft-edged occlusion map (straps included) and the
     coverages of its flat-coloured details (seam, valve disc and rim, bare ear loops)."""
 
     outline: Outline
@@ -387,8 +400,8 @@ class _Coverage:
     tones: tuple[float | None, ...] = ()  # one per overlay: factor of primary, None = straps
 
 
-class _CoverageCache:
-    """Small LRU of :class:`_Coverage` bounded in bytes.
+class _OcclusionCache:
+    """Small LRU of :class:`_Occlusion` bounded in bytes.
 
     Aligned datasets map every crop onto the same canonical layout, so the same geometry
     recurs constantly; in-the-wild faces simply miss. Entries are read-only arrays, so a hit
@@ -397,17 +410,17 @@ class _CoverageCache:
 
     def __init__(self, max_bytes: int = 96 << 20, max_entry_bytes: int = 1 << 18) -> None:
         self.max_bytes, self.max_entry_bytes = max_bytes, max_entry_bytes
-        self._entries: OrderedDict[tuple, tuple[_Coverage, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[_Occlusion, int]] = OrderedDict()
         self._bytes = 0
 
-    def get(self, key: tuple) -> _Coverage | None:
+    def get(self, key: tuple) -> _Occlusion | None:
         hit = self._entries.get(key)
         if hit is None:
             return None
         self._entries.move_to_end(key)
         return hit[0]
 
-    def put(self, key: tuple, value: _Coverage) -> None:
+    def put(self, key: tuple, value: _Occlusion) -> None:
         size = 0 if value.alpha is None else value.alpha.nbytes
         size += 0 if value.overlays is None else value.overlays.nbytes
         if size > self.max_entry_bytes:
@@ -423,9 +436,6 @@ class _CoverageCache:
         self._bytes = 0
 
 
-_COVERAGE_CACHE = _CoverageCache()
-
-
 class _Face(NamedTuple):
     """Validated (68, 2) landmarks (read-only), their bytes as a cache key, and the face unit."""
 
@@ -434,42 +444,74 @@ class _Face(NamedTuple):
     unit: float
 
 
-_FACES: OrderedDict[tuple, _Face] = OrderedDict()
+class RenderState:
+    """The renderer's per-process memory: validated faces, occlusion maps and outlines.
+
+    Everything in it is derived from its key alone and read-only, so a hit gives exactly what
+    a miss computes; it only saves time (aligned datasets share one landmark layout).
+    :func:`render_state` returns the process's instance; :meth:`clear` empties it.
+    """
+
+    def __init__(self) -> None:
+        self.faces: OrderedDict[tuple, _Face] = OrderedDict()
+        self.occlusions = _OcclusionCache()
+        self.outlines: OrderedDict[tuple, Outline] = OrderedDict()
+
+    def clear(self) -> None:
+        self.faces.clear()
+        self.occlusions.clear()
+        self.outlines.clear()
 
 
-def _face(landmarks: np.ndarray, shape: tuple[int, ...]) -> _Face:
+_STATE = RenderState()
+
+
+def render_state() -> RenderState:
+    """This process's :class:`RenderState`."""
+    return _STATE
+
+
+def face_of(landmarks: np.ndarray, shape: tuple[int, ...]) -> _Face:
     """Validate landmarks (5 points expanded to 68) once per distinct set and image size."""
     try:
         lm = np.asarray(landmarks, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"landmarks are not numeric: {exc}") from exc
+    faces = _STATE.faces
     key = (lm.tobytes(), lm.shape, shape[0], shape[1]) if lm.ndim == 2 else None
-    if key is not None and key in _FACES:
-        return _FACES[key]
+    if key is not None and key in faces:
+        return faces[key]
     lm = validate_landmarks(lm, shape)
     if len(lm) == 5:
         lm = landmarks_from_five(lm)
     lm.setflags(write=False)
     face = _Face(lm, lm.tobytes(), FaceFrame.from_landmarks(lm).unit)
     if key is not None:
-        _FACES[key] = face
-        if len(_FACES) > 1024:
-            _FACES.popitem(last=False)
+        faces[key] = face
+        if len(faces) > 1024:
+            faces.popitem(last=False)
     return face
 
 
-def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
-    """Outline, bounding box and soft-edged coverage of a draw, cached by geometry."""
-    # Options that cannot show on this face are left out of the key, so draws that differ
-    # only in them share one entry (ear loops need a large enough face; valves need N95/KN95).
-    unit = face.unit
-    straps = params.straps and params.family != "gaiter" and unit >= MIN_STRAP_UNIT_PX
-    valve = params.valve and params.family in ("n95", "kn95")
-    key = (face.key, h, w, params.family, params.coverage, params.width, params.top_offset,
-           params.bottom_offset, valve, straps, params.edge_softness)  # fmt: skip
-    cached = _COVERAGE_CACHE.get(key)
-    if cached is not None:
-        return cached
+def _geometry_key(face: _Face, params: MaskParams) -> tuple:
+    """What the outline of a draw depends on. Options that cannot show on this face are left
+    out, so draws that differ only in them share one entry."""
+    geo = GEOMETRY[params.family]
+    straps = params.straps and geo.ear_loops and face.unit >= MIN_STRAP_UNIT_PX
+    valve = params.valve and geo.valve
+    return (face.key, params.family, params.coverage, params.width, params.top_offset,
+            params.bottom_offset, valve, straps)  # fmt: skip
+
+
+def mask_geometry(face: _Face, params: MaskParams) -> Outline:
+    """The outline of a draw on a validated face (:func:`face_of`): the one geometry of both
+    rendering paths (the batched augmentation rasterises exactly these outlines)."""
+    key = _geometry_key(face, params)
+    outlines = _STATE.outlines
+    hit = outlines.get(key)
+    if hit is not None:
+        return hit
+    *_, valve, straps = key
     outline = mask_outline(
         face.landmarks,
         params.family,
@@ -480,11 +522,31 @@ def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
         valve=valve,
         straps=straps,
     )
+    outlines[key] = outline
+    if len(outlines) > 4096:
+        outlines.popitem(last=False)
+    return outline
+
+
+def mask_box(outline: Outline, unit: float, params: MaskParams, h: int, w: int) -> Box | None:
+    """The box a draw touches on an h×w image (outline, ear loops and the soft edge)."""
+    return _bbox(outline, 2 * params.edge_softness * unit + 2, h, w)
+
+
+def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
+    """Outline, bounding box and soft-edged occlusion map of a draw, cached by geometry."""
+    key = (*_geometry_key(face, params), h, w, params.edge_softness)
+    cache = _STATE.occlusions
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    unit = face.unit
+    outline = mask_geometry(face, params)
     sigma = params.edge_softness * unit
-    box = _bbox(outline, 2 * sigma + 2, h, w)
+    box = mask_box(outline, unit, params, h, w)
     if box is None:
-        result = _Coverage(outline, None, None)
-        _COVERAGE_CACHE.put(key, result)
+        result = _Occlusion(outline, None, None)
+        cache.put(key, result)
         return result
     x0, y0, x1, y1 = box
     shape, offset = (y1 - y0, x1 - x0), (x0, y0)
@@ -493,15 +555,15 @@ def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
     tones: list[float | None] = []
     if outline.seam is not None:
         seam = np.zeros(shape, np.uint8)
-        app.draw_polyline(seam, outline.seam, offset, 255, max(1, round(unit * 0.02)))
+        app.draw_polyline(seam, outline.seam, offset, 255, seam_width(unit))
         layers.append(seam)
-        tones.append(_SEAM_TONE)
+        tones.append(SEAM_TONE)
     if outline.valve is not None:
         layers += app.valve_layers(shape, outline.valve, offset)
-        tones += [_VALVE_TONE, _SEAM_TONE]
+        tones += [VALVE_TONE, SEAM_TONE]
     if outline.straps:
         loops = np.zeros(shape, np.uint8)
-        thickness = max(1, round(unit * 0.035))
+        thickness = loop_width(unit)
         for line in outline.straps:
             app.draw_polyline(loops, line, offset, 255, thickness)
         # Loops show in the strap colour only where the mask itself does not cover them.
@@ -514,8 +576,8 @@ def _coverage(face: _Face, h: int, w: int, params: MaskParams) -> _Coverage:
     if layers:
         overlays = np.stack(layers)
         overlays.setflags(write=False)
-    result = _Coverage(outline, box, alpha, overlays, tuple(tones))
-    _COVERAGE_CACHE.put(key, result)
+    result = _Occlusion(outline, box, alpha, overlays, tuple(tones))
+    cache.put(key, result)
     return result
 
 
@@ -546,7 +608,7 @@ def paint_face(
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise ValueError(f"paint_face needs an H×W×3 or H×W×4 image, got shape {image.shape}")
     h, w = image.shape[:2]
-    cov = _coverage(_face(landmarks, image.shape), h, w, params)
+    cov = _occlusion(face_of(landmarks, image.shape), h, w, params)
     if cov.box is None or cov.alpha is None:
         return None, None
     x0, y0, x1, y1 = cov.box
@@ -555,7 +617,7 @@ def paint_face(
     return cov.box, alpha
 
 
-def _paint_box(roi: np.ndarray, cov: _Coverage, params: MaskParams, max_value: float) -> None:
+def _paint_box(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float) -> None:
     """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
     # One table: primary, secondary, then each overlay's colour (built from Python floats:
     # a handful of tiny NumPy operations per image cost more than the arithmetic).

@@ -36,6 +36,11 @@ class FamilyGeometry:
         pointed: bottom edge comes to a point under the chin (KN95 fold).
         inset_bottom: bottom corners pulled towards the face centre (round outlines).
         runs_off: the outline continues this far below the chin (gaiters); 0 = closed at jaw.
+        seam: a centre seam runs from the nose anchor to the bottom point (folded respirators).
+        valve: the family can carry an exhalation valve (``MaskParams.valve``).
+        ear_loops: the family is held by ear loops (``MaskParams.straps``); gaiters are not.
+        pleats_as: the texture drawn when a draw asks for ``"pleats"`` (folded respirators
+            have no pleats: ``"grain"``).
     """
 
     raise_top: float = 0.04
@@ -48,6 +53,10 @@ class FamilyGeometry:
     pointed: bool = False
     inset_bottom: float = 0.0
     runs_off: float = 0.0
+    seam: bool = False
+    valve: bool = False
+    ear_loops: bool = True
+    pleats_as: str = "pleats"
 
 
 def _load_shapes() -> tuple[dict[str, FamilyGeometry], dict[str, tuple[int, int, float]]]:
@@ -253,7 +262,7 @@ def mask_outline(
         width: scales how far the side corners reach out from the nose (1 = nominal).
         top_offset: shifts the top edge down (+) or up (−), in face units.
         bottom_offset: lets the bottom hang lower (+) or higher (−), in face units.
-        valve: add an exhalation valve (N95/KN95 only).
+        valve: add an exhalation valve (families whose geometry has ``valve``).
         straps: add ear loops from the side corners towards the ears.
     """
     if family not in GEOMETRY:
@@ -302,11 +311,12 @@ def mask_outline(
             (max(jaw_u) + 0.35, max_v), out=poly)  # fmt: skip
 
     seam = None
-    if geo.pointed:
-        tip = poly[len(top) + 2]
+    if geo.seam:  # anchor → the middle of the bottom edge (a pointed fold's tip)
+        middle = len(top) + len(bottom) // 2
+        tip = poly[middle * 5 if geo.smooth else middle]
         seam = frame.to_image(np.array([anchor, ((au + tip[0]) / 2, (av + tip[1]) / 2), tip]))
     valve_px = None
-    if valve and family in ("n95", "kn95"):
+    if valve and geo.valve:
         c = np.array([[au + 0.45 * (side_r[0] - au), L[54][1] + 0.05]])
         cx, cy = frame.to_image(c)[0]
         valve_px = (float(cx), float(cy), 0.14 * frame.unit)
