@@ -2,11 +2,11 @@
 
 Prints:
 
-1. flip-summed embedding throughput (:func:`distill.evaluate.embed_images`: each image is
+1. flip-summed embedding throughput (:func:`distill.eval.embed_images`: each image is
    embedded together with its mirror, i.e. two forward passes) per backbone, in images/s,
    median of a few timed batches after a warm-up;
 2. mask materialisation throughput (decode + render + model input) on masked images;
-3. wall time of :func:`distill.evaluate.evaluate_models` on a 12,000-image pack (6,000 pairs:
+3. wall time of :func:`distill.eval.evaluate_models` on a 12,000-image pack (6,000 pairs:
    3,000 genuine, 3,000 impostor, built from :class:`maskgen.synthetic.SyntheticFaces` and
    cached under ``--cache``) with the ``tiny`` backbone under NM-NM, M-NM and M-M, and an
    extrapolation for the other backbones (5 × 6,000 embedded images: 12,000 clean shared by
@@ -29,14 +29,8 @@ import numpy as np
 import torch
 
 from distill.backbones import create_backbone
-from distill.evaluate import (
-    PROTOCOLS,
-    _build_entry,
-    _Materialiser,
-    dataset_sha256,
-    embed_images,
-    evaluate_models,
-)
+from distill.eval import PROTOCOLS, dataset_sha256, embed_images, evaluate_models
+from distill.eval.inputs import _build_entry, _Materialiser
 from maskgen.io import encode_image, load_bin, save_bin
 from maskgen.render import MaskSpec
 from maskgen.synthetic import SyntheticFaces

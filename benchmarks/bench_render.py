@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 import skimage.data
 
+from maskgen.dataset import RenderOptions, render_dataset
 from maskgen.io import RecordReader, RecordWriter, unpack, write_image
-from maskgen.pipeline import RenderOptions, render_dataset
 from maskgen.render import MaskSpec
 from maskgen.synthetic import draw_aligned_face, draw_wild_face, sample_identity
 
@@ -45,7 +45,8 @@ def make_photos(root: Path, n: int) -> None:
             image = astro
         else:
             ident = sample_identity(rng)
-            image, _ = draw_wild_face(ident, rng, (960, 1280), face_frac=float(rng.uniform(0.2, 0.4)))
+            frac = float(rng.uniform(0.2, 0.4))
+            image, _ = draw_wild_face(ident, rng, (960, 1280), face_frac=frac)
         write_image(root / f"{i // 10:02d}" / f"photo_{i:04d}.jpg", image, quality=92)
 
 

@@ -21,9 +21,8 @@ import time
 import cv2
 import numpy as np
 
-import maskgen.render as render_module
 from maskgen.landmarks import aligned_landmarks, perturb_shape
-from maskgen.render import MaskParams, MaskSpec, render
+from maskgen.render import MaskParams, MaskSpec, render, render_state
 from maskgen.synthetic import SyntheticFaces
 
 
@@ -48,14 +47,12 @@ def _params(spec: MaskSpec, count: int, **overrides) -> list[MaskParams]:
 
 
 def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
-    render_module._COVERAGE_CACHE.clear()
-    render_module._FACES.clear()
+    render_state().clear()
     render(image, lm, params)
 
 
 def _uncached_inplace(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
-    render_module._COVERAGE_CACHE.clear()
-    render_module._FACES.clear()
+    render_state().clear()
     render(image, lm, params, inplace=True)
 
 

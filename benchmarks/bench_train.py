@@ -30,7 +30,8 @@ from distill.data import (
     normalize,
 )
 from distill.heads import create_head
-from distill.train import _Net, apply_step, backward, compute_loss
+from distill.training import apply_step, backward, compute_loss
+from distill.training.loss import Net
 from maskgen.augment import MaskedPairs
 
 
@@ -44,7 +45,7 @@ def bench_step(
     embedding_size: int = 128,
 ) -> float:
     """Images/s of full optimizer steps on random data (after 3 warm-up steps)."""
-    net = _Net(
+    net = Net(
         create_backbone(backbone, embedding_size),
         create_head("elasticcosface+", embedding_size, 1000),
     ).to(device)

@@ -83,7 +83,7 @@ def eval_command(
     """Score models on masked-face verification sets under NM-NM, M-NM and M-M."""
     import torch
 
-    from distill.evaluate import evaluate_models, load_dataset, load_model, parse_protocols
+    from distill.eval import evaluate_models, load_dataset, load_model, parse_protocols
 
     try:
         protos = parse_protocols(protocols)
@@ -135,7 +135,7 @@ def train(
     from distill.config import ConfigError, load_config
     from distill.data import DatasetError
     from distill.demo import run
-    from distill.train import OutputExistsError, TrainingDivergedError
+    from distill.training import OutputExistsError, TrainingDivergedError
     from maskgen.io import BinPackError, RecordIOError
 
     try:

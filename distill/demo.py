@@ -6,7 +6,7 @@ student → evaluation on a verification pack of *held-out* synthetic identities
 ``report.json`` / ``report.md`` stating whether the student beats the teacher on M-M and
 M-NM accuracy while losing at most 1 point on NM-NM.
 
-Evaluation runs through :func:`distill.evaluate.evaluate_models` on a pack of held-out
+Evaluation runs through :func:`distill.eval.evaluate_models` on a pack of held-out
 identities under NM-NM, M-NM (the second image of every pair masked) and M-M (both masked,
 independent draws); the mask draws are fixed by ``eval.mask_seed`` and written to
 ``eval/protocol.json``, so teacher and student are scored on identical images.
@@ -29,7 +29,7 @@ from typing import Any
 from distill.checkpoint import load_backbone
 from distill.config import Config
 from distill.data import build_synthetic_pack
-from distill.evaluate import PROTOCOLS, evaluate_models
+from distill.eval import PROTOCOLS, evaluate_models
 from maskgen.io import atomic_write_text, load_bin
 from maskgen.render import MaskSpec
 
@@ -45,7 +45,7 @@ log = logging.getLogger("distill")
 def _evaluate(
     checkpoints: dict[str, Path], pack: Path, eval_dir: Path, cfg: Config, spec: MaskSpec
 ) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
-    """Score the checkpoints on the pack with :func:`distill.evaluate.evaluate_models`."""
+    """Score the checkpoints on the pack with :func:`distill.eval.evaluate_models`."""
     models = {name: load_backbone(path) for name, path in checkpoints.items()}
     name = Path(pack).stem
     report = evaluate_models(
@@ -63,7 +63,7 @@ def _evaluate(
         model: {p: dict(report.result(model, name, p).metrics) for p in PROTOCOLS}
         for model in models
     }
-    return results, "distill.evaluate.evaluate_models"
+    return results, "distill.eval.evaluate_models"
 
 
 def _verdict(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
 
     Returns the report dict (empty on ranks other than 0 or when evaluation is disabled).
     """
-    from distill.train import prepare, train
+    from distill.training import prepare, train
 
     t0 = time.perf_counter()
     plan = prepare(cfg, overwrite=overwrite)  # every check before anything is written

@@ -68,8 +68,8 @@ def replay(
     Works on manifests of ``maskgen demo`` and of ``maskgen render`` over folders (pass
     ``--input-root INPUT``); records of packed inputs (``lfw.bin#17``) are skipped.
     """
+    from maskgen.dataset import replay_record
     from maskgen.io import read_image
-    from maskgen.pipeline import replay_record
     from maskgen.render import MaskParams
 
     root = input_root or manifest.parent
@@ -175,8 +175,8 @@ def render_command(
     progress: bool = typer.Option(True, help="Show the progress bar."),
 ) -> None:
     """Mask every face of a dataset (resumable, parallel, with manifest and failure report)."""
-    from maskgen.landmarks.detectors import FaceAlignmentWeightsError
-    from maskgen.pipeline import RenderOptions, parse_shard, render_dataset
+    from maskgen.dataset import RenderOptions, parse_shard, render_dataset
+    from maskgen.landmarks import FaceAlignmentWeightsError
 
     try:
         options = RenderOptions(

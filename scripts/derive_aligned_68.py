@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 from skimage import data
 
+from maskgen.landmarks import DlibDetector
 from maskgen.landmarks.conventions import ARCFACE_112, similarity_transform, to_five
-from maskgen.landmarks.detectors import DlibDetector
 from maskgen.landmarks.mirror import MIRROR_68
 
 OUT = Path(__file__).resolve().parents[1] / "templates" / "aligned_68.json"

@@ -5,7 +5,9 @@ augmentation that masks a whole batch on its device.
   appearance option, straps and valves included).
 - :class:`MaskedPairs`: wraps a map-style dataset into ``(masked, clean, label, was_masked)``
   for teacher-student training; the clean image is never touched by masking.
-- :class:`RandomFaceMask`: ``kornia.augmentation`` subclass, ``B×3×H×W`` on any device.
+- :class:`RandomFaceMask`: ``kornia.augmentation`` subclass, ``B×3×H×W`` on any device; the
+  same draws (:mod:`maskgen.seeding`) and outlines (:func:`maskgen.render.mask_geometry`) as
+  the CPU renderer, rasterised and painted by :mod:`maskgen.augment.functional`.
 
 Example:
     >>> import numpy as np
@@ -15,21 +17,15 @@ Example:
     ((112, 112, 3), 'uint8')
 """
 
-from maskgen.augment.batched import (
-    FaceMaskGenerator,
-    RandomFaceMask,
-    batch_outlines,
-    mask_batch,
-    rasterize_polygons,
-)
+from maskgen.augment.batched import RandomFaceMask
+from maskgen.augment.draws import draws_to_params, params_to_draws, sample_batch
 from maskgen.augment.transform import MaskedPairs, MaskFace
 
 __all__ = [
-    "FaceMaskGenerator",
     "MaskFace",
     "MaskedPairs",
     "RandomFaceMask",
-    "batch_outlines",
-    "mask_batch",
-    "rasterize_polygons",
+    "draws_to_params",
+    "params_to_draws",
+    "sample_batch",
 ]

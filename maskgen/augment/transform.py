@@ -260,6 +260,21 @@ class MaskedPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def draw(self, index: int) -> MaskParams | None:
+        """The draw item ``index`` gets this epoch (``None``: left clean); seeded datasets only.
+
+        Example:
+            >>> import numpy as np
+            >>> pairs = MaskedPairs([(np.zeros((112, 112, 3), np.uint8), 0)], p=1.0, seed=1)
+            >>> pairs.draw(0) == pairs.draw(0) != None
+            True
+        """
+        if self.seed is None:
+            raise ValueError("only a seeded MaskedPairs has fixed draws (pass seed=...)")
+        rng = item_rng(self.seed, str(int(index)), self.epoch)
+        masked, params = sample_item(self.masker.spec, rng, p=self.masker.p)
+        return params[0] if masked else None
+
     def __getitem__(self, index: int) -> tuple[Any, Any, Any, bool]:
         item = self.dataset[index]
         image, label = item[0], item[1]

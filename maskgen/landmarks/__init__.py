@@ -1,10 +1,39 @@
-"""Facial landmark conventions, the aligned-crop layout, validation and detector backends."""
+"""Facial landmark conventions, the aligned-crop layout, validation, detector backends and
+face selection.
+
+Backends are built by name from a registry (:mod:`maskgen.landmarks.backends`); dlib,
+torch and face_alignment load only when a backend needing them is created.
+
+Example:
+    >>> from maskgen.landmarks import available_backends, create_backend
+    >>> "dlib" in available_backends(), create_backend("aligned").name
+    (True, 'aligned')
+"""
 
 from maskgen.landmarks.aligned import (
     aligned_landmarks,
     canonical_68,
     landmarks_from_five,
     perturb_shape,
+)
+from maskgen.landmarks.backends import (
+    AlignedLayout,
+    AutoBackend,
+    Backend,
+    BackendFactory,
+    DlibDetector,
+    Downscaled,
+    Face,
+    FaceAlignmentDetector,
+    FaceAlignmentWeightsError,
+    FileLandmarks,
+    available_backends,
+    box_of,
+    create_backend,
+    load_annotation,
+    read_pts,
+    register_backend,
+    unregister_backend,
 )
 from maskgen.landmarks.conventions import (
     ARCFACE_112,
@@ -14,6 +43,7 @@ from maskgen.landmarks.conventions import (
     to_five,
 )
 from maskgen.landmarks.mirror import MIRROR_5, MIRROR_68, mirror_landmarks
+from maskgen.landmarks.selection import face_problem, select_faces, skin_fraction
 from maskgen.landmarks.validation import plausibility_problem, validate_landmarks
 
 __all__ = [
@@ -21,14 +51,34 @@ __all__ = [
     "ARCFACE_SIZE",
     "MIRROR_5",
     "MIRROR_68",
+    "AlignedLayout",
+    "AutoBackend",
+    "Backend",
+    "BackendFactory",
+    "DlibDetector",
+    "Downscaled",
+    "Face",
+    "FaceAlignmentDetector",
+    "FaceAlignmentWeightsError",
+    "FileLandmarks",
     "aligned_landmarks",
     "apply_affine",
+    "available_backends",
+    "box_of",
     "canonical_68",
+    "create_backend",
+    "face_problem",
     "landmarks_from_five",
+    "load_annotation",
     "mirror_landmarks",
     "perturb_shape",
     "plausibility_problem",
+    "read_pts",
+    "register_backend",
+    "select_faces",
     "similarity_transform",
+    "skin_fraction",
     "to_five",
+    "unregister_backend",
     "validate_landmarks",
 ]

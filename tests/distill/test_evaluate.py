@@ -1,4 +1,4 @@
-"""Tests for distill.evaluate and the ``distill eval`` command (tiny models, small packs)."""
+"""Tests for distill.eval and the ``distill eval`` command (tiny models, small packs)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,12 @@ from typer.testing import CliRunner
 
 from distill.backbones import create_backbone
 from distill.cli import app
-from distill.evaluate import (
+from distill.eval import (
     PROTOCOLS,
     EvalProtocol,
     PairsFileError,
     PairsSet,
     ProtocolFileError,
-    _batches,
-    _build_entry,
-    _Materialiser,
     dataset_sha256,
     evaluate_models,
     load_dataset,
@@ -31,6 +28,8 @@ from distill.evaluate import (
     parse_protocols,
     protocol_draws,
 )
+from distill.eval.embed import _batches
+from distill.eval.inputs import _build_entry, _Materialiser
 from maskgen.io import BinPack, BinPackError, encode_image, load_bin, save_bin, write_image
 from maskgen.protocol import protocol_landmarks
 from maskgen.render import MaskParams, MaskSpec, render
@@ -196,9 +195,10 @@ def test_protocol_file_round_trip_and_reuse(tmp_path: Path, faces) -> None:
     tampered = json.loads(pfile.read_text())
     tampered["datasets"]["p"]["masked_images_sha256"]["m-m"] = "0" * 64
     (tmp_path / "tampered.json").write_text(json.dumps(tampered))
-    with pytest.warns(UserWarning, match="M-M: the masked images differ"):
+    with pytest.warns(UserWarning, match="M-M: the masked images differ") as caught:
         flagged = evaluate_models({"m": net}, {"p": pack}, protocol_file=tmp_path / "tampered.json",
                                   progress=False)  # fmt: skip
+    assert caught[0].filename == __file__  # attributed to the caller of evaluate_models
     assert "warning: p M-M" in flagged.table() and flagged.to_dict()["warnings"]
 
     other_pack = load_bin(_pack(tmp_path, faces, n_pairs=8, name="other.bin"))

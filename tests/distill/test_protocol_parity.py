@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from distill.backbones import create_backbone
-from distill.evaluate import evaluate_models
+from distill.eval import evaluate_models
+from maskgen.dataset import RenderOptions, render_dataset
 from maskgen.io import decode_image, encode_image, load_bin, save_bin
-from maskgen.pipeline import RenderOptions, render_dataset
 from maskgen.protocol import EvalProtocol, protocol_draws, protocol_masks, protocol_path
 from maskgen.synthetic import draw_aligned_face, sample_identity
 

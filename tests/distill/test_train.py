@@ -1,4 +1,4 @@
-"""Tests for distill.train / data / checkpoint: tiny runs on a handful of synthetic identities."""
+"""Tests for distill.training, data, checkpoint: tiny runs on a few synthetic identities."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import distill.train as train_mod
+import distill.training.stage as stage_mod
 from distill.checkpoint import (
     CheckpointError,
     load_backbone,
@@ -29,7 +29,8 @@ from distill.data import (
     build_synthetic_pack,
     normalize,
 )
-from distill.train import OutputExistsError, TrainingDivergedError, train
+from distill.training import OutputExistsError, TrainingDivergedError, train
+from distill.training.distributed import free_port
 from maskgen.augment import MaskedPairs
 from maskgen.io import RecordWriter, load_bin
 
@@ -156,7 +157,7 @@ def test_teacher_frozen_eval_and_sees_clean_image(
 ) -> None:
     """Catches the reference flaw (masking the batch in place, so the teacher sees masks)."""
     calls: list[dict[str, Any]] = []
-    original = train_mod.compute_loss
+    original = stage_mod.compute_loss
 
     def spy(net, teacher, x_student, x_teacher, labels, weight, gen):  # type: ignore[no-untyped-def]
         if teacher is not None:
@@ -172,7 +173,7 @@ def test_teacher_frozen_eval_and_sees_clean_image(
             )
         return original(net, teacher, x_student, x_teacher, labels, weight, gen)
 
-    monkeypatch.setattr(train_mod, "compute_loss", spy)
+    monkeypatch.setattr(stage_mod, "compute_loss", spy)
     cfg = tiny_cfg(
         tmp_path,
         f"teacher.checkpoint={teacher_run}",
@@ -203,7 +204,7 @@ def test_resume_continues_at_same_step_and_matches(
 ) -> None:
     full = train(tiny_cfg(tmp_path / "full", "masking.p=0.5"), progress=False)
     saved: list[Path] = []
-    original = train_mod.save_checkpoint
+    original = stage_mod.save_checkpoint
 
     def crash_after_third(path: Path, ckpt: dict[str, Any]) -> Path:
         result = original(path, ckpt)
@@ -212,11 +213,11 @@ def test_resume_continues_at_same_step_and_matches(
             raise KeyboardInterrupt("simulated crash")
         return result
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", crash_after_third)
+    monkeypatch.setattr(stage_mod, "save_checkpoint", crash_after_third)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(out, "masking.p=0.5"), progress=False)
-    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    monkeypatch.setattr(stage_mod, "save_checkpoint", original)
     mid = load_checkpoint(out / "student" / "last.pt")
     assert (mid["epoch"], mid["step"]) == (1, 3)
     with pytest.raises(OutputExistsError, match="resume"):
@@ -235,7 +236,7 @@ def test_resume_continues_at_same_step_and_matches(
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path: Path, teacher_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = train_mod.compute_loss
+    original = stage_mod.compute_loss
     count = {"n": 0}
 
     def poisoned(*args: Any) -> Any:
@@ -243,7 +244,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
         count["n"] += 1
         return (loss * float("nan"), parts) if count["n"] == 5 else (loss, parts)
 
-    monkeypatch.setattr(train_mod, "compute_loss", poisoned)
+    monkeypatch.setattr(stage_mod, "compute_loss", poisoned)
     cfg = tiny_cfg(tmp_path, f"teacher.checkpoint={teacher_run}")
     with pytest.raises(TrainingDivergedError, match=r"nan at step 4 .*last good checkpoint"):
         train(cfg, progress=False)
@@ -322,19 +323,19 @@ def test_resume_on_two_processes_keeps_step_and_lr(
     """A single-process run interrupted after epoch 1 resumes on 2 gloo processes."""
     extra = ("student.epochs=0", "teacher.epochs=3")
     full = train(tiny_cfg(tmp_path / "full", *extra), progress=False)
-    original = train_mod.save_checkpoint
+    original = stage_mod.save_checkpoint
 
     def crash(path: Path, ckpt: dict[str, Any]) -> Path:
         original(path, ckpt)
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", crash)
+    monkeypatch.setattr(stage_mod, "save_checkpoint", crash)
     out = tmp_path / "two"
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(out, *extra), progress=False)
-    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    monkeypatch.setattr(stage_mod, "save_checkpoint", original)
     cfg = tiny_cfg(out, *extra, "train.resume=true", "train.distributed=on")
-    port = train_mod._free_port()
+    port = free_port()
     torch.multiprocessing.start_processes(
         _ddp_worker, args=(2, port, cfg), nprocs=2, join=True, start_method="fork"
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from maskgen.landmarks.detectors import DlibDetector
+from maskgen.landmarks import DlibDetector
 from maskgen.synthetic import draw_wild_face, sample_identity
 
 

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from maskgen.cli import app
+from maskgen.dataset import meta_dir
 from maskgen.io import read_image, write_image
-from maskgen.pipeline import meta_dir
 from maskgen.synthetic import draw_aligned_face, sample_identity
 
 runner = CliRunner()

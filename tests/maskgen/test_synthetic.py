@@ -14,9 +14,9 @@ from maskgen.synthetic import (
     HAIR_STYLES,
     Identity,
     SyntheticFaces,
-    landmarks_3d,
     draw_aligned_face,
     draw_wild_face,
+    landmarks_3d,
     sample_identity,
 )
 

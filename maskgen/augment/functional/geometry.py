@@ -1,0 +1,170 @@
+"""The CPU renderer's geometry, packed for a batch: outlines and details as device tensors.
+
+There is one geometry: :func:`maskgen.render.mask_geometry` builds every outline (family
+numbers from ``templates/shapes.json``, coverage anchors, ear loops, valves, seams) for both
+rendering paths. This module only packs those outlines for the batched rasteriser: the mask
+polygons padded to one length, and every detail (seam, valve disc, valve rim, ear loops) as a
+closed polygon tagged with its sample and layer. Outlines are memoised per landmark set and
+geometry (:class:`maskgen.render.RenderState`), so an aligned batch costs a few dictionary
+look-ups per sample; landmark sets the renderer rejects leave their sample unmasked.
+
+Example:
+    >>> from maskgen.landmarks import aligned_landmarks
+    >>> from maskgen.render import MaskParams
+    >>> lm = aligned_landmarks((224, 224))[None]  # ear loops show from 36 px face units
+    >>> g = batch_geometry(lm, [MaskParams(family="n95", valve=True, straps=True)], 224, 224)
+    >>> g.polygon.shape[0], sorted(set((g.owner % len(LAYERS)).tolist()))
+    (1, [1, 2, 3])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from maskgen.render import (
+    MaskParams,
+    face_of,
+    loop_width,
+    mask_box,
+    mask_geometry,
+    seam_width,
+)
+from maskgen.shapes import Outline
+
+__all__ = ["LAYERS", "BatchGeometry", "batch_geometry", "stroke_polygon"]
+
+#: Detail layers of every sample, painted in this order over the mask's colour.
+LAYERS: tuple[str, ...] = ("seam", "valve", "rim", "loops")
+_SEAM, _VALVE, _RIM, _LOOPS = range(len(LAYERS))
+#: Vertices of a valve disc (and of each circle of its rim).
+CIRCLE_VERTICES = 24
+
+
+class BatchGeometry(NamedTuple):
+    """Packed outlines of a batch (pixels of its frames).
+
+    Attributes:
+        polygon: ``(B, N, 2)`` mask outlines, padded by repeating their first vertex.
+        origin, ax: ``(B, 2)`` face frames (eye midpoint, eye-line direction).
+        unit: ``(B,)`` face unit in pixels (eye line → mouth).
+        box: ``(B, 4)`` the box each draw touches (x0, y0, x1, y1), as the CPU renderer's.
+        details: ``(M, K, 2)`` detail polygons (strokes, discs, rims), padded likewise.
+        owner: ``(M,)`` ``sample * len(LAYERS) + layer`` of each detail polygon.
+        drawn: ``(B,)`` bool: the sample has a mask inside its frame.
+    """
+
+    polygon: torch.Tensor
+    origin: torch.Tensor
+    ax: torch.Tensor
+    unit: torch.Tensor
+    box: torch.Tensor
+    details: torch.Tensor
+    owner: torch.Tensor
+    drawn: torch.Tensor
+
+
+def stroke_polygon(line: np.ndarray, half_width: float) -> np.ndarray:
+    """A polyline ``(k, 2)`` of ``half_width`` pixels either side, as a closed polygon ``(2k, 2)``.
+
+    Example:
+        >>> stroke_polygon(np.array([[0.0, 0.0], [4.0, 0.0]]), 1.0).tolist()
+        [[0.0, 1.0], [4.0, 1.0], [4.0, -1.0], [0.0, -1.0]]
+    """
+    pts = np.asarray(line, np.float64)
+    d = np.gradient(pts, axis=0) if len(pts) > 2 else np.repeat(pts[1:] - pts[:1], len(pts), 0)
+    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+    normal = np.stack([-d[:, 1], d[:, 0]], 1) * half_width
+    return np.concatenate([pts + normal, (pts - normal)[::-1]])
+
+
+def _circle(cx: float, cy: float, r: float, reverse: bool = False) -> np.ndarray:
+    t = np.linspace(0.0, 2 * math.pi, CIRCLE_VERTICES, endpoint=False)
+    if reverse:
+        t = t[::-1]
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
+
+
+#: Extra half-width (pixels) of strokes: OpenCV's anti-aliased lines of width ``t`` cover
+#: about ``t + 2`` pixels across (measured against the CPU renderer's ear loops).
+STROKE_AA = 1.0
+
+
+def _details(outline: Outline, unit: float) -> list[tuple[int, np.ndarray]]:
+    """(layer, polygon) of every detail of an outline, in the CPU renderer's sizes."""
+    out: list[tuple[int, np.ndarray]] = []
+    if outline.seam is not None:
+        out.append((_SEAM, stroke_polygon(outline.seam, seam_width(unit) / 2 + STROKE_AA)))
+    if outline.valve is not None:
+        cx, cy, r = outline.valve
+        out.append((_VALVE, _circle(cx, cy, r + 0.5)))
+        half = max(1, round(r * 0.15)) / 2 + 0.25
+        # An annulus: the outer circle, then the inner one backwards (the bridge cancels).
+        outer, inner = _circle(cx, cy, r + half), _circle(cx, cy, max(r - half, 0.0), True)
+        out.append((_RIM, np.concatenate([outer, outer[:1], inner, inner[:1]])))
+    for line in outline.straps:
+        out.append((_LOOPS, stroke_polygon(line, loop_width(unit) / 2 + STROKE_AA)))
+    return out
+
+
+def _pad(polygons: Sequence[np.ndarray]) -> np.ndarray:
+    """Polygons of any lengths as one ``(n, N, 2)`` array, each padded with its first vertex."""
+    n = max((len(p) for p in polygons), default=3)
+    out = np.empty((len(polygons), max(n, 3), 2), np.float32)
+    for i, p in enumerate(polygons):
+        out[i, : len(p)] = p
+        out[i, len(p) :] = p[0]
+    return out
+
+
+def batch_geometry(
+    landmarks: np.ndarray | torch.Tensor,
+    draws: Sequence[MaskParams],
+    height: int,
+    width: int,
+    device: torch.device | str | None = None,
+) -> BatchGeometry:
+    """Outlines of ``draws`` on ``landmarks`` ``(B, 68|5, 2)``, packed on ``device``."""
+    lm = landmarks.detach().cpu().numpy() if torch.is_tensor(landmarks) else np.asarray(landmarks)
+    lm = lm.astype(np.float32, copy=False)
+    shape = (int(height), int(width))
+    polygons, frames, boxes, drawn = [], [], [], []
+    details: list[np.ndarray] = []
+    owner: list[int] = []
+    empty = np.zeros((3, 2), np.float32)
+    for i, params in enumerate(draws):
+        try:
+            face = face_of(lm[i], shape)
+        except ValueError:  # an implausible set: the sample stays unmasked
+            face = None
+        outline = None if face is None else mask_geometry(face, params)
+        box = None if outline is None else mask_box(outline, face.unit, params, *shape)
+        if outline is None or box is None:
+            polygons.append(empty)
+            frames.append((0.0, 0.0, 1.0, 0.0, 1.0))
+            boxes.append((width, height, 0, 0))
+            drawn.append(False)
+            continue
+        frame = outline.frame
+        polygons.append(outline.polygon)
+        frames.append((*frame.origin.tolist(), *frame.ax.tolist(), frame.unit))
+        boxes.append(box)
+        drawn.append(True)
+        for layer, poly in _details(outline, face.unit):
+            details.append(poly)
+            owner.append(i * len(LAYERS) + layer)
+    f = torch.tensor(frames, dtype=torch.float32, device=device).reshape(-1, 5)
+    return BatchGeometry(
+        polygon=torch.from_numpy(_pad(polygons)).to(device),
+        origin=f[:, 0:2],
+        ax=f[:, 2:4],
+        unit=f[:, 4],
+        box=torch.tensor(boxes, dtype=torch.long, device=device).reshape(-1, 4),
+        details=torch.from_numpy(_pad(details)).to(device),
+        owner=torch.tensor(owner, dtype=torch.long, device=device),
+        drawn=torch.tensor(drawn, dtype=torch.bool, device=device),
+    )

@@ -1,0 +1,53 @@
+"""Where outputs go: output names and formats, occlusion-map paths.
+
+An output is named by the item, the variant and (``.rec`` inputs) the label: a relative
+path for folder outputs, ``<file>#<record key>`` inside a ``.rec``/``.bin``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maskgen.dataset.items import Context
+    from maskgen.dataset.sources import Item
+
+__all__ = ["occlusion_name", "out_ext", "out_name"]
+
+
+def out_ext(ctx: Context, item: Item) -> str:
+    """The output format (suffix) of ``item``'s outputs."""
+    if ctx.options.format:
+        return ctx.options.format
+    if ctx.source.kind == "folder" and ctx.out_kind == "folder":
+        return Path(item.key).suffix.lower()
+    return ".jpg"
+
+
+def out_name(ctx: Context, item: Item, variant: int, label: int | None) -> str:
+    """Where output ``variant`` of ``item`` goes (relative path, or ``file#key``)."""
+    if ctx.out_kind != "folder":
+        out_key = item.index * ctx.options.variants + variant + 1
+        return f"{ctx.output.name}#{out_key}"
+    if ctx.source.kind == "folder":
+        rel = Path(item.key)
+        if ctx.options.format:
+            rel = rel.with_suffix(ctx.options.format)
+    elif ctx.source.kind == "rec":
+        rel = Path(str(label)) / f"{int(item.key):08d}{out_ext(ctx, item)}"
+    else:
+        rel = Path(f"{item.index:06d}{out_ext(ctx, item)}")
+    if ctx.options.variants > 1:
+        rel = rel.with_name(f"{rel.stem}_v{variant}{rel.suffix}")
+    return rel.as_posix()
+
+
+def occlusion_name(name: str) -> Path:
+    """Occlusion map of an output, relative to the meta folder.
+
+    Example:
+        >>> occlusion_name("people/astronaut.jpg").as_posix()
+        'occlusion/people/astronaut.png'
+    """
+    return Path("occlusion") / Path(name.replace("#", "_")).with_suffix(".png")

@@ -1,0 +1,117 @@
+"""Per-worker state of ``maskgen render``: one explicit object instead of module caches.
+
+A worker (a joblib process, or the main process with ``workers=1``) keeps, across the
+blocks it renders:
+
+* the landmark backends, one per configuration (models load once per worker), and the
+  last one used (most items ask for the same options object: no key to build);
+* the quantised-landmark memo (:func:`maskgen.dataset.manifest.quantised`): aligned crops
+  share one layout, so quantising it and writing its JSON happen once;
+* the aligned-selection memo (:func:`maskgen.dataset.items.detect`): with the ``aligned``
+  backend the selected faces depend on the image size and the selection options only;
+* the open ``.rec`` readers, one per input path.
+
+Every entry is a pure function of its key (or an open reader of an unchanging file), so
+the state changes no output: it only saves work. Threads of one process (joblib's
+``threading`` backend) share the process's instance, as they shared the module caches it
+replaces; its entries are filled with single dictionary stores, atomic under the GIL.
+
+Example:
+    >>> state = worker_state()
+    >>> state is worker_state()
+    True
+    >>> state.reset()
+    >>> state.backends, state.landmarks, state.aligned, state.readers
+    ({}, {}, {}, {})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from maskgen.io import RecordReader
+
+if TYPE_CHECKING:
+    from maskgen.dataset.items import Detected
+    from maskgen.dataset.options import RenderOptions
+
+__all__ = ["LANDMARK_MEMO", "WorkerState", "worker_state"]
+
+#: Quantised layouts :attr:`WorkerState.landmarks` keeps (the oldest goes first).
+LANDMARK_MEMO = 64
+
+
+class WorkerState:
+    """What one worker process keeps between items and blocks (see the module docstring).
+
+    Attributes:
+        backends: landmark backends by their configuration (JSON of
+            :meth:`RenderOptions.backend_config`).
+        last_backend: ``(options, backend)`` of the last :meth:`backend` call.
+        landmarks: landmarks' ``(bytes, shape)`` → their quantised array (read-only) and
+            its manifest JSON; at most :data:`LANDMARK_MEMO` entries.
+        aligned: ``(height, width, faces, min_face)`` → the faces selected on an aligned
+            crop of that size.
+        readers: input path → its open :class:`~maskgen.io.RecordReader`.
+    """
+
+    __slots__ = ("aligned", "backends", "landmarks", "last_backend", "readers")
+
+    def __init__(self) -> None:
+        self.backends: dict[str, Any] = {}
+        self.last_backend: tuple[RenderOptions | None, Any] = (None, None)
+        self.landmarks: dict[tuple[bytes, tuple[int, ...]], tuple[Any, bytes]] = {}
+        self.aligned: dict[tuple[Any, ...], Detected] = {}
+        self.readers: dict[str, RecordReader] = {}
+
+    def backend(self, options: RenderOptions) -> Any:
+        """The landmark backend of ``options``, created on first use (one per process and
+        configuration)."""
+        last = self.last_backend
+        if last[0] is options:
+            return last[1]
+        config = options.backend_config()
+        key = json.dumps(config, sort_keys=True)
+        backend = self.backends.get(key)
+        if backend is None:
+            from maskgen.landmarks import create_backend
+
+            name = config.pop("name")
+            backend = self.backends[key] = create_backend(name, **config)
+        self.last_backend = (options, backend)
+        return backend
+
+    def reader(self, path: str | os.PathLike[str]) -> RecordReader:
+        """The open reader of the ``.rec`` at ``path``, opened on first use."""
+        key = str(path)
+        reader = self.readers.get(key)
+        if reader is None:
+            reader = self.readers[key] = RecordReader(path)
+        return reader
+
+    def reset(self) -> None:
+        """Forget everything: close the open readers, drop the backends and both memos.
+
+        The instance is emptied in place, so modules holding it see the reset. Call it
+        when an input ``.rec`` was replaced on disk, to free the models and file handles
+        after a run, or between tests that must not share them; never while a block is
+        being rendered in this process.
+        """
+        readers = list(self.readers.values())
+        self.readers.clear()
+        for reader in readers:
+            reader.close()
+        self.backends.clear()
+        self.last_backend = (None, None)
+        self.landmarks.clear()
+        self.aligned.clear()
+
+
+_WORKER = WorkerState()
+
+
+def worker_state() -> WorkerState:
+    """This process's :class:`WorkerState` (the same instance on every call)."""
+    return _WORKER

@@ -1,0 +1,176 @@
+"""The :class:`Face` record, the :class:`Backend` protocol and the registry of backends.
+
+Backends register a factory under a name with :func:`register_backend`;
+:func:`create_backend` builds one by name, :func:`available_backends` lists the names.
+A factory takes keyword options only. Every option that some registered factory takes may
+be passed to any backend, which ignores the ones it does not use (one configuration serves
+every backend, as the render pipeline passes it); an option no factory takes is an error.
+
+Example:
+    >>> import numpy as np
+    >>> class Blank:
+    ...     name = "blank"
+    ...     def detect(self, image, key=None):
+    ...         return []
+    >>> @register_backend("doctest-blank")
+    ... def _blank() -> Backend:
+    ...     return Blank()
+    >>> create_backend("doctest-blank").detect(np.zeros((8, 8, 3), np.uint8))
+    []
+    >>> _ = unregister_backend("doctest-blank")
+    >>> "doctest-blank" in available_backends()
+    False
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: ``box`` is (x0, y0, x1, y1) in pixels, ``landmarks`` (68, 2) float32.
+
+    ``score`` is the detector's confidence (dlib HOG: the SVM margin; 1.0 when unknown) and
+    ``backend`` names what produced the face.
+
+    Example:
+        >>> import numpy as np
+        >>> Face((0.0, 0.0, 10.0, 20.0), np.zeros((68, 2), np.float32)).box_area
+        200.0
+    """
+
+    box: Box
+    landmarks: np.ndarray
+    score: float = 1.0
+    backend: str = ""
+
+    @property
+    def box_area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    @property
+    def size(self) -> float:
+        """Face size in pixels: the shorter side of the box."""
+        x0, y0, x1, y1 = self.box
+        return max(0.0, min(x1 - x0, y1 - y0))
+
+    def scaled(self, factor: float) -> Face:
+        """The same face in an image ``factor`` times larger."""
+        box = tuple(float(v) * factor for v in self.box)
+        lm = (self.landmarks * np.float32(factor)).astype(np.float32)
+        return replace(self, box=box, landmarks=lm)  # type: ignore[arg-type]
+
+
+class Backend(Protocol):
+    """What every landmark backend provides."""
+
+    name: str
+
+    def detect(self, image: np.ndarray, key: str | None = None) -> list[Face]: ...
+
+
+def box_of(landmarks: np.ndarray) -> Box:
+    """Bounding box of a landmark set.
+
+    Example:
+        >>> import numpy as np
+        >>> box_of(np.array([[1, 2], [5, 3]], np.float32))
+        (1.0, 2.0, 5.0, 3.0)
+    """
+    lo, hi = np.min(landmarks, axis=0), np.max(landmarks, axis=0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
+
+#: A backend factory: keyword options in, a :class:`Backend` out.
+BackendFactory = Callable[..., Backend]
+F = TypeVar("F", bound=BackendFactory)
+
+_REGISTRY: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str) -> Callable[[F], F]:
+    """Decorator registering a backend factory under ``name`` (returns it unchanged).
+
+    Raises ``ValueError`` when ``name`` is already taken (:func:`unregister_backend` first).
+    """
+
+    def add(factory: F) -> F:
+        if name in _REGISTRY:
+            raise ValueError(f"landmark backend {name!r} is already registered")
+        _REGISTRY[name] = factory
+        return factory
+
+    return add
+
+
+def unregister_backend(name: str) -> BackendFactory:
+    """Remove the backend ``name`` from the registry; returns its factory."""
+    if name not in _REGISTRY:
+        raise ValueError(_unknown(name))
+    return _REGISTRY.pop(name)
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends, sorted.
+
+    Example:
+        >>> from maskgen.landmarks import available_backends
+        >>> available_backends()
+        ['aligned', 'auto', 'dlib', 'dlib-cnn', 'face_alignment', 'file']
+    """
+    return sorted(_REGISTRY)
+
+
+def _unknown(name: str) -> str:
+    return f"unknown landmark backend {name!r}; choose from {', '.join(available_backends())}"
+
+
+def _keyword_options(factory: BackendFactory) -> tuple[set[str], bool]:
+    """The option names a factory takes, and whether it takes any (``**kwargs``)."""
+    params = inspect.signature(factory).parameters.values()
+    names = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def create_backend(name: str = "auto", **options: Any) -> Backend:
+    """Build the landmark backend registered as ``name`` (see :func:`available_backends`).
+
+    ``options`` go to the backend's factory; options that only other backends take are
+    ignored, options no registered backend takes raise ``TypeError``.
+
+    Example:
+        >>> from maskgen.landmarks import create_backend
+        >>> create_backend("aligned", upsample=2).name
+        'aligned'
+        >>> create_backend("nope")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown landmark backend 'nope'; choose from aligned, auto, dlib, ...
+    """
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise ValueError(_unknown(name))
+    takes, takes_any = _keyword_options(factory)
+    if takes_any:
+        return factory(**options)
+    known = set().union(*(_keyword_options(f)[0] for f in _REGISTRY.values()))
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(
+            f"landmark backend {name!r}: unknown option(s) {', '.join(unknown)}; "
+            f"the backends take {', '.join(sorted(known))}"
+        )
+    return factory(**{k: v for k, v in options.items() if k in takes})
