@@ -123,6 +123,7 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         self._count = 0
         self._tile_keys: list[tuple[int, int]] = []
         self.register_buffer("tiles", torch.zeros(0, 2, app.TILE, app.TILE), persistent=False)
+        self._bank = torch.zeros(64, 2, app.TILE, app.TILE)
 
     def set_epoch(self, epoch: int) -> None:
         """The variant of every draw from now on (as :meth:`MaskedPairs.set_epoch`)."""
@@ -136,8 +137,17 @@ class RandomFaceMask(IntensityAugmentationBase2D):
             return
         arr = np.stack([app.texture_tile(app.TEXTURES[k], s) for k, s in new]).transpose(0, 3, 1, 2)
         add = torch.as_tensor(np.ascontiguousarray(arr), device=self.tiles.device)
-        self.tiles = torch.cat([self.tiles, add.to(self.tiles.dtype)])
+        # The bank grows in doubling steps: appending a few tiles must not copy all of it.
+        if self._bank.device != self.tiles.device:  # the module was moved
+            self._bank = self._bank.to(self.tiles.device)
+        used, need = len(self._tile_keys), len(self._tile_keys) + len(new)
+        if need > self._bank.shape[0]:
+            bank = self._bank.new_zeros(max(need, 2 * self._bank.shape[0]), *self._bank.shape[1:])
+            bank[:used] = self._bank[:used]
+            self._bank = bank
+        self._bank[used:need] = add.to(self._bank.dtype)
         self._tile_keys += new
+        self.tiles = self._bank[:need]
 
     def _tile_index(self, texture: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
         """Bank rows of (texture, seed) pairs; tiles are generated the first time one is drawn."""

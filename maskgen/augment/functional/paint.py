@@ -343,9 +343,12 @@ def _draw_band(
     if n_tex and tiles is not None:
         # The textured samples first (stable), without a host sync.
         sub = torch.sort((~q["textured"]).to(torch.uint8), stable=True).indices[:n_tex]
+        # Only the tiles this chunk uses go into the atlas (the bank grows to every texture
+        # variant the spec draws; laying all of them out per call would dominate).
+        used, index = torch.unique(q["tile"][sub], return_inverse=True)
         field = texture_fields(
-            tiles.to(device), q["origin"][sub], q["ax"][sub], q["period"][sub], q["angle"][sub],
-            h, w, index=q["tile"][sub],
+            tiles.to(device)[used], q["origin"][sub], q["ax"][sub], q["period"][sub],
+            q["angle"][sub], h, w, index=index,
         )  # fmt: skip
         if shade is None:
             shade = torch.ones(B, h, w, device=device)
