@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -116,15 +117,21 @@ class FaceFrame:
         unit = ((m1x + m2x) / 2 - ox) * ay[0] + ((m1y + m2y) / 2 - oy) * ay[1]
         return cls(np.array([ox, oy]), ax, ay, max(float(unit), 1e-3))
 
+    @cached_property
+    def _to_face_basis(self) -> np.ndarray:
+        return np.stack([self.ax, self.ay], axis=1) / self.unit
+
+    @cached_property
+    def _to_image_basis(self) -> np.ndarray:
+        return np.stack([self.ax, self.ay]) * self.unit
+
     def to_face(self, pts: np.ndarray) -> np.ndarray:
         """Pixel points → face coordinates (u along the eye line, v towards the mouth)."""
-        basis = np.stack([self.ax, self.ay], axis=1) / self.unit
-        return (np.asarray(pts, np.float64) - self.origin) @ basis
+        return (np.asarray(pts, np.float64) - self.origin) @ self._to_face_basis
 
     def to_image(self, uv: np.ndarray) -> np.ndarray:
         """Face coordinates → pixel points (float32)."""
-        basis = np.stack([self.ax, self.ay]) * self.unit
-        return (np.asarray(uv, np.float64) @ basis + self.origin).astype(np.float32)
+        return (np.asarray(uv, np.float64) @ self._to_image_basis + self.origin).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -326,6 +333,11 @@ def mask_outline(
     return Outline(frame.to_image(poly), frame, seam, valve_px, strap_lines)
 
 
+# Quadratic Bézier weights of the ear loops' 8 samples: (1 - t)², 2t(1 - t), t².
+_T = np.linspace(0, 1, 8)[:, None]
+_BEZIER = ((1 - _T) ** 2, 2 * _T * (1 - _T), _T**2)
+
+
 def _ear_loops(
     L: np.ndarray,
     frame: FaceFrame,
@@ -342,10 +354,10 @@ def _ear_loops(
         out = np.sign(side[0] - nose_u)
         ear_pt = ear + np.array([0.12 * out, 0.05])
         lower = side + np.array([0.0, 0.45])
-        t = np.linspace(0, 1, 8)[:, None]
-        upper_curve = (1 - t) ** 2 * side + 2 * t * (1 - t) * (side + ear_pt) / 2 + t**2 * ear_pt
+        a, b, c = _BEZIER
+        upper_curve = a * side + b * (side + ear_pt) / 2 + c * ear_pt
         ctrl = (lower + ear_pt) / 2 + np.array([0.1 * out, 0.1])
-        lower_curve = (1 - t) ** 2 * lower + 2 * t * (1 - t) * ctrl + t**2 * ear_pt
+        lower_curve = a * lower + b * ctrl + c * ear_pt
         loops.append(frame.to_image(upper_curve))
         loops.append(frame.to_image(lower_curve))
     return tuple(loops)

@@ -56,6 +56,8 @@ class BatchGeometry(NamedTuple):
         details: ``(M, K, 2)`` detail polygons (strokes, discs, rims), padded likewise.
         owner: ``(M,)`` ``sample * len(LAYERS) + layer`` of each detail polygon.
         drawn: ``(B,)`` bool: the sample has a mask inside its frame.
+        detail_offsets: on the host, ``B + 1`` prefix counts: sample ``i``'s detail polygons
+            are ``details[detail_offsets[i]:detail_offsets[i + 1]]``.
     """
 
     polygon: torch.Tensor
@@ -66,20 +68,25 @@ class BatchGeometry(NamedTuple):
     details: torch.Tensor
     owner: torch.Tensor
     drawn: torch.Tensor
+    detail_offsets: tuple[int, ...] = (0,)
 
 
-def stroke_polygon(line: np.ndarray, half_width: float) -> np.ndarray:
-    """A polyline ``(k, 2)`` of ``half_width`` pixels either side, as a closed polygon ``(2k, 2)``.
+def stroke_polygon(lines: np.ndarray, half_width: float) -> np.ndarray:
+    """Polylines ``(..., k, 2)`` of ``half_width`` pixels either side, as closed polygons
+    ``(..., 2k, 2)`` (several lines of one length in one call).
 
     Example:
         >>> stroke_polygon(np.array([[0.0, 0.0], [4.0, 0.0]]), 1.0).tolist()
         [[0.0, 1.0], [4.0, 1.0], [4.0, -1.0], [0.0, -1.0]]
     """
-    pts = np.asarray(line, np.float64)
-    d = np.gradient(pts, axis=0) if len(pts) > 2 else np.repeat(pts[1:] - pts[:1], len(pts), 0)
-    d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
-    normal = np.stack([-d[:, 1], d[:, 0]], 1) * half_width
-    return np.concatenate([pts + normal, (pts - normal)[::-1]])
+    pts = np.asarray(lines, np.float64)
+    d = np.empty_like(pts)  # tangents: central differences inside, one-sided at the ends
+    d[..., 1:-1, :] = pts[..., 2:, :] - pts[..., :-2, :]
+    d[..., 0, :] = pts[..., 1, :] - pts[..., 0, :]
+    d[..., -1, :] = pts[..., -1, :] - pts[..., -2, :]
+    d /= np.maximum(np.sqrt((d * d).sum(-1, keepdims=True)), 1e-9)
+    normal = np.stack([-d[..., 1], d[..., 0]], -1) * half_width
+    return np.concatenate([pts + normal, (pts - normal)[..., ::-1, :]], -2)
 
 
 def _circle(cx: float, cy: float, r: float, reverse: bool = False) -> np.ndarray:
@@ -106,8 +113,9 @@ def _details(outline: Outline, unit: float) -> list[tuple[int, np.ndarray]]:
         # An annulus: the outer circle, then the inner one backwards (the bridge cancels).
         outer, inner = _circle(cx, cy, r + half), _circle(cx, cy, max(r - half, 0.0), True)
         out.append((_RIM, np.concatenate([outer, outer[:1], inner, inner[:1]])))
-    for line in outline.straps:
-        out.append((_LOOPS, stroke_polygon(line, loop_width(unit) / 2 + STROKE_AA)))
+    if outline.straps:
+        loops = stroke_polygon(np.stack(outline.straps), loop_width(unit) / 2 + STROKE_AA)
+        out += [(_LOOPS, loop) for loop in loops]
     return out
 
 
@@ -136,6 +144,7 @@ def batch_geometry(
     details: list[np.ndarray] = []
     owner: list[int] = []
     empty = np.zeros((3, 2), np.float32)
+    offsets = [0]
     for i, params in enumerate(draws):
         try:
             face = face_of(lm[i], shape)
@@ -148,6 +157,7 @@ def batch_geometry(
             frames.append((0.0, 0.0, 1.0, 0.0, 1.0))
             boxes.append((width, height, 0, 0))
             drawn.append(False)
+            offsets.append(len(details))
             continue
         frame = outline.frame
         polygons.append(outline.polygon)
@@ -157,6 +167,7 @@ def batch_geometry(
         for layer, poly in _details(outline, face.unit):
             details.append(poly)
             owner.append(i * len(LAYERS) + layer)
+        offsets.append(len(details))
     f = torch.tensor(frames, dtype=torch.float32, device=device).reshape(-1, 5)
     return BatchGeometry(
         polygon=torch.from_numpy(_pad(polygons)).to(device),
@@ -167,4 +178,5 @@ def batch_geometry(
         details=torch.from_numpy(_pad(details)).to(device),
         owner=torch.tensor(owner, dtype=torch.long, device=device),
         drawn=torch.tensor(drawn, dtype=torch.bool, device=device),
+        detail_offsets=tuple(offsets),
     )

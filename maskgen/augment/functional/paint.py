@@ -10,6 +10,8 @@ that any mask of the batch touches.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -269,8 +271,9 @@ def mask_batch(
     window = (x0, y0, x1, y1)
     flags = (n_two > 0, n_shaded > 0)
     owner = g.owner.to(device)
+    band = (y1 - y0, x1 - x0)
     if grad:
-        layers = _detail_layers(details - shift, owner, B, y1 - y0, x1 - x0, subsamples)
+        layers = _detail_layers(g, details - shift, owner, 0, B, band, subsamples)
         band_out, alpha = _draw_band(images, draw, window, int(stats[6]), flags, tiles,
                                      subsamples, layers)  # fmt: skip
         out = _paste(images, band_out, x0, y0, x1, y1)
@@ -279,10 +282,8 @@ def mask_batch(
         alphas = []
         for i, s in enumerate(starts):
             part = {k: v[s : s + chunk] for k, v in draw.items()}
-            n = min(chunk, B - s)
-            mine = (owner >= s * len(LAYERS)) & (owner < (s + n) * len(LAYERS))
-            layers = _detail_layers((details - shift)[mine], owner[mine] - s * len(LAYERS), n,
-                                    y1 - y0, x1 - x0, subsamples)  # fmt: skip
+            layers = _detail_layers(g, details - shift, owner, s, min(B, s + chunk), band,
+                                    subsamples)  # fmt: skip
             target = out[s : s + chunk, :, y0:y1, x0:x1]
             alphas.append(
                 _draw_band(images[s : s + chunk], part, window, int(stats[6 + i]), flags, tiles,
@@ -293,15 +294,42 @@ def mask_batch(
     return out, alpha_full
 
 
+class _Details(NamedTuple):
+    """Detail coverages of the samples of a chunk that have details: ``rows`` ``(k,)`` their
+    positions in the chunk, ``layers`` ``(k, len(LAYERS), h, w)``."""
+
+    rows: torch.Tensor
+    layers: torch.Tensor
+
+
 def _detail_layers(
-    details: torch.Tensor, owner: torch.Tensor, n: int, h: int, w: int, subsamples: int
-) -> torch.Tensor | None:
-    """Coverage ``(n, len(LAYERS), h, w)`` of the detail polygons (``None`` if there are none)."""
-    if details.shape[0] == 0:
+    g: BatchGeometry,
+    details: torch.Tensor,
+    owner: torch.Tensor,
+    start: int,
+    stop: int,
+    band: tuple[int, int],
+    subsamples: int,
+) -> _Details | None:
+    """The details of samples ``[start, stop)`` over the band (``None`` if they have none).
+
+    Which samples have details is known on the host (:attr:`BatchGeometry.detail_offsets`),
+    so the chunk's polygons are a slice and no work is spent on samples without details."""
+    lo, hi = g.detail_offsets[start], g.detail_offsets[stop]
+    if hi == lo:
         return None
-    cover = rasterize_polygons(details, h, w, subsamples)
-    layers = cover.new_zeros(n * len(LAYERS), h, w).index_add_(0, owner, cover)
-    return layers.clamp_(0, 1).view(n, len(LAYERS), h, w)
+    offsets = g.detail_offsets[start : stop + 1]
+    rows = [i for i in range(stop - start) if offsets[i + 1] > offsets[i]]
+    position = [0] * (stop - start)
+    for k, i in enumerate(rows):
+        position[i] = k
+    device = details.device
+    slot = torch.tensor(position, device=device)[owner[lo:hi] // len(LAYERS) - start]
+    cover = rasterize_polygons(details[lo:hi], *band, subsamples)
+    layers = cover.new_zeros(len(rows) * len(LAYERS), *band)
+    layers.index_add_(0, slot * len(LAYERS) + owner[lo:hi] % len(LAYERS), cover)
+    layers = layers.clamp_(0, 1).view(len(rows), len(LAYERS), *band)
+    return _Details(torch.tensor(rows, device=device), layers)
 
 
 def _draw_band(
@@ -312,7 +340,7 @@ def _draw_band(
     flags: tuple[bool, bool],
     tiles: torch.Tensor | None,
     subsamples: int,
-    layers: torch.Tensor | None,
+    details: _Details | None,
     target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks of ``images`` over ``window`` (x0, y0, x1, y1; ``q``: per-sample draw tensors in
@@ -326,11 +354,12 @@ def _draw_band(
     fill = rasterize_polygons(q["polygon"], h, w, subsamples)
     alpha = fill
     bare_loops = None
-    if layers is not None:
-        loops = layers[:, _LOOPS]
+    if details is not None:
+        rows, loops = details.rows, details.layers[:, _LOOPS]
+        under = fill.index_select(0, rows)
         # Loops show in the strap colour where the mask does not cover them (CPU: binary).
-        bare_loops = ((loops > 0) & (fill < 1)).to(fill.dtype)
-        alpha = torch.maximum(fill, loops)
+        bare_loops = ((loops > 0) & (under < 1)).to(fill.dtype)
+        alpha = fill.index_copy(0, rows, torch.maximum(under, loops))
     alpha = soften_batch(alpha, q["sigma"])
     alpha = alpha.mul_(q["opacity"][:, None, None])  # (B, h, w), owned
     crop = images[:, :, y0:y1, x0:x1]
@@ -371,16 +400,19 @@ def _draw_band(
                 v.mul_(shade)
         elif shade is not None:
             v = shade * pc
-        elif layers is None:
+        elif details is None:
             return pc.clamp(0.0, 1.0).to(dtype).expand(B, h, w)
         else:
-            v = pc.expand(B, h, w).clone()
-        if layers is not None:  # the flat-coloured details, in order, over the shaded colour
-            tones = (SEAM_TONE * pc, VALVE_TONE * pc, SEAM_TONE * pc)
+            v = pc.expand(B, h, w)
+        if details is not None:  # the flat-coloured details, in order, over the shaded colour
+            rows, layers = details.rows, details.layers
+            sub, pk = v.index_select(0, rows), pc.index_select(0, rows)
+            tones = (SEAM_TONE * pk, VALVE_TONE * pk, SEAM_TONE * pk)
             for layer, tone in zip((_SEAM, _VALVE, _RIM), tones, strict=True):
-                v = torch.lerp(v, tone.expand_as(v), layers[:, layer])
-            v = torch.lerp(v, strap[:, c, None, None].expand_as(v), bare_loops)
-        return v.clamp_(0.0, 1.0).to(dtype)  # unit range (the CPU path saturates too)
+                sub = torch.lerp(sub, tone.expand_as(sub), layers[:, layer])
+            loop_colour = strap[:, c, None, None].index_select(0, rows).expand_as(sub)
+            v = v.index_copy(0, rows, torch.lerp(sub, loop_colour, bare_loops))
+        return v.clamp(0.0, 1.0).to(dtype)  # unit range (the CPU path saturates too)
 
     if target is None:
         colour = torch.stack([plane(c) for c in range(images.shape[1])], 1)
