@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from maskgen.io import atomic_write_text
-from maskgen.landmarks import aligned_landmarks
+from maskgen.landmarks import aligned_landmarks, quantise
 from maskgen.render import MaskParams, MaskSpec
 from maskgen.seeding import draw_item
 
@@ -110,8 +110,7 @@ def protocol_masks(protocol: str, index: int) -> bool:
 def protocol_landmarks(shape: tuple[int, ...]) -> np.ndarray:
     """Landmarks of an aligned image of ``shape``: the canonical layout at 0.01 px, exactly
     what ``maskgen render --landmarks aligned`` draws on and stores in its manifest."""
-    lm = aligned_landmarks((int(shape[0]), int(shape[1])))
-    return np.asarray(np.round(lm.astype(np.float64), 2).tolist(), np.float32)
+    return quantise(aligned_landmarks((int(shape[0]), int(shape[1]))))
 
 
 def protocol_path(output: str | os.PathLike[str]) -> Path:

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from maskgen.dataset.state import LANDMARK_MEMO, worker_state
+from maskgen.landmarks import quantise
 from maskgen.render import MaskParams
 
 if TYPE_CHECKING:
@@ -22,18 +23,6 @@ if TYPE_CHECKING:
 __all__ = ["dump", "face_entry", "failure", "quantise", "quantised", "record"]
 
 _STATE = worker_state()
-
-
-def quantise(landmarks: np.ndarray) -> np.ndarray:
-    """Landmarks as the manifest stores them (0.01 px): rendering uses exactly these, so a
-    replay from the manifest gives the same pixels.
-
-    Example:
-        >>> import numpy as np
-        >>> quantise(np.array([[1.23456, 2.0]], np.float32)).tolist() == [[np.float32(1.23), 2.0]]
-        True
-    """
-    return np.asarray(np.round(landmarks.astype(np.float64), 2).tolist(), np.float32)
 
 
 def quantised(landmarks: np.ndarray) -> tuple[np.ndarray, bytes]:

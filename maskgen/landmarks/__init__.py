@@ -39,6 +39,7 @@ from maskgen.landmarks.conventions import (
     ARCFACE_112,
     ARCFACE_SIZE,
     apply_affine,
+    quantise,
     similarity_transform,
     to_five,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "mirror_landmarks",
     "perturb_shape",
     "plausibility_problem",
+    "quantise",
     "read_pts",
     "register_backend",
     "select_faces",

@@ -115,3 +115,15 @@ def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2×3 affine matrix to (N, 2) points; returns ``float32``."""
     pts = np.asarray(points, dtype=np.float64)
     return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def quantise(landmarks: np.ndarray) -> np.ndarray:
+    """Landmarks at 0.01 px, as manifests and protocol files store them: rendering uses
+    exactly these, so a replay from the stored values gives the same pixels.
+
+    Example:
+        >>> import numpy as np
+        >>> quantise(np.array([[1.23456, 2.0]], np.float32)).tolist() == [[np.float32(1.23), 2.0]]
+        True
+    """
+    return np.asarray(np.round(landmarks.astype(np.float64), 2).tolist(), np.float32)
