@@ -294,7 +294,7 @@ def encode(ctx: Context, item: Item, image: np.ndarray, raw: bytes, masked: bool
     """Encode an output; an unmasked image keeps its original bytes where the format allows."""
     if not masked and ctx.options.format is None:
         return raw
-    ext, quality = out_ext(ctx, item), ctx.options.quality
+    ext, quality = out_ext(ctx, item, raw), ctx.options.quality
     if (
         ext in (".jpg", ".jpeg")
         and 1 <= quality <= 100

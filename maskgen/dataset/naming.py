@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from maskgen.io.images import sniff_image_format
+
 if TYPE_CHECKING:
     from maskgen.dataset.items import Context
     from maskgen.dataset.sources import Item
@@ -16,12 +18,19 @@ if TYPE_CHECKING:
 __all__ = ["occlusion_name", "out_ext", "out_name"]
 
 
-def out_ext(ctx: Context, item: Item) -> str:
-    """The output format (suffix) of ``item``'s outputs."""
+def out_ext(ctx: Context, item: Item, raw: bytes | None = None) -> str:
+    """The output format (suffix) of ``item``'s outputs; ``raw``: the input's bytes.
+
+    Without ``--format``, folder outputs keep each file's suffix, and records of a
+    ``.rec``/``.bin`` output keep a PNG input lossless (an evaluation pack of PNGs stays one,
+    pixel for pixel what ``distill eval`` scores); everything else is JPEG.
+    """
     if ctx.options.format:
         return ctx.options.format
     if ctx.source.kind == "folder" and ctx.out_kind == "folder":
         return Path(item.key).suffix.lower()
+    if raw is not None and ctx.out_kind != "folder" and sniff_image_format(raw[:16]) == "PNG":
+        return ".png"
     return ".jpg"
 
 

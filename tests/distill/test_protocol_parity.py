@@ -39,7 +39,7 @@ def _masked_digest(images: list[np.ndarray], protocol: str) -> str:
 def test_rendered_pack_holds_the_images_distill_eval_scores(tmp_path: Path, protocol: str) -> None:
     source, out = tmp_path / "lfw.bin", tmp_path / f"lfw_{protocol}.bin"
     _pack(source, 4)
-    render_dataset(source, out, RenderOptions(protocol=protocol, seed=5, format=".png"), workers=1,
+    render_dataset(source, out, RenderOptions(protocol=protocol, seed=5), workers=1,
                    progress=False)  # fmt: skip
     rendered = [decode_image(b) for b in load_bin(out).images]
 
