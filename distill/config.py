@@ -96,7 +96,8 @@ class MaskingConfig:
         mode: ``workers`` (rendered per sample in the ``DataLoader`` workers) or ``device``
             (``maskgen.augment.RandomFaceMask`` on the batch, on the training device).
         p: probability that a sample is masked.
-        seed: seed of the per-sample mask draws (a draw depends on ``(seed, epoch, index)``).
+        seed: seed of the per-sample mask draws: item ``i`` of epoch ``e`` gets the draw of
+            (seed, key ``str(i)``, variant ``e``) of :mod:`maskgen.seeding` in both modes.
         spec: overrides of :class:`maskgen.render.MaskSpec` fields (e.g. ``{families:
             {surgical: 1}}``).
     """

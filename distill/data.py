@@ -309,10 +309,12 @@ def _chw(image: np.ndarray) -> Tensor:
 
 
 class TrainDataset(Dataset):
-    """Training items ``(student_view, teacher_view, label, was_masked, landmarks)``.
+    """Training items ``(student_view, teacher_view, label, was_masked, landmarks, index)``.
 
     Views are ``uint8`` 3×H×W tensors (flipped together); ``landmarks`` (68×2 ``float32``)
-    belong to the (possibly flipped) image, for masking on the device.
+    belong to the (possibly flipped) image, for masking on the device; ``index`` is the
+    item's index, the key of its mask draw on the device (as in the workers'
+    :class:`maskgen.augment.MaskedPairs`).
 
     Args:
         base: masked pairs (4-tuples) or a plain source (3-tuples: both views are the clean
@@ -336,7 +338,7 @@ class TrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int, bool, Tensor]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, int, bool, Tensor, int]:
         item = self.base[index]
         if len(item) == 4:  # masked pairs: landmarks are not needed any more
             student, teacher, label, was_masked = item
@@ -354,7 +356,7 @@ class TrainDataset(Dataset):
             landmarks = mirror_landmarks(landmarks, student.shape[1])
         s = _chw(student)
         t = s if teacher is student else _chw(teacher)
-        return s, t, int(label), bool(was_masked), torch.from_numpy(landmarks)
+        return s, t, int(label), bool(was_masked), torch.from_numpy(landmarks), int(index)
 
 
 #: masked pairs carry no landmarks (they are only needed for masking on the device).

@@ -18,35 +18,26 @@ def mask_spec(masking: MaskingConfig) -> MaskSpec:
 
 
 class DeviceMasker:
-    """Adapter around ``maskgen.augment.RandomFaceMask`` (masks a batch on its device)."""
+    """``masking.mode = device``: :class:`maskgen.augment.RandomFaceMask` on the batch.
+
+    Item ``i`` of epoch ``e`` gets the draw (``masking.seed``, key ``str(i)``, variant ``e``)
+    of :mod:`maskgen.seeding`: the draw ``masking.mode = workers`` gives it
+    (:class:`maskgen.augment.MaskedPairs`), independent of the batch it lands in, the number
+    of processes and the training RNG. Only the order of flip and masking differs: on the
+    device the mask is drawn on the flipped face.
+    """
 
     def __init__(self, spec: MaskSpec, p: float, seed: int) -> None:
-        try:
-            from maskgen.augment import RandomFaceMask  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise RuntimeError(
-                "masking.mode = 'device' needs maskgen.augment.RandomFaceMask, which is not "
-                f"available ({exc}); use masking.mode=workers"
-            ) from exc
-        try:
-            self.aug = RandomFaceMask(spec, p=p)
-        except TypeError:
-            self.aug = RandomFaceMask(spec)
-        self.seed = seed
+        from maskgen.augment import RandomFaceMask
 
-    def __call__(self, images01: Tensor, landmarks: Tensor, step: int) -> tuple[Tensor, Tensor]:
-        """Masked copy of ``images01`` (B×3×H×W in [0, 1]) and the per-sample masked flags.
+        self.aug = RandomFaceMask(spec, p=p, seed=seed)
 
-        The draws use the global torch RNG (kornia), reseeded per step inside
-        :func:`torch.random.fork_rng` so they are reproducible and leave the training RNG alone.
-        """
-        devices = [images01.device] if images01.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed * 1_000_003 + step)
-            out = self.aug(images01, landmarks=landmarks, return_alpha=True)
-        masked, alpha = out if isinstance(out, tuple) else (out, None)
-        if alpha is not None:
-            was = (alpha.flatten(1) > 0).any(dim=1)
-        else:
-            was = (masked != images01).flatten(1).any(dim=1)
-        return masked, was
+    def __call__(
+        self, images01: Tensor, landmarks: Tensor, indices: list[int], epoch: int
+    ) -> tuple[Tensor, Tensor]:
+        """Masked copy of ``images01`` (B×3×H×W in [0, 1]) and the per-sample masked flags."""
+        self.aug.set_epoch(epoch)
+        with torch.no_grad():
+            masked, alpha = self.aug(images01, landmarks=landmarks, keys=indices,
+                                     return_alpha=True)  # fmt: skip
+        return masked, (alpha.flatten(1) > 0).any(dim=1)

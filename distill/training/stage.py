@@ -350,7 +350,7 @@ def _run_epoch(
 
 def _train_step(st: _Stage, epoch: int, batch: Any, window: _Window) -> None:
     """One optimiser step on ``batch``; its statistics go into ``window``."""
-    x_student, x_teacher, labels, was_masked = _inputs(st, batch)
+    x_student, x_teacher, labels, was_masked = _inputs(st, batch, epoch)
     loss, parts = _forward(st, x_student, x_teacher, labels)
     window.lr = _optimise(st, epoch, loss)
     batch_n = labels.shape[0] * st.ctx.world_size
@@ -360,16 +360,16 @@ def _train_step(st: _Stage, epoch: int, batch: Any, window: _Window) -> None:
     window.add(batch_n, st.last_loss, masked, parts)
 
 
-def _inputs(st: _Stage, batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _inputs(st: _Stage, batch: Any, epoch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Normalised student and teacher views, labels and masked flags, on the device."""
-    s_img, t_img, labels, was_masked, landmarks = batch
+    s_img, t_img, labels, was_masked, landmarks, indices = batch
     device = st.ctx.device
     s_img = s_img.to(device, non_blocking=True)
     t_img = t_img.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     if st.masker is not None:
         clean01 = t_img.float() / 255.0
-        s01, was_masked = st.masker(clean01, landmarks.to(device), st.step)
+        s01, was_masked = st.masker(clean01, landmarks.to(device), indices.tolist(), epoch)
         x_student = normalize(s01)
     else:
         x_student = normalize(s_img if st.role == "student" else t_img)

@@ -395,3 +395,23 @@ def test_disk_cache_and_image_folder(tmp_path: Path) -> None:
     write_image(tmp_path / "folder" / "id1" / "big.png", np.zeros((120, 120, 3), np.uint8))
     with pytest.raises(DatasetError, match="112×112"):
         ImageFolderSource(tmp_path / "folder")[4]  # id1/big.png sorts last
+
+
+def test_device_masking_draws_what_the_workers_draw() -> None:
+    """masking.mode=device gives item i of epoch e the draw masking.mode=workers gives it."""
+    from distill.training.masking import DeviceMasker
+    from maskgen.landmarks import aligned_landmarks
+    from maskgen.render import MaskSpec
+
+    src = SyntheticSource(2, 6, seed=1, cache="none")
+    pairs = MaskedPairs(src, MaskSpec(), p=0.6, seed=9)
+    masker = DeviceMasker(MaskSpec(), 0.6, 9)
+    indices = [5, 0, 11, 3, 8, 2]
+    landmarks = torch.from_numpy(np.stack([aligned_landmarks()] * len(indices)))
+    for epoch in (0, 2):
+        pairs.set_epoch(epoch)
+        _, was = masker(torch.rand(len(indices), 3, 112, 112), landmarks, indices, epoch)
+        want = [pairs.draw(i) for i in indices]
+        assert was.tolist() == [w is not None for w in want] and 0 < int(was.sum()) < 6
+        got = masker.aug.to_mask_params(masker.aug._params)
+        assert [g for g, w in zip(got, want, strict=True) if w] == [w for w in want if w]
