@@ -187,7 +187,7 @@ class RandomFaceMask(IntensityAugmentationBase2D):
 
     @staticmethod
     def _batch_landmarks(landmarks: Any, batch: int) -> torch.Tensor:
-        lm = torch.as_tensor(np.asarray(landmarks) if not torch.is_tensor(landmarks) else landmarks)
+        lm = landmarks if torch.is_tensor(landmarks) else torch.tensor(np.asarray(landmarks))
         lm = lm.to(torch.float32)
         if lm.ndim == 2:
             lm = lm[None].expand(batch, -1, -1)
