@@ -161,3 +161,13 @@ class TestRandomFaceMask:
         assert torch.equal(out[~applied], x[~applied])
         assert (aug.last_alpha[~applied] == 0).all()
         assert (aug.last_alpha.flatten(1).amax(1)[applied] > 0.99).all()
+
+
+def test_rejected_landmarks_leave_the_sample_unmasked_and_say_so() -> None:
+    lm = np.stack([aligned_landmarks(), np.zeros((68, 2), np.float32)])  # collapsed set
+    aug = RandomFaceMask(p=1.0, seed=0)
+    x = torch.rand(2, 3, 112, 112)
+    with pytest.warns(UserWarning, match=r"1 of 2 landmark sets rejected.*sample 1"):
+        out = aug(x, landmarks=lm, keys=[0, 1])
+    assert torch.equal(out[1], x[1]) and not torch.equal(out[0], x[0])
+    assert aug.last_alpha[1].amax() == 0

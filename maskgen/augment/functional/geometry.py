@@ -6,7 +6,8 @@ rendering paths. This module only packs those outlines for the batched rasterise
 polygons padded to one length, and every detail (seam, valve disc, valve rim, ear loops) as a
 closed polygon tagged with its sample and layer. Outlines are memoised per landmark set and
 geometry (:class:`maskgen.render.RenderState`), so an aligned batch costs a few dictionary
-look-ups per sample; landmark sets the renderer rejects leave their sample unmasked.
+look-ups per sample; landmark sets the renderer rejects leave their sample unmasked, with a
+warning that names the first one and why.
 
 Example:
     >>> from maskgen.landmarks import aligned_landmarks
@@ -20,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -145,11 +147,13 @@ def batch_geometry(
     owner: list[int] = []
     empty = np.zeros((3, 2), np.float32)
     offsets = [0]
+    rejected: list[str] = []
     for i, params in enumerate(draws):
         try:
             face = face_of(lm[i], shape)
-        except ValueError:  # an implausible set: the sample stays unmasked
+        except ValueError as exc:  # an implausible set: the sample stays unmasked, said below
             face = None
+            rejected.append(f"sample {i}: {exc}")
         outline = None if face is None else mask_geometry(face, params)
         box = None if outline is None else mask_box(outline, face.unit, params, *shape)
         if outline is None or box is None:
@@ -168,6 +172,12 @@ def batch_geometry(
             details.append(poly)
             owner.append(i * len(LAYERS) + layer)
         offsets.append(len(details))
+    if rejected:
+        warnings.warn(
+            f"{len(rejected)} of {len(draws)} landmark sets rejected, left unmasked "
+            f"(first: {rejected[0]})",
+            stacklevel=2,
+        )
     f = torch.tensor(frames, dtype=torch.float32, device=device).reshape(-1, 5)
     return BatchGeometry(
         polygon=torch.from_numpy(_pad(polygons)).to(device),
