@@ -24,8 +24,21 @@ files = {p.name for p in r.files("maskgen.templates").iterdir()}
 assert {"aligned_68.json", "palettes.json", "shapes.json"} <= files, files
 assert canonical_68().shape == (68, 2)
 assert "medical_blue" in palette_names()
-print("wheel assets OK:", sorted(files))
+import importlib
+for name in sys.argv[2:]:  # every package of the source tree is in the wheel
+    module = importlib.import_module(name)
+    assert module.__file__.startswith(sys.argv[1]), (name, module.__file__)
+print("wheel assets OK:", sorted(files), "packages OK:", len(sys.argv) - 2)
 """
+
+
+def source_packages() -> list[str]:
+    """Dotted names of every package (folder with ``__init__.py``) of maskgen and distill."""
+    return sorted(
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("maskgen", "distill")
+        for init in (ROOT / top).rglob("__init__.py")
+    )
 
 
 def main() -> None:
@@ -37,7 +50,8 @@ def main() -> None:
         wheel = glob.glob(str(wheel_dir / "maskgen-*.whl"))[0]
         subprocess.run([*pip, "install", "--no-deps", "--target", str(target), wheel], check=True)
         env = {**os.environ, "PYTHONPATH": str(target)}
-        subprocess.run([sys.executable, "-c", PROBE, str(target)], check=True, env=env, cwd=tmp)
+        probe = [sys.executable, "-c", PROBE, str(target), *source_packages()]
+        subprocess.run(probe, check=True, env=env, cwd=tmp)
 
 
 if __name__ == "__main__":
