@@ -22,6 +22,7 @@ import bisect
 import colorsys
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -30,7 +31,7 @@ import numpy as np
 from maskgen import appearance as app
 from maskgen import paint
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
-from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outline
+from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outlines
 
 RGB = tuple[int, int, int]
 Box = tuple[int, int, int, int]
@@ -503,29 +504,37 @@ def _geometry_key(face: _Face, params: MaskParams) -> tuple:
             params.bottom_offset, valve, straps)  # fmt: skip
 
 
-def mask_geometry(face: _Face, params: MaskParams) -> Outline:
-    """The outline of a draw on a validated face (:func:`face_of`): the one geometry of both
-    rendering paths (the batched augmentation rasterises exactly these outlines)."""
-    key = _geometry_key(face, params)
+def mask_geometries(faces: Sequence[_Face], draws: Sequence[MaskParams]) -> list[Outline]:
+    """The outlines of draws on validated faces (:func:`face_of`): the one geometry of both
+    rendering paths. Outlines already built come from :class:`RenderState`; the others are
+    built together, in one :func:`maskgen.shapes.mask_outlines` call."""
+    keys = [_geometry_key(f, d) for f, d in zip(faces, draws, strict=True)]
     outlines = _STATE.outlines
-    hit = outlines.get(key)
-    if hit is not None:
-        return hit
-    *_, valve, straps = key
-    outline = mask_outline(
-        face.landmarks,
-        params.family,
-        params.coverage,
-        width=params.width,
-        top_offset=params.top_offset,
-        bottom_offset=params.bottom_offset,
-        valve=valve,
-        straps=straps,
-    )
-    outlines[key] = outline
-    if len(outlines) > 4096:
-        outlines.popitem(last=False)
-    return outline
+    found = [outlines.get(k) for k in keys]
+    todo = {k: i for i, (k, o) in enumerate(zip(keys, found, strict=True)) if o is None}
+    if todo:
+        rows = list(todo.values())
+        built = mask_outlines(
+            np.stack([faces[i].landmarks for i in rows]),
+            [draws[i].family for i in rows],
+            [draws[i].coverage for i in rows],
+            [draws[i].width for i in rows],
+            [draws[i].top_offset for i in rows],
+            [draws[i].bottom_offset for i in rows],
+            [keys[i][-2] for i in rows],  # valve, where the family has one
+            [keys[i][-1] for i in rows],  # ear loops, where they show
+        )
+        new = dict(zip(todo, built, strict=True))
+        outlines.update(new)
+        while len(outlines) > 4096:
+            outlines.popitem(last=False)
+        found = [new[k] if o is None else o for k, o in zip(keys, found, strict=True)]
+    return found  # type: ignore[return-value]
+
+
+def mask_geometry(face: _Face, params: MaskParams) -> Outline:
+    """The outline of one draw on a validated face (:func:`mask_geometries`)."""
+    return mask_geometries([face], [params])[0]
 
 
 def mask_box(outline: Outline, unit: float, params: MaskParams, h: int, w: int) -> Box | None:

@@ -171,3 +171,15 @@ def test_rejected_landmarks_leave_the_sample_unmasked_and_say_so() -> None:
         out = aug(x, landmarks=lm, keys=[0, 1])
     assert torch.equal(out[1], x[1]) and not torch.equal(out[0], x[0])
     assert aug.last_alpha[1].amax() == 0
+
+
+def test_rasteriser_draws_several_polygons_into_one_map() -> None:
+    from maskgen.augment.functional import rasterize_polygons
+
+    square = torch.tensor([[2.0, 2.0], [6.0, 2.0], [6.0, 6.0], [2.0, 6.0]])
+    polys = torch.stack([square, square + 8, square + 2])  # two apart, one overlapping
+    maps = rasterize_polygons(polys, 20, 20, owner=torch.tensor([0, 0, 1]), outputs=2)
+    assert maps.shape == (2, 20, 20)
+    assert float(maps[0].sum()) == 32.0 and float(maps[1].sum()) == 16.0
+    union = rasterize_polygons(polys[[0, 2]], 20, 20, owner=torch.tensor([0, 0]), outputs=1)
+    assert float(union.sum()) == 16.0 + 16.0 - 4.0  # overlap counted once

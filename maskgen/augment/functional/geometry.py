@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from maskgen.render import (
     face_of,
     loop_width,
     mask_box,
-    mask_geometry,
+    mask_geometries,
     seam_width,
 )
 from maskgen.shapes import Outline
@@ -131,6 +131,20 @@ def _pad(polygons: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _faces(lm: np.ndarray, shape: tuple[int, int]) -> tuple[list[Any], list[str]]:
+    """Validated faces (:func:`maskgen.render.face_of`), ``None`` where a set is rejected,
+    and the rejections."""
+    faces: list[Any] = []
+    rejected: list[str] = []
+    for i in range(len(lm)):
+        try:
+            faces.append(face_of(lm[i], shape))
+        except ValueError as exc:  # an implausible set: the sample stays unmasked, and said
+            faces.append(None)
+            rejected.append(f"sample {i}: {exc}")
+    return faces, rejected
+
+
 def batch_geometry(
     landmarks: np.ndarray | torch.Tensor,
     draws: Sequence[MaskParams],
@@ -147,14 +161,14 @@ def batch_geometry(
     owner: list[int] = []
     empty = np.zeros((3, 2), np.float32)
     offsets = [0]
-    rejected: list[str] = []
+    faces, rejected = _faces(lm, shape)
+    valid = [i for i, f in enumerate(faces) if f is not None]
+    built = mask_geometries([faces[i] for i in valid], [draws[i] for i in valid])
+    outlines: list[Outline | None] = [None] * len(draws)
+    for i, outline in zip(valid, built, strict=True):
+        outlines[i] = outline
     for i, params in enumerate(draws):
-        try:
-            face = face_of(lm[i], shape)
-        except ValueError as exc:  # an implausible set: the sample stays unmasked, said below
-            face = None
-            rejected.append(f"sample {i}: {exc}")
-        outline = None if face is None else mask_geometry(face, params)
+        face, outline = faces[i], outlines[i]
         box = None if outline is None else mask_box(outline, face.unit, params, *shape)
         if outline is None or box is None:
             polygons.append(empty)

@@ -325,10 +325,10 @@ def _detail_layers(
         position[i] = k
     device = details.device
     slot = torch.tensor(position, device=device)[owner[lo:hi] // len(LAYERS) - start]
-    cover = rasterize_polygons(details[lo:hi], *band, subsamples)
-    layers = cover.new_zeros(len(rows) * len(LAYERS), *band)
-    layers.index_add_(0, slot * len(LAYERS) + owner[lo:hi] % len(LAYERS), cover)
-    layers = layers.clamp_(0, 1).view(len(rows), len(LAYERS), *band)
+    target = slot * len(LAYERS) + owner[lo:hi] % len(LAYERS)
+    layers = rasterize_polygons(details[lo:hi], *band, subsamples, owner=target,
+                                outputs=len(rows) * len(LAYERS))  # fmt: skip
+    layers = layers.view(len(rows), len(LAYERS), *band)
     return _Details(torch.tensor(rows, device=device), layers)
 
 

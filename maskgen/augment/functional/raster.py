@@ -61,9 +61,17 @@ def offset_polygons(polygons: torch.Tensor, delta: float) -> torch.Tensor:
 
 
 def rasterize_polygons(
-    polygons: torch.Tensor, height: int, width: int, subsamples: int = 4
+    polygons: torch.Tensor,
+    height: int,
+    width: int,
+    subsamples: int = 4,
+    owner: torch.Tensor | None = None,
+    outputs: int | None = None,
 ) -> torch.Tensor:
     """Anti-aliased coverage ``(B, H, W)`` in [0, 1] of closed polygons ``(B, N, 2)``.
+
+    With ``owner`` ``(B,)`` (indices below ``outputs``) several polygons draw into one map:
+    ``(outputs, H, W)``, their winding numbers summed (the union, for shapes that overlap).
 
     Pixel ``(i, j)`` covers ``[j, j+1) × [i, i+1)`` (centres at +0.5, the continuous convention
     of :func:`maskgen.appearance.to_fixed_point`). Every edge deposits its signed crossings with
@@ -85,8 +93,9 @@ def rasterize_polygons(
     B, N, _ = polygons.shape
     device = polygons.device
     S = int(subsamples)
+    n_out = B if owner is None else int(outputs if outputs is not None else B)
     if B == 0 or N < 2 or height <= 0 or width <= 0:
-        return torch.zeros(B, max(height, 0), max(width, 0), device=device)
+        return torch.zeros(n_out, max(height, 0), max(width, 0), device=device)
     p0 = polygons.to(torch.float32)
     p1 = p0.roll(-1, dims=1)
     # Orient the polygons so that their inside has a positive winding number.
@@ -102,13 +111,14 @@ def rasterize_polygons(
     count = (k1 - k0).clamp_min(0)
     total = int(count.sum())
     if total == 0:
-        return torch.zeros(B, height, width, device=device)
+        return torch.zeros(n_out, height, width, device=device)
     # Per edge (gathered once per crossing): its first sub-row minus the rank of its first
     # crossing, start point (x, y in sub-rows), dx per sub-row, signed weight, first row.
     dy = y1 - y0
     step = (x1 - x0) / torch.where(dy == 0, torch.ones_like(dy), dy) / S
     start = torch.cumsum(count, 0) - count
-    sample = torch.arange(B, device=device).repeat_interleave(N)
+    target = torch.arange(B, device=device) if owner is None else owner.to(device)
+    sample = target.repeat_interleave(N)
     table = torch.stack(
         [
             (k0 - start).to(torch.float32),
@@ -128,10 +138,10 @@ def rasterize_polygons(
     right = (x - i0) * weight
     stride = width + 2
     base = ((row0 + torch.div(k, S, rounding_mode="floor")) * stride + i0).long()
-    acc = torch.zeros(B * height * stride, device=device, dtype=torch.float32)
+    acc = torch.zeros(n_out * height * stride, device=device, dtype=torch.float32)
     acc.index_add_(0, base, weight - right)
     acc.index_add_(0, base + 1, right)
-    return acc.view(B, height, stride).cumsum(2)[..., :width].clamp_(0, 1)
+    return acc.view(n_out, height, stride).cumsum(2)[..., :width].clamp_(0, 1)
 
 
 def soften_batch(alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
