@@ -14,11 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
+from numba import njit
 
 from maskgen._assets import asset_json
 
@@ -61,8 +64,6 @@ class FamilyGeometry:
     pleats_as: str = "pleats"
 
 
-#: The numbers and flags of :class:`FamilyGeometry` the outline construction reads.
-_GEOMETRY_FIELDS = tuple(f.name for f in fields(FamilyGeometry) if f.name != "pleats_as")
 #: Where a coverage level lets the outline reach at most (see :class:`CoverageRule`).
 _GUARDS = ("eyes", "nostrils", "lower_lip")
 
@@ -199,104 +200,196 @@ SMOOTH_SAMPLES = 5
 #: Vertex slots of an outline: the top edge (side, cheek, anchor, cheek, side) and the bottom
 #: (right jaw, chin, left jaw: at most 8 + 1 + 8 points).
 _TOP, _BOTTOM = 5, 17
-_RIGHT_JAW = np.arange(16, 7, -1)  # ear → chin, image right
-_LEFT_JAW = np.arange(0, 9)
 # Quadratic Bézier weights of the ear loops' 8 samples: (1 - t)², 2t(1 - t), t².
 _T = np.linspace(0, 1, 8)[:, None]
 _BEZIER = ((1 - _T) ** 2, 2 * _T * (1 - _T), _T**2)
 
 
-def _table(families: Sequence[str], coverages: Sequence[str]) -> dict[str, np.ndarray]:
-    """Per-draw columns of the family and coverage data (unknown names are an error)."""
+@functools.lru_cache(maxsize=1024)
+def _row(geometry: FamilyGeometry, coverage: str) -> tuple[float, ...]:
+    """A draw's family and coverage columns of the kernel table (cached: geometry objects
+    are immutable)."""
+    g = geometry
+    a, b, t = COVERAGE_ANCHORS[coverage]
+    rule = COVERAGE_RULES[coverage]
+    return (g.raise_top, g.droop, g.side_drop, g.outset, g.bottom_drop, g.chin_drop,
+            float(g.pointed), g.inset_bottom, g.runs_off, a, b, t,
+            _GUARDS.index(rule.top_guard), float(rule.covers_mouth))  # fmt: skip
+
+
+def _table(families: Sequence[str], coverages: Sequence[str], *jitter: np.ndarray) -> np.ndarray:
+    """The kernel's ``(B, 17)`` draw table: family and coverage columns, then width, top and
+    bottom offsets (unknown names are an error)."""
     for family in families:
         if family not in GEOMETRY:
             raise ValueError(f"unknown mask family {family!r}; choose from {', '.join(GEOMETRY)}")
     for coverage in coverages:
         if coverage not in COVERAGE_ANCHORS:
             raise ValueError(f"unknown coverage {coverage!r}; choose from {', '.join(COVERAGES)}")
-    geos = [GEOMETRY[f] for f in families]
-    cols = {name: np.array([getattr(g, name) for g in geos]) for name in _GEOMETRY_FIELDS}
-    anchors = [COVERAGE_ANCHORS[c] for c in coverages]
-    cols["anchor_a"] = np.array([a for a, _, _ in anchors], np.intp)
-    cols["anchor_b"] = np.array([b for _, b, _ in anchors], np.intp)
-    cols["fraction"] = np.array([t for _, _, t in anchors], np.float64)
-    rules = [COVERAGE_RULES[c] for c in coverages]
-    cols["guard"] = np.array([_GUARDS.index(r.top_guard) for r in rules], np.intp)
-    cols["mouth"] = np.array([r.covers_mouth for r in rules])
-    return cols
+    rows = [_row(GEOMETRY[f], c) for f, c in zip(families, coverages, strict=True)]
+    return np.column_stack([np.array(rows, np.float64).reshape(len(rows), 14), *jitter])
+
+
+@njit(cache=True, nogil=True)
+def _frames_kernel(lm: np.ndarray, frames: np.ndarray) -> None:
+    """Face frames of landmark sets ``(B, 68, 2)``: rows of ``frames`` ``(B, 7)`` hold the
+    origin, ax, ay and unit (see :class:`FaceFrame`)."""
+    for i in range(lm.shape[0]):
+        eyes = np.zeros(4)  # left x, y, right x, y: means of 36–41 and 42–47, summed in order
+        for k in range(6):
+            eyes[0] += lm[i, 36 + k, 0]
+            eyes[1] += lm[i, 36 + k, 1]
+            eyes[2] += lm[i, 42 + k, 0]
+            eyes[3] += lm[i, 42 + k, 1]
+        lx, ly, rx, ry = eyes[0] / 6, eyes[1] / 6, eyes[2] / 6, eyes[3] / 6
+        dx, dy = rx - lx, ry - ly
+        norm = max(math.sqrt(dx * dx + dy * dy), 1e-9)
+        axx, axy = dx / norm, dy / norm
+        ayx, ayy = -axy, axx
+        ox, oy = (lx + rx) / 2, (ly + ry) / 2
+        mx = (np.float64(lm[i, 48, 0]) + np.float64(lm[i, 54, 0])) / 2
+        my = (np.float64(lm[i, 48, 1]) + np.float64(lm[i, 54, 1])) / 2
+        unit = (mx - ox) * ayx + (my - oy) * ayy
+        f = frames[i]
+        f[0], f[1], f[2], f[3], f[4], f[5], f[6] = ox, oy, axx, axy, ayx, ayy, max(unit, 1e-3)
 
 
 def _frames(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Batched :meth:`FaceFrame.from_landmarks`: origin, ax, ay ``(B, 2)`` and unit ``(B,)``."""
-    eyes = lm[:, 36:48].reshape(-1, 2, 6, 2).mean(axis=2, dtype=np.float64)
-    (lx, ly), (rx, ry) = eyes[:, 0].T, eyes[:, 1].T
-    dx, dy = rx - lx, ry - ly
-    norm = np.maximum(np.sqrt(dx * dx + dy * dy), 1e-9)
-    ax = np.stack([dx / norm, dy / norm], 1)
-    ay = np.stack([-ax[:, 1], ax[:, 0]], 1)
-    origin = np.stack([(lx + rx) / 2, (ly + ry) / 2], 1)
-    mouth = lm[:, [48, 54]].astype(np.float64)
-    mx, my = (mouth[:, 0, 0] + mouth[:, 1, 0]) / 2, (mouth[:, 0, 1] + mouth[:, 1, 1]) / 2
-    unit = (mx - origin[:, 0]) * ay[:, 0] + (my - origin[:, 1]) * ay[:, 1]
-    return origin, ax, ay, np.maximum(unit, 1e-3)
+    frames = np.empty((len(lm), 7))
+    _frames_kernel(np.ascontiguousarray(lm, np.float32), frames)
+    return frames[:, 0:2], frames[:, 2:4], frames[:, 4:6], frames[:, 6]
 
 
-def _jaw_at_level(jaw: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each jaw side ``(B, 9, 2)`` (ear → chin) crosses height ``level`` ``(B,)``, and
-    the index of the first jaw point strictly below it (9 if none is)."""
-    below = jaw[..., 1] > level[:, None]
-    has = below.any(1)
-    first = np.where(has, below.argmax(1), jaw.shape[1])
-    rows = np.arange(len(jaw))
-    i = np.clip(first, 1, jaw.shape[1] - 1)
-    (pu, pv), (u, v) = jaw[rows, i - 1].T, jaw[rows, i].T
-    t = (level - pv) / np.maximum(v - pv, 1e-9)
-    point = np.stack([pu + (u - pu) * t, pv + (v - pv) * t], 1)
-    point = np.where((first == 0)[:, None], jaw[:, 0], point)
-    point = np.where(has[:, None], point, jaw[:, -1])
-    return point, np.where(first == 0, 1, first)
+#: Columns of the kernel's per-draw table (:func:`_table`).
+_K_RAISE, _K_DROOP, _K_SIDE_DROP, _K_OUTSET, _K_BOTTOM_DROP, _K_CHIN_DROP = range(6)
+_K_POINTED, _K_INSET, _K_RUNS_OFF, _K_A, _K_B, _K_FRACTION, _K_GUARD, _K_MOUTH = range(6, 14)
+_K_WIDTH, _K_TOP, _K_BOTTOM = range(14, 17)
 
 
-def _bottom_edge(
-    L: np.ndarray, g: dict[str, np.ndarray], il: np.ndarray, ir: np.ndarray,
-    side_level: np.ndarray, centre: np.ndarray, bottom_offset: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Bottoms of closed masks: jaw points below the side corners (right → chin → left),
-    pushed out and down; ``(B, 17, 2)`` slots, valid ones first, and their counts."""
-    B = len(L)
-    k = np.arange(8)
-    slots = np.concatenate([L[:, 16 - k], L[:, 8:9], L[:, 7 - k]], 1)
-    valid = np.concatenate(
-        [k[None] >= ir[:, None], np.ones((B, 1), bool), (7 - k)[None] >= il[:, None]], 1
-    )
-    chin_v = L[:, 8, 1][:, None]
-    span = np.maximum(chin_v[:, 0] - side_level, 1e-3)[:, None]
-    # More drop near the chin; rounded families pull the upper corners inwards.
-    closeness = np.minimum(np.maximum(1 - np.abs(slots[..., 1] - chin_v) / span, 0.0), 1.0)
-    drop = g["bottom_drop"][:, None] + (g["chin_drop"] + bottom_offset)[:, None] * (
-        closeness * closeness
-    )
-    du, dv = slots[..., 0] - centre[:, 0:1], slots[..., 1] - centre[:, 1:2]
-    n = np.maximum(np.sqrt(du * du + dv * dv), 1e-9)
-    u, v = slots[..., 0] + du / n * drop, slots[..., 1] + dv / n * drop
-    pull = g["inset_bottom"][:, None] * (1 - closeness)
-    u = u + np.sign(centre[:, 0:1] - u) * pull
-    order = np.argsort(~valid, axis=1, kind="stable")  # valid slots first, in order
-    bottom = np.take_along_axis(np.stack([u, v], -1), order[..., None], 1)
-    count = valid.sum(1)
-    # A pointed bottom (KN95 fold): corner, mid, tip, mid, corner.
-    pointed = g["pointed"]
-    if pointed.any():
-        rows = np.arange(B)
-        cr, cl = bottom[:, 0], bottom[rows, count - 1]
-        tip = np.stack(
-            [L[:, 8, 0], L[:, 8, 1] + g["chin_drop"] + g["bottom_drop"] + bottom_offset], 1
-        )
-        lift = np.array([0.0, 0.04])
-        five = np.stack([cr, (cr + tip) / 2 + lift, tip, (cl + tip) / 2 + lift, cl], 1)
-        bottom[pointed, :5] = five[pointed]
-        count = np.where(pointed, 5, count)
-    return bottom, count
+@njit(cache=True, nogil=True)
+def _jaw_crossing(L: np.ndarray, start: int, step: int, level: float) -> tuple[float, float, int]:
+    """Where a jaw side (9 points from ``start`` by ``step``: ear → chin, face coordinates)
+    crosses height ``level``, and the index of the first point strictly below it (9: none)."""
+    for i in range(9):
+        u, v = L[start + step * i, 0], L[start + step * i, 1]
+        if v > level:
+            if i == 0:
+                return u, v, 1
+            pu, pv = L[start + step * (i - 1), 0], L[start + step * (i - 1), 1]
+            t = (level - pv) / max(v - pv, 1e-9)
+            return pu + (u - pu) * t, pv + (v - pv) * t, i
+    last = start + step * 8
+    return L[last, 0], L[last, 1], 9
+
+
+@njit(cache=True, nogil=True)
+def _outline_vertices(
+    L: np.ndarray,
+    P: np.ndarray,
+    vertices: np.ndarray,
+    count: np.ndarray,
+    anchor: np.ndarray,
+    sides: np.ndarray,
+    bounds: np.ndarray,
+) -> None:
+    """The outline construction of every draw ``i`` (face coordinates ``L[i]``, draw table
+    ``P[i]``): its vertices (top edge, then bottom edge) and their count, the nose anchor,
+    the side corners (left, right) and the clipping bounds (u_lo, v_lo, u_hi, v_hi)."""
+    for i in range(L.shape[0]):
+        lm, p = L[i], P[i]
+        raise_top, chin_drop, bottom_drop = p[_K_RAISE], p[_K_CHIN_DROP], p[_K_BOTTOM_DROP]
+        width, bottom_offset = p[_K_WIDTH], p[_K_BOTTOM]
+        a, b, t = int(p[_K_A]), int(p[_K_B]), p[_K_FRACTION]
+        # Top edge: the coverage's anchor on the nose, the cheeks, the side corners on the jaw.
+        au = lm[a, 0] + (lm[b, 0] - lm[a, 0]) * t
+        av = lm[a, 1] + (lm[b, 1] - lm[a, 1]) * t
+        av += p[_K_TOP] - raise_top
+        eye_guard = lm[36, 1]
+        for k in range(37, 48):
+            eye_guard = max(eye_guard, lm[k, 1])
+        eye_guard += 0.08
+        cheek = av + raise_top + p[_K_DROOP]
+        if p[_K_MOUTH] > 0:  # keep the mouth corners under the mask, even in a broad smile
+            cheek = min(cheek, min(lm[48, 1], lm[54, 1]) - 0.12)
+        cheek = max(cheek, eye_guard)
+        side_level = cheek + p[_K_SIDE_DROP]
+        lu, lv, il = _jaw_crossing(lm, 0, 1, side_level)
+        ru, rv, ir = _jaw_crossing(lm, 16, -1, side_level)
+        slu, slv = au + (lu - au) * width - p[_K_OUTSET], av + (lv - av) * width
+        sru, srv = au + (ru - au) * width + p[_K_OUTSET], av + (rv - av) * width
+        cheek_l, cheek_r = 0.0, 0.0
+        for k in range(6):
+            cheek_l += lm[36 + k, 0]
+            cheek_r += lm[42 + k, 0]
+        top = ((slu, slv), (cheek_l / 6, cheek), (au, av), (cheek_r / 6, cheek), (sru, srv))
+        for k in range(5):
+            vertices[i, k, 0], vertices[i, k, 1] = top[k]
+        anchor[i, 0], anchor[i, 1] = au, av
+        sides[i, 0, 0], sides[i, 0, 1], sides[i, 1, 0], sides[i, 1, 1] = slu, slv, sru, srv
+        # Bottom edge: straight across below the chin (runs off the face), or along the jaw.
+        chin_u, chin_v = lm[8, 0], lm[8, 1]
+        n = 5
+        if p[_K_RUNS_OFF] > 0:
+            depth = chin_v + p[_K_RUNS_OFF] + bottom_offset
+            vertices[i, 5, 0], vertices[i, 5, 1] = sru, depth
+            vertices[i, 6, 0], vertices[i, 6, 1] = slu, depth
+            n = 7
+        else:
+            cu, cv = au, lm[33, 1]
+            span = max(chin_v - side_level, 1e-3)
+            inset = p[_K_INSET]
+            for j in range(17):  # right jaw below the side corner, chin, left jaw
+                if j < 8:
+                    k = 16 - j
+                    if j < ir:
+                        continue
+                elif j == 8:
+                    k = 8
+                else:
+                    k = 16 - j
+                    if k < il:
+                        continue
+                pu, pv = lm[k, 0], lm[k, 1]
+                # More drop near the chin; rounded families pull the upper corners inwards.
+                closeness = min(max(1 - abs(pv - chin_v) / span, 0.0), 1.0)
+                drop = bottom_drop + (chin_drop + bottom_offset) * (closeness * closeness)
+                du, dv = pu - cu, pv - cv
+                norm = max(math.sqrt(du * du + dv * dv), 1e-9)
+                u, v = pu + du / norm * drop, pv + dv / norm * drop
+                if inset != 0:
+                    pull = inset * (1 - closeness)
+                    if cu > u:
+                        u += pull
+                    elif cu < u:
+                        u -= pull
+                vertices[i, n, 0], vertices[i, n, 1] = u, v
+                n += 1
+            if p[_K_POINTED] > 0:  # a folded respirator's bottom: corner, tip, corner
+                cru, crv = vertices[i, 5, 0], vertices[i, 5, 1]
+                clu, clv = vertices[i, n - 1, 0], vertices[i, n - 1, 1]
+                tu, tv = chin_u, chin_v + chin_drop + bottom_drop + bottom_offset
+                five = ((cru, crv), ((cru + tu) / 2, (crv + tv) / 2 + 0.04), (tu, tv),
+                        ((clu + tu) / 2, (clv + tv) / 2 + 0.04), (clu, clv))  # fmt: skip
+                for k in range(5):
+                    vertices[i, 5 + k, 0], vertices[i, 5 + k, 1] = five[k]
+                n = 10
+        count[i] = n
+        # Bounds: never above the guard, never far beyond the jaw or below the chin.
+        jaw_lo, jaw_hi = lm[0, 0], lm[0, 0]
+        for k in range(1, 17):
+            jaw_lo, jaw_hi = min(jaw_lo, lm[k, 0]), max(jaw_hi, lm[k, 0])
+        guard = int(p[_K_GUARD])
+        if guard == 1:  # under the nostrils
+            v_lo = max(lm[31, 1], lm[33, 1], lm[35, 1]) + 0.05
+        elif guard == 2:  # under the lower lip
+            v_lo = lm[57, 1] + 0.04
+        else:  # under the eyes
+            v_lo = eye_guard - 0.1
+        runs_off = p[_K_RUNS_OFF]
+        bounds[i, 0], bounds[i, 1] = jaw_lo - 0.35, v_lo
+        bounds[i, 2] = jaw_hi + 0.35
+        bounds[i, 3] = chin_v + (runs_off + 0.6 if runs_off != 0 else 0.6)
 
 
 def _ear_loops(
@@ -357,66 +450,31 @@ def mask_outlines(
     """
     lm = np.asarray(landmarks, np.float32)
     B = len(lm)
-    g = _table(families, coverages)
-    width, top_offset, bottom_offset = (np.asarray(v, np.float64).reshape(B)
-                                        for v in (width, top_offset, bottom_offset))  # fmt: skip
+    jitter = (np.asarray(v, np.float64).reshape(B) for v in (width, top_offset, bottom_offset))
+    table = _table(families, coverages, *jitter)
+    geos = [GEOMETRY[f] for f in families]
+    smooth = np.array([g.smooth for g in geos], bool)
     origin, ax, ay, unit = _frames(lm)
     to_face = np.stack([ax, ay], 2) / unit[:, None, None]
     L = np.matmul(lm.astype(np.float64) - origin[:, None], to_face)
-    rows = np.arange(B)
-
-    # Top edge: the nose anchor of the coverage, the cheeks and the side corners on the jaw.
-    la, lb, t = L[rows, g["anchor_a"]], L[rows, g["anchor_b"]], g["fraction"]
-    au = la[:, 0] + (lb[:, 0] - la[:, 0]) * t
-    av = la[:, 1] + (lb[:, 1] - la[:, 1]) * t + (top_offset - g["raise_top"])
-    eye_guard = L[:, 36:48, 1].max(1) + 0.08
-    cheek_level = av + g["raise_top"] + g["droop"]
-    # Keep the mouth corners under the mask, even in a broad smile (unless worn on the chin).
-    mouth_cap = np.minimum(L[:, 48, 1], L[:, 54, 1]) - 0.12
-    cheek_level = np.where(g["mouth"], np.minimum(cheek_level, mouth_cap), cheek_level)
-    cheek_level = np.maximum(cheek_level, eye_guard)
-    side_level = cheek_level + g["side_drop"]
-    (lu, lv), il = (lambda pt, i: (pt.T, i))(*_jaw_at_level(L[:, _LEFT_JAW], side_level))
-    (ru, rv), ir = (lambda pt, i: (pt.T, i))(*_jaw_at_level(L[:, _RIGHT_JAW], side_level))
-    side_l = np.stack([au + (lu - au) * width - g["outset"], av + (lv - av) * width], 1)
-    side_r = np.stack([au + (ru - au) * width + g["outset"], av + (rv - av) * width], 1)
-    cheek_u = [L[:, lo, 0] for lo in (36, 42)]
-    for k in range(1, 6):  # summed in order, as the scalar construction did
-        cheek_u = [cheek_u[0] + L[:, 36 + k, 0], cheek_u[1] + L[:, 42 + k, 0]]
-    anchor = np.stack([au, av], 1)
-    top = np.stack([side_l, np.stack([cheek_u[0] / 6, cheek_level], 1), anchor,
-                    np.stack([cheek_u[1] / 6, cheek_level], 1), side_r], 1)  # fmt: skip
-
-    # Bottom edge: along the jaw, or straight across below the chin (runs off the face).
-    chin_v = L[:, 8, 1]
-    centre = np.stack([au, L[:, 33, 1]], 1)
-    bottom, count = _bottom_edge(L, g, il, ir, side_level, centre, bottom_offset)
-    runs = g["runs_off"] > 0
-    if runs.any():
-        depth = chin_v + g["runs_off"] + bottom_offset
-        bottom[runs, 0] = np.stack([side_r[:, 0], depth], 1)[runs]
-        bottom[runs, 1] = np.stack([side_l[:, 0], depth], 1)[runs]
-        count = np.where(runs, 2, count)
-    vertices = np.concatenate([top, bottom], 1)
-    n_vertices = _TOP + count
-
-    # Bound the mask to the face: never above the eyes, never far beyond the jaw or chin.
-    jaw_u = L[:, 0:17, 0]
-    guards = np.stack([eye_guard - 0.1, L[:, [31, 33, 35], 1].max(1) + 0.05, L[:, 57, 1] + 0.04])
-    lo = np.stack([jaw_u.min(1) - 0.35, guards[g["guard"], rows]], 1)[:, None]
-    hi = np.stack([jaw_u.max(1) + 0.35, chin_v + np.where(runs, g["runs_off"] + 0.6, 0.6)], 1)
-    polygons = _smooth_and_clip(vertices, n_vertices, g["smooth"], lo, hi[:, None])
-
+    vertices = np.empty((B, _TOP + _BOTTOM, 2))
+    count, anchor = np.empty(B, np.intp), np.empty((B, 2))
+    sides, bounds = np.empty((B, 2, 2)), np.empty((B, 4))
+    _outline_vertices(L, table, vertices, count, anchor, sides, bounds)
+    polygons = _smooth_and_clip(vertices, count, smooth, bounds[:, None, :2], bounds[:, None, 2:])
     to_image = np.stack([ax, ay], 1) * unit[:, None, None]
     images = [_to_image(p[None], origin[i : i + 1], to_image[i : i + 1])[0]
               for i, p in enumerate(polygons)]  # fmt: skip
-    seams = _seams(polygons, anchor, count, g, origin, to_image)
-    c = np.stack([au + 0.45 * (side_r[:, 0] - au), L[:, 54, 1] + 0.05], 1)[:, None]
-    valves = _to_image(c, origin, to_image)[:, 0]
-    has_valve = np.asarray(valve, bool) & g["valve"]
-    loops, shown = _ear_loops(L, side_l, side_r)
-    loops_px = _to_image(loops.reshape(B, 32, 2), origin, to_image).reshape(B, 4, 8, 2)
-    has_loops = np.asarray(straps, bool)
+    seams = _seams(polygons, anchor, count, geos, origin, to_image)
+    has_valve = np.asarray(valve, bool).reshape(B) & np.array([g.valve for g in geos], bool)
+    au, side_l, side_r = anchor[:, 0], sides[:, 0], sides[:, 1]
+    if has_valve.any():
+        c = np.stack([au + 0.45 * (side_r[:, 0] - au), L[:, 54, 1] + 0.05], 1)[:, None]
+        valves = _to_image(c, origin, to_image)[:, 0]
+    has_loops = np.asarray(straps, bool).reshape(B)
+    if has_loops.any():
+        loops, shown = _ear_loops(L, side_l, side_r)
+        loops_px = _to_image(loops.reshape(B, 32, 2), origin, to_image).reshape(B, 4, 8, 2)
     out = []
     for i in range(B):
         frame = FaceFrame(origin[i], ax[i], ay[i], float(unit[i]))
@@ -434,6 +492,12 @@ def _smooth_and_clip(
 ) -> list[np.ndarray]:  # fmt: skip
     """Each outline's valid vertices, smoothed (Catmull-Rom, by groups of one length) where
     its family is smooth, clipped to its bounds: a list of ``(N_i, 2)`` face-coordinate arrays."""
+    if len(vertices) == 1:  # one outline: no grouping
+        n = int(n_vertices[0])
+        group = vertices[:, :n]
+        if smooth[0]:
+            group = catmull_rom_closed(group, samples=SMOOTH_SAMPLES)
+        return [np.clip(group, lo, hi, out=group)[0]]
     out: list[np.ndarray] = [np.empty((0, 2))] * len(vertices)
     for n in np.unique(n_vertices):
         for is_smooth in (False, True):
@@ -451,14 +515,16 @@ def _smooth_and_clip(
 
 def _seams(
     polygons: list[np.ndarray], anchor: np.ndarray, count: np.ndarray,
-    g: dict[str, np.ndarray], origin: np.ndarray, to_image: np.ndarray,
+    geos: Sequence[FamilyGeometry], origin: np.ndarray, to_image: np.ndarray,
 ) -> list[np.ndarray | None]:  # fmt: skip
     """Centre seams (families whose geometry has ``seam``): anchor → the middle of the
     bottom edge (a pointed fold's tip), in pixels; ``None`` elsewhere."""
     out: list[np.ndarray | None] = [None] * len(polygons)
-    for i in np.flatnonzero(g["seam"]):
-        middle = _TOP + int(count[i]) // 2
-        tip = polygons[i][middle * SMOOTH_SAMPLES if g["smooth"][i] else middle]
+    for i, geo in enumerate(geos):
+        if not geo.seam:
+            continue
+        middle = _TOP + (int(count[i]) - _TOP) // 2
+        tip = polygons[i][middle * SMOOTH_SAMPLES if geo.smooth else middle]
         au, av = anchor[i]
         line = np.array([[au, av], [(au + tip[0]) / 2, (av + tip[1]) / 2], tip])
         out[i] = _to_image(line[None], origin[i : i + 1], to_image[i : i + 1])[0]
