@@ -332,6 +332,25 @@ def _detail_layers(
     return _Details(torch.tensor(rows, device=device), layers)
 
 
+def _detail_weights(
+    layers: torch.Tensor, bare_loops: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The details laid in order (seam, valve, rim in tones of the primary colour, then the
+    bare ear loops in the strap colour) as one blend per channel: ``colour · keep +
+    primary · tone + strap · loop`` equals the four successive lerps, computed once for all
+    channels instead of four times per channel."""
+    seam, valve, rim = layers[:, _SEAM], layers[:, _VALVE], layers[:, _RIM]
+    after_rim = 1 - bare_loops
+    after_valve = (1 - rim) * after_rim
+    after_seam = (1 - valve) * after_valve
+    tone = (
+        SEAM_TONE * seam * after_seam
+        + VALVE_TONE * valve * after_valve
+        + SEAM_TONE * rim * after_rim
+    )
+    return (1 - seam) * after_seam, tone, bare_loops
+
+
 def _draw_band(
     images: torch.Tensor,
     q: dict[str, torch.Tensor],
@@ -390,6 +409,7 @@ def _draw_band(
     alpha_x = alpha.to(dtype)
 
     strap = q["strap"]
+    over = None if details is None else _detail_weights(details.layers, bare_loops)
 
     def plane(c: int) -> torch.Tensor:
         """Mask colour of channel ``c`` over the band, ``(B, h, w)``, clamped to [0, 1]."""
@@ -404,14 +424,12 @@ def _draw_band(
             return pc.clamp(0.0, 1.0).to(dtype).expand(B, h, w)
         else:
             v = pc.expand(B, h, w)
-        if details is not None:  # the flat-coloured details, in order, over the shaded colour
-            rows, layers = details.rows, details.layers
-            sub, pk = v.index_select(0, rows), pc.index_select(0, rows)
-            tones = (SEAM_TONE * pk, VALVE_TONE * pk, SEAM_TONE * pk)
-            for layer, tone in zip((_SEAM, _VALVE, _RIM), tones, strict=True):
-                sub = torch.lerp(sub, tone.expand_as(sub), layers[:, layer])
-            loop_colour = strap[:, c, None, None].index_select(0, rows).expand_as(sub)
-            v = v.index_copy(0, rows, torch.lerp(sub, loop_colour, bare_loops))
+        if over is not None:  # the flat-coloured details, in order, over the shaded colour
+            rows, (keep, tone, loop) = details.rows, over  # type: ignore[union-attr]
+            sub = v.index_select(0, rows) * keep
+            sub.addcmul_(pc.index_select(0, rows), tone)
+            sub.addcmul_(strap[:, c, None, None].index_select(0, rows), loop)
+            v = v.index_copy(0, rows, sub)
         return v.clamp(0.0, 1.0).to(dtype)  # unit range (the CPU path saturates too)
 
     if target is None:
