@@ -1,5 +1,12 @@
 """Training checkpoints: atomic save, validated load, and :func:`load_backbone` for evaluation.
 
+Wherever a checkpoint is read (``distill eval``, ``teacher.checkpoint``, ``student.init``,
+:func:`load_backbone`), a *plain backbone state dict* is accepted as well: the files that
+insightface ``arcface_torch`` and ElasticFace publish (``backbone.pth``), also wrapped in a
+``"state_dict"`` entry or with the ``module.`` prefix of DDP. Their architecture is told from
+the keys (:func:`distill.backbones.infer_arch`) or named by the caller, and the weights are
+loaded strictly (:func:`load_weights`).
+
 A checkpoint is a dict written with :func:`torch.save`::
 
     {"format": "distill-checkpoint", "version": 1, "role": "teacher" | "student",
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +49,26 @@ __all__ = [
     "VERSION",
     "CheckpointError",
     "arch_of",
+    "build_backbone",
     "check_arch",
     "load_backbone",
     "load_checkpoint",
     "load_model_state",
+    "load_weights",
     "make_checkpoint",
+    "plain_state_dict",
     "save_checkpoint",
+    "state_mismatch",
 ]
 
 FORMAT = "distill-checkpoint"
 VERSION = 1
+#: ``format`` of the checkpoint-like dict :func:`load_weights` makes of a plain state dict.
+STATE_DICT_FORMAT = "state-dict"
+#: entries that wrap a state dict in other projects' files (insightface, Lightning, ...).
+_WRAPPER_KEYS = ("state_dict", "state_dict_backbone", "model", "backbone", "net")
+#: key prefixes of wrapped models: DDP, torch.compile, a ``backbone`` attribute.
+_PREFIXES = ("module.", "_orig_mod.", "backbone.")
 
 
 class CheckpointError(ValueError):
@@ -116,15 +134,24 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             or a checkpoint without model weights / architecture.
     """
     p = Path(path)
+    return _validated(_torch_load(p, map_location), p)
+
+
+def _torch_load(p: Path, map_location: Any) -> Any:
+    """``torch.load(p, weights_only=True)`` with one-line errors."""
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types on foreign or corrupt files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{p}: not a readable distill checkpoint (torch.load failed: {first})"
         ) from exc
+
+
+def _validated(obj: Any, p: Path) -> dict[str, Any]:
+    """``obj`` if it is a valid distill checkpoint, else :class:`CheckpointError`."""
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         what = (
             f"a dict with keys {sorted(map(str, obj))[:8]}"
@@ -177,17 +204,190 @@ def check_arch(found: dict[str, Any], expected: dict[str, Any], source: str) -> 
         )
 
 
-def load_model_state(model: nn.Module, state: dict[str, Any], source: str) -> None:
-    """``model.load_state_dict(state)`` with a readable error on any mismatch."""
-    try:
-        _unwrap(model).load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        summary = "; ".join(lines[1:4]) if len(lines) > 1 else lines[0]
+def _listed(keys: list[str], shown: int = 3) -> str:
+    """``a, b, c (+4 more)``."""
+    more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def state_mismatch(model: nn.Module, state: Mapping[str, Any]) -> str:
+    """What keeps ``state`` from loading strictly into ``model`` ("" when it fits).
+
+    >>> from distill.backbones import create_backbone
+    >>> net = create_backbone("tiny", 8, widths=[8, 8, 8, 8], blocks=[0, 0, 0, 0])
+    >>> state = dict(net.state_dict())
+    >>> state_mismatch(net, state)
+    ''
+    >>> _ = state.pop("fc.bias"); state["head.w"] = state["fc.weight"]
+    >>> state_mismatch(net, state)
+    'missing keys fc.bias; unexpected keys head.w'
+    """
+    expected = _unwrap(model).state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+        for k, v in expected.items()
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing keys {_listed(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {_listed(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatch {_listed(shapes, 2)}")
+    return "; ".join(parts)
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], source: str) -> None:
+    """``model.load_state_dict(state, strict=True)``; any mismatch is one line naming the keys.
+
+    Raises:
+        CheckpointError: ``{source}: architecture mismatch: the weights do not fit
+            <Model> (missing keys ...; unexpected keys ...; shape mismatch ...)``.
+    """
+    problem = state_mismatch(model, state)
+    if problem:
         raise CheckpointError(
             f"{source}: architecture mismatch: the weights do not fit "
-            f"{type(_unwrap(model)).__name__} ({summary[:400]})"
-        ) from exc
+            f"{type(_unwrap(model)).__name__} ({problem})"
+        )
+    _unwrap(model).load_state_dict(dict(state), strict=True)
+
+
+def _is_state(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def plain_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The backbone weights of a plain state dict as other projects save them.
+
+    Accepts a ``{name: tensor}`` dict, also wrapped in a ``state_dict`` (insightface,
+    Lightning), ``state_dict_backbone``, ``model``, ``backbone`` or ``net`` entry, and strips a
+    ``module.`` (DDP), ``_orig_mod.`` (``torch.compile``) or ``backbone.`` prefix shared by
+    every key.
+
+    >>> w = torch.zeros(2)
+    >>> list(plain_state_dict({"state_dict": {"module.fc.weight": w}}, "x.pth"))
+    ['fc.weight']
+
+    Raises:
+        CheckpointError: ``obj`` holds no such state dict.
+    """
+    if isinstance(obj, dict) and not _is_state(obj):
+        inner = [obj[k] for k in _WRAPPER_KEYS if _is_state(obj.get(k))]
+        if inner:
+            obj = inner[0]
+    if not _is_state(obj):
+        what = (
+            f"a dict with keys {sorted(map(str, obj))[:8]}"
+            if isinstance(obj, dict)
+            else f"a {type(obj).__name__}"
+        )
+        raise CheckpointError(
+            f"{source}: not a distill checkpoint nor a backbone state dict (found {what})"
+        )
+    state = dict(obj)
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                stripped = True
+    return state
+
+
+def _arch_for_state(
+    state: Mapping[str, Any],
+    source: str,
+    arch: str | Mapping[str, Any] | None,
+    fallback: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The architecture of a plain state dict: ``arch`` (a name or record), else inferred,
+    else ``fallback``."""
+    from distill.backbones.infer import ArchInferenceError, embedding_size_of, infer_arch
+
+    try:
+        inferred: dict[str, Any] | None = infer_arch(state)
+    except ArchInferenceError as exc:
+        if arch is None and fallback is not None:
+            return _arch_for_state(state, source, fallback, None)
+        if arch is None:
+            raise CheckpointError(
+                f"{source}: not a distill checkpoint, and a state dict whose architecture "
+                f"cannot be told: {exc}; name it (distill eval --arch NAME)"
+            ) from exc
+        inferred = None
+    if arch is None:
+        assert inferred is not None
+        return inferred
+    if isinstance(arch, str):
+        same = inferred is not None and inferred["backbone"] == arch.strip().lower()
+        kwargs = inferred["kwargs"] if same and inferred is not None else {}
+        try:
+            size = embedding_size_of(state)
+        except ArchInferenceError as exc:
+            raise CheckpointError(f"{source}: {exc}") from exc
+        return arch_of(arch, size, kwargs)
+    return arch_of(arch["backbone"], int(arch["embedding_size"]), arch.get("kwargs"))
+
+
+def load_weights(
+    path: str | os.PathLike[str],
+    map_location: Any = "cpu",
+    *,
+    arch: str | Mapping[str, Any] | None = None,
+    fallback_arch: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A distill checkpoint, or a plain backbone state dict presented like one.
+
+    Args:
+        path: a ``distill train`` checkpoint, or a state dict (``backbone.pth``).
+        map_location: device for the weights.
+        arch: for a state dict, its architecture: a backbone name (the embedding size is
+            read from the weights) or an :func:`arch_of` record; ``None`` infers it from the
+            keys. For a distill checkpoint a name must agree with the recorded backbone.
+        fallback_arch: for a state dict whose keys match no known layout, the record to try
+            (``distill train`` passes the configured ``model``); the strict load decides.
+
+    Returns:
+        The checkpoint, or ``{"format": "state-dict", "arch": ..., "model": ...}``.
+
+    Raises:
+        FileNotFoundError, CheckpointError (one line naming the file and the problem).
+    """
+    p = Path(path)
+    obj = _torch_load(p, map_location)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        ckpt = _validated(obj, p)
+        if isinstance(arch, str) and arch.strip().lower() != ckpt["arch"]["backbone"]:
+            raise CheckpointError(
+                f"{p}: architecture mismatch: the checkpoint holds backbone "
+                f"{ckpt['arch']['backbone']!r}, not {arch.strip().lower()!r}"
+            )
+        return ckpt
+    state = plain_state_dict(obj, str(p))
+    found = _arch_for_state(state, str(p), arch, fallback_arch)
+    return {"format": STATE_DICT_FORMAT, "arch": found, "model": state}
+
+
+def build_backbone(ckpt: Mapping[str, Any], source: str) -> nn.Module:
+    """The backbone of ``ckpt["arch"]`` with ``ckpt["model"]`` loaded strictly (train mode)."""
+    from distill.backbones import create_backbone
+
+    arch = ckpt["arch"]
+    try:
+        model = create_backbone(arch["backbone"], arch["embedding_size"], **arch.get("kwargs", {}))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{source}: cannot rebuild the backbone: {exc}") from exc
+    load_model_state(model, ckpt["model"], source)
+    return model
 
 
 def load_backbone(
@@ -195,29 +395,25 @@ def load_backbone(
     map_location: Any = "cpu",
     *,
     expected_arch: dict[str, Any] | None = None,
+    arch: str | Mapping[str, Any] | None = None,
 ) -> nn.Module:
-    """Rebuild the backbone stored in a checkpoint, in eval mode.
+    """Rebuild the backbone stored in a checkpoint or a plain state dict, in eval mode.
 
     Args:
-        path: a checkpoint written by ``distill train``.
+        path: a checkpoint written by ``distill train``, or a backbone state dict such as
+            insightface's / ElasticFace's ``backbone.pth``.
         map_location: device for the weights.
-        expected_arch: if given (see :func:`arch_of`), the checkpoint must match it.
+        expected_arch: if given (see :func:`arch_of`), the weights must match it.
+        arch: the architecture of a state dict (see :func:`load_weights`); inferred if None.
 
     Raises:
-        CheckpointError: not a distill checkpoint, unknown backbone, or weights that do not
-            fit the recorded (or expected) architecture.
+        CheckpointError: not a checkpoint nor a known state dict, unknown backbone, or weights
+            that do not fit the recorded (or expected) architecture.
     """
-    from distill.backbones import create_backbone
-
-    ckpt = load_checkpoint(path, map_location=map_location)
-    arch = ckpt["arch"]
+    ckpt = load_weights(path, map_location=map_location, arch=arch)
     if expected_arch is not None:
-        check_arch(arch, expected_arch, str(path))
-    try:
-        model = create_backbone(arch["backbone"], arch["embedding_size"], **arch.get("kwargs", {}))
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the backbone: {exc}") from exc
-    load_model_state(model, ckpt["model"], str(path))
+        check_arch(ckpt["arch"], expected_arch, str(path))
+    model = build_backbone(ckpt, str(path))
     if (
         map_location is not None
         and not callable(map_location)

@@ -55,6 +55,10 @@ __all__ = [
 ]
 
 
+#: file suffixes ``student.init`` takes as a path of weights.
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+
+
 class ConfigError(ValueError):
     """An invalid configuration file, key or value (the message says which and why)."""
 
@@ -178,7 +182,9 @@ class StudentConfig:
     """Stage ``student``: ElasticFace on possibly-masked faces + template distillation.
 
     Attributes:
-        init: ``teacher`` (backbone and head start from the teacher) or ``scratch``.
+        init: ``teacher`` (backbone and head start from the teacher), ``scratch``, or the
+            path of weights that fit ``model`` (a distill checkpoint or a plain backbone
+            state dict such as insightface's ``backbone.pth``).
         epochs: training epochs (0 skips the stage).
         lr: learning rate at ``optim.base_batch_size``.
         distill_weight: ``w`` in ``CE + w · MSE(normalise(student(masked)),
@@ -268,7 +274,6 @@ class Config:
             "data.cache": (self.data.cache, ("none", "memory", "disk")),
             "masking.mode": (self.masking.mode, ("workers", "device")),
             "optim.schedule": (self.optim.schedule, ("cosine", "step")),
-            "student.init": (self.student.init, ("teacher", "scratch")),
             "train.device": (self.train.device, ("auto", "cpu", "cuda")),
             "train.amp": (self.train.amp, ("auto", "off", "bf16", "fp16")),
             "train.distributed": (self.train.distributed, ("auto", "on", "off")),
@@ -302,6 +307,13 @@ class Config:
         for key, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
+        if self.student.init not in ("teacher", "scratch") and not self.student.init.endswith(
+            _WEIGHT_SUFFIXES
+        ):
+            raise ConfigError(
+                f"student.init = {self.student.init!r} is not one of teacher, scratch or a "
+                f"weights file ({', '.join(_WEIGHT_SUFFIXES)})"
+            )
         if not 0.0 <= self.masking.p <= 1.0:
             raise ConfigError(f"masking.p must lie in [0, 1], got {self.masking.p}")
         if self.data.source in ("folder", "recordio") and not self.data.path:

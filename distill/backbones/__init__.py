@@ -3,7 +3,8 @@
 Importing this package registers ``iresnet18``, ``iresnet34``, ``iresnet50``, ``iresnet100``,
 ``mobilefacenet`` and ``tiny``. Every backbone maps ``B×3×112×112`` images normalised to
 ``[-1, 1]`` to ``B×embedding_size`` embeddings and exposes ``embedding_size`` and
-``input_size = (112, 112)``.
+``input_size = (112, 112)``. :func:`infer_arch` tells the architecture of a plain state dict
+(insightface / ElasticFace IResNet weights) from its keys.
 
 Example:
     >>> import torch
@@ -16,15 +17,18 @@ Example:
 """
 
 from . import iresnet, mobilefacenet
+from .infer import ArchInferenceError, infer_arch
 from .iresnet import IResNet
 from .mobilefacenet import MobileFaceNet, TinyFaceNet
 from .registry import create_backbone, list_backbones, register_backbone
 
 __all__ = [
+    "ArchInferenceError",
     "IResNet",
     "MobileFaceNet",
     "TinyFaceNet",
     "create_backbone",
+    "infer_arch",
     "iresnet",
     "list_backbones",
     "mobilefacenet",

@@ -1,4 +1,5 @@
-"""Checkpoints: loading a distill checkpoint as the eval-mode backbone to score."""
+"""Checkpoints: loading the eval-mode backbone to score, from a distill checkpoint or a plain
+backbone state dict (insightface / ElasticFace ``backbone.pth``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from distill.checkpoint import CheckpointError, load_backbone
 __all__ = ["CheckpointError", "load_model"]
 
 
-def load_model(path: str | os.PathLike[str]) -> nn.Module:
-    """Load a distill checkpoint as an eval-mode backbone (via ``load_backbone``).
+def load_model(path: str | os.PathLike[str], arch: str | None = None) -> nn.Module:
+    """Load a distill checkpoint or a backbone state dict as an eval-mode backbone.
+
+    Args:
+        path: the weights.
+        arch: the backbone name of a state dict whose architecture the keys do not tell
+            (the embedding size is read from the weights); ``None`` infers it.
 
     Raises ``FileNotFoundError`` or :class:`CheckpointError` with the file and the problem.
     """
-    return load_backbone(path)
+    return load_backbone(path, arch=arch)

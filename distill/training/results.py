@@ -45,3 +45,5 @@ class Plan:
     num_classes: int
     teacher_ckpt: dict[str, Any] | None
     teacher_path: Path | None
+    #: weights of ``student.init = PATH`` (a checkpoint or a plain state dict), else None.
+    student_init: dict[str, Any] | None = None

@@ -13,13 +13,16 @@ from torch import nn
 
 from distill.backbones import create_backbone
 from distill.checkpoint import (
+    FORMAT,
     CheckpointError,
     arch_of,
+    build_backbone,
     check_arch,
     load_checkpoint,
     load_model_state,
+    load_weights,
 )
-from distill.config import Config, save_config
+from distill.config import Config, ConfigError, save_config
 from distill.data import open_source
 from distill.heads import create_head
 from distill.training.distributed import DistContext, setup_distributed
@@ -43,11 +46,46 @@ def _check_output(out: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def _configured_arch(cfg: Config) -> dict[str, Any]:
+    return arch_of(cfg.model.backbone, cfg.model.embedding_size, cfg.model.kwargs)
+
+
+def _check_fits_student(cfg: Config, ckpt: dict[str, Any], source: str) -> None:
+    """The weights must initialise the configured student backbone.
+
+    A distill checkpoint records its architecture, which must equal ``model``; a plain state
+    dict records none, so its weights must load strictly into ``model`` as configured.
+    """
+    if ckpt.get("format") == FORMAT:
+        check_arch(ckpt["arch"], _configured_arch(cfg), source)
+    else:
+        load_model_state(_build_backbone(cfg), ckpt["model"], source)
+
+
+def _build_backbone(cfg: Config) -> nn.Module:
+    return create_backbone(cfg.model.backbone, cfg.model.embedding_size, **cfg.model.kwargs)
+
+
+def _check_model_options(cfg: Config) -> None:
+    """Unknown or bad ``model.kwargs`` / ``model.head_kwargs`` are config errors."""
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            _build_backbone(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.kwargs: {exc}") from exc
+    try:
+        create_head(cfg.model.head, 8, 2, **cfg.model.head_kwargs)  # an unknown name: ValueError
+    except TypeError as exc:
+        raise ConfigError(f"model.head_kwargs: {exc}") from exc
+
+
 def _validate_teacher(cfg: Config) -> tuple[dict[str, Any] | None, Path | None]:
+    """``teacher.checkpoint``: a distill checkpoint or a plain backbone state dict."""
     if not cfg.teacher.checkpoint:
         return None, None
     path = Path(cfg.teacher.checkpoint)
-    ckpt = load_checkpoint(path)
+    fallback = _configured_arch(cfg) if cfg.student.init == "teacher" else None
+    ckpt = load_weights(path, fallback_arch=fallback)
     arch = ckpt["arch"]
     want = cfg.model.embedding_size
     if int(arch["embedding_size"]) != want:
@@ -57,14 +95,19 @@ def _validate_teacher(cfg: Config) -> tuple[dict[str, Any] | None, Path | None]:
             f"{want}-d (model.embedding_size); the distillation loss compares the two"
         )
     if cfg.student.init == "teacher":
-        check_arch(
-            arch, arch_of(cfg.model.backbone, want, cfg.model.kwargs), f"teacher checkpoint {path}"
-        )
-    # the weights must fit the architecture the checkpoint claims
-    from distill.checkpoint import load_backbone
-
-    load_backbone(path)
+        _check_fits_student(cfg, ckpt, f"teacher checkpoint {path}")
+    build_backbone(ckpt, str(path))  # the weights must fit the architecture they claim
     return ckpt, path
+
+
+def _validate_student_init(cfg: Config) -> dict[str, Any] | None:
+    """``student.init = PATH``: weights (checkpoint or state dict) that fit ``model``."""
+    if cfg.student.init in ("teacher", "scratch") or cfg.student.epochs == 0:
+        return None
+    path = Path(cfg.student.init)
+    ckpt = load_weights(path, fallback_arch=_configured_arch(cfg))
+    _check_fits_student(cfg, ckpt, f"student.init {path}")
+    return ckpt
 
 
 def prepare(cfg: Config, *, overwrite: bool = False) -> tuple[Plan, Path]:
@@ -82,8 +125,9 @@ def prepare(cfg: Config, *, overwrite: bool = False) -> tuple[Plan, Path]:
         raise ValueError(
             f"unknown model.backbone {cfg.model.backbone!r}; valid: {', '.join(list_backbones())}"
         )
-    create_head(cfg.model.head, 8, 2, **cfg.model.head_kwargs)  # unknown name / kwargs
+    _check_model_options(cfg)
     teacher_ckpt, teacher_path = _validate_teacher(cfg)
+    student_init = _validate_student_init(cfg)
     source = open_source(cfg.data, out / "cache")  # a disk cache is the only thing written
     num_classes = int(source.num_classes)
     if num_classes < 2:
@@ -95,7 +139,7 @@ def prepare(cfg: Config, *, overwrite: bool = False) -> tuple[Plan, Path]:
         )
     if cfg.masking.mode == "device" and cfg.student.epochs > 0 and cfg.masking.p > 0:
         DeviceMasker(mask_spec(cfg.masking), cfg.masking.p, cfg.masking.seed)
-    return Plan(source, num_classes, teacher_ckpt, teacher_path), out
+    return Plan(source, num_classes, teacher_ckpt, teacher_path, student_init), out
 
 
 def train(
@@ -135,8 +179,8 @@ def train(
         result.teacher_checkpoint = stage.checkpoint
         if cfg.student.epochs > 0:
             ctx.barrier()
-            teacher, teacher_ckpt = _load_teacher(result.teacher_checkpoint, ctx.device)
-            init = teacher_ckpt if cfg.student.init == "teacher" else None
+            teacher, teacher_ckpt = _load_teacher(result.teacher_checkpoint, ctx.device, the_plan)
+            init = teacher_ckpt if cfg.student.init == "teacher" else the_plan.student_init
             stage = run_stage("student", cfg, ctx, the_plan, out, teacher, init, progress)
             result.stages.append(stage)
             result.student_checkpoint = stage.checkpoint
@@ -158,13 +202,11 @@ def _teacher_stage(
     return run_stage("teacher", cfg, ctx, plan, out, None, None, progress)
 
 
-def _load_teacher(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
-    """The teacher backbone (on ``device``, eval mode) and its checkpoint."""
-    teacher_ckpt = load_checkpoint(path)
-    teacher = create_backbone(
-        teacher_ckpt["arch"]["backbone"],
-        teacher_ckpt["arch"]["embedding_size"],
-        **teacher_ckpt["arch"].get("kwargs", {}),
-    )
-    load_model_state(teacher, teacher_ckpt["model"], str(path))
+def _load_teacher(path: Path, device: torch.device, plan: Plan) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher backbone (on ``device``, eval mode) and its checkpoint (or state dict)."""
+    if plan.teacher_ckpt is not None and path == plan.teacher_path:
+        teacher_ckpt = plan.teacher_ckpt  # read and checked by prepare()
+    else:
+        teacher_ckpt = load_checkpoint(path)  # trained by this run
+    teacher = build_backbone(teacher_ckpt, str(path))
     return teacher.to(device).eval(), teacher_ckpt

@@ -165,11 +165,12 @@ def _build_net(
     backbone = _build_backbone(cfg)
     head = _build_head(cfg, num_classes)
     if init is not None:
-        load_model_state(backbone, init["model"], "teacher weights")
+        load_model_state(backbone, init["model"], "initial student weights")
         if "head" in init and init["head"]["weight"].shape == head.weight.shape:
             head.load_state_dict(init["head"])
         elif ctx.is_main:
-            log.info("student: the teacher's head does not fit these classes; new head")
+            why = "does not fit these classes" if "head" in init else "is not in the weights"
+            log.info("student: the initial head %s; new head", why)
     device = ctx.device
     net: nn.Module = Net(backbone, head).to(device)
     if ctx.distributed:
