@@ -31,7 +31,15 @@ import numpy as np
 from maskgen import appearance as app
 from maskgen import paint
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
-from maskgen.shapes import COVERAGES, GEOMETRY, FaceFrame, Outline, mask_outlines
+from maskgen.shapes import (
+    COVERAGES,
+    GEOMETRY,
+    GEOMETRY_VERSION,
+    GEOMETRY_VERSIONS,
+    FaceFrame,
+    Outline,
+    mask_outlines,
+)
 
 RGB = tuple[int, int, int]
 Box = tuple[int, int, int, int]
@@ -69,6 +77,9 @@ class MaskParams:
             geometry has ``ear_loops``).
         strap_color: colour of the ear loops.
         valve: exhalation valve (families whose geometry has ``valve``: N95, KN95).
+        geometry: the outline construction's version (:data:`maskgen.shapes.GEOMETRY_VERSIONS`);
+            new draws get the current one, a recorded draw without it is version 1, so old
+            manifests replay as they were rendered.
     """
 
     family: str = "surgical"
@@ -88,6 +99,7 @@ class MaskParams:
     straps: bool = False
     strap_color: RGB = (240, 240, 240)
     valve: bool = False
+    geometry: int = GEOMETRY_VERSION
 
     def __post_init__(self) -> None:
         if self.family not in GEOMETRY:
@@ -103,6 +115,11 @@ class MaskParams:
             object.__setattr__(self, name, value)
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
+        if self.geometry not in GEOMETRY_VERSIONS:
+            known = GEOMETRY_VERSIONS
+            raise ValueError(
+                f"unknown geometry version {self.geometry!r}; this maskgen knows {known}"
+            )
 
     @classmethod
     def _trusted(cls, **values: Any) -> MaskParams:
@@ -121,7 +138,8 @@ class MaskParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MaskParams:
-        return _from_dict(cls, data)
+        """A recorded draw; one recorded before geometry versions existed is version 1."""
+        return _from_dict(cls, {"geometry": 1, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -501,7 +519,7 @@ def _geometry_key(face: _Face, params: MaskParams) -> tuple:
     straps = params.straps and geo.ear_loops and face.unit >= MIN_STRAP_UNIT_PX
     valve = params.valve and geo.valve
     return (face.key, params.family, params.coverage, params.width, params.top_offset,
-            params.bottom_offset, valve, straps)  # fmt: skip
+            params.bottom_offset, params.geometry, valve, straps)  # fmt: skip
 
 
 def mask_geometries(faces: Sequence[_Face], draws: Sequence[MaskParams]) -> list[Outline]:
@@ -523,6 +541,7 @@ def mask_geometries(faces: Sequence[_Face], draws: Sequence[MaskParams]) -> list
             [draws[i].bottom_offset for i in rows],
             [keys[i][-2] for i in rows],  # valve, where the family has one
             [keys[i][-1] for i in rows],  # ear loops, where they show
+            geometry=[draws[i].geometry for i in rows],
         )
         new = dict(zip(todo, built, strict=True))
         outlines.update(new)

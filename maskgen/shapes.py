@@ -172,6 +172,9 @@ class Outline:
         valve: (centre_x, centre_y, radius) of an exhalation valve, or ``None``.
         straps: ear-loop polylines (possibly empty).
         frame: the face frame the outline was built in.
+        top_count: how many of the polygon's first points are its top edge (left corner →
+            nose anchor → right corner); the rest is the bottom edge back to the left corner
+            (:func:`maskgen.mesh.mask_mesh` spans the surface between the two).
     """
 
     polygon: np.ndarray
@@ -179,6 +182,7 @@ class Outline:
     seam: np.ndarray | None = None
     valve: tuple[float, float, float] | None = None
     straps: tuple[np.ndarray, ...] = field(default_factory=tuple)
+    top_count: int = 5
 
 
 def catmull_rom_closed(points: np.ndarray, samples: int = 6) -> np.ndarray:
@@ -197,6 +201,14 @@ def catmull_rom_closed(points: np.ndarray, samples: int = 6) -> np.ndarray:
 
 #: Catmull-Rom samples per vertex of the smooth families.
 SMOOTH_SAMPLES = 5
+#: Versions of the outline construction (:attr:`maskgen.render.MaskParams.geometry`):
+#: 1 = stop 10's; 2 keeps a low mask's side corners above the chin on short faces and its
+#: cheeks between its corners.
+GEOMETRY_VERSIONS: tuple[int, ...] = (1, 2)
+#: The version new draws get.
+GEOMETRY_VERSION = GEOMETRY_VERSIONS[-1]
+#: How far above the chin (face units) a mask's side corners stay at the least (version 2).
+SIDE_CLEARANCE = 0.08
 #: Vertex slots of an outline: the top edge (side, cheek, anchor, cheek, side) and the bottom
 #: (right jaw, chin, left jaw: at most 8 + 1 + 8 points).
 _TOP, _BOTTOM = 5, 17
@@ -218,8 +230,8 @@ def _row(geometry: FamilyGeometry, coverage: str) -> tuple[float, ...]:
 
 
 def _table(families: Sequence[str], coverages: Sequence[str], *jitter: np.ndarray) -> np.ndarray:
-    """The kernel's ``(B, 17)`` draw table: family and coverage columns, then width, top and
-    bottom offsets (unknown names are an error)."""
+    """The kernel's ``(B, 18)`` draw table: family and coverage columns, then width, top and
+    bottom offsets and the geometry version (unknown names are an error)."""
     for family in families:
         if family not in GEOMETRY:
             raise ValueError(f"unknown mask family {family!r}; choose from {', '.join(GEOMETRY)}")
@@ -264,7 +276,7 @@ def _frames(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 #: Columns of the kernel's per-draw table (:func:`_table`).
 _K_RAISE, _K_DROOP, _K_SIDE_DROP, _K_OUTSET, _K_BOTTOM_DROP, _K_CHIN_DROP = range(6)
 _K_POINTED, _K_INSET, _K_RUNS_OFF, _K_A, _K_B, _K_FRACTION, _K_GUARD, _K_MOUTH = range(6, 14)
-_K_WIDTH, _K_TOP, _K_BOTTOM = range(14, 17)
+_K_WIDTH, _K_TOP, _K_BOTTOM, _K_VERSION = range(14, 18)
 
 
 @njit(cache=True, nogil=True)
@@ -314,6 +326,12 @@ def _outline_vertices(
             cheek = min(cheek, min(lm[48, 1], lm[54, 1]) - 0.12)
         cheek = max(cheek, eye_guard)
         side_level = cheek + p[_K_SIDE_DROP]
+        if p[_K_VERSION] >= 2:
+            # On a short face a low mask's side corners fall below the chin and collapse onto
+            # it (a bow-tie outline): keep the sides (and the cheeks) a little above the chin.
+            side_limit = lm[8, 1] - SIDE_CLEARANCE
+            cheek = min(cheek, side_limit)
+            side_level = min(side_level, side_limit)
         lu, lv, il = _jaw_crossing(lm, 0, 1, side_level)
         ru, rv, ir = _jaw_crossing(lm, 16, -1, side_level)
         slu, slv = au + (lu - au) * width - p[_K_OUTSET], av + (lv - av) * width
@@ -322,7 +340,10 @@ def _outline_vertices(
         for k in range(6):
             cheek_l += lm[36 + k, 0]
             cheek_r += lm[42 + k, 0]
-        top = ((slu, slv), (cheek_l / 6, cheek), (au, av), (cheek_r / 6, cheek), (sru, srv))
+        cheek_l, cheek_r = cheek_l / 6, cheek_r / 6
+        if p[_K_VERSION] >= 2:  # a narrow mask's cheeks stay between its corners (no horns)
+            cheek_l, cheek_r = max(cheek_l, min(slu, au)), min(cheek_r, max(sru, au))
+        top = ((slu, slv), (cheek_l, cheek), (au, av), (cheek_r, cheek), (sru, srv))
         for k in range(5):
             vertices[i, k, 0], vertices[i, k, 1] = top[k]
         anchor[i, 0], anchor[i, 1] = au, av
@@ -428,6 +449,8 @@ def mask_outlines(
     bottom_offset: Sequence[float] | np.ndarray,
     valve: Sequence[bool] | np.ndarray,
     straps: Sequence[bool] | np.ndarray,
+    *,
+    geometry: Sequence[int] | np.ndarray | None = None,
 ) -> list[Outline]:
     """Outlines of a batch of masks: the one geometry of both rendering paths.
 
@@ -439,6 +462,8 @@ def mask_outlines(
         landmarks: ``(B, 68, 2)`` pixel landmarks (validated by the caller).
         families, coverages: per draw, names in :data:`GEOMETRY` and :data:`COVERAGES`.
         width, top_offset, bottom_offset, valve, straps: per draw, as in :func:`mask_outline`.
+        geometry: per draw, the construction's version (:data:`GEOMETRY_VERSIONS`; default
+            the current one).
 
     Example:
         >>> from maskgen.landmarks import aligned_landmarks
@@ -450,7 +475,9 @@ def mask_outlines(
     """
     lm = np.asarray(landmarks, np.float32)
     B = len(lm)
-    jitter = (np.asarray(v, np.float64).reshape(B) for v in (width, top_offset, bottom_offset))
+    versions = np.full(B, GEOMETRY_VERSION) if geometry is None else geometry
+    jitter = (np.asarray(v, np.float64).reshape(B)
+              for v in (width, top_offset, bottom_offset, versions))  # fmt: skip
     table = _table(families, coverages, *jitter)
     geos = [GEOMETRY[f] for f in families]
     smooth = np.array([g.smooth for g in geos], bool)
@@ -482,7 +509,8 @@ def mask_outlines(
         if has_valve[i]:
             valve_px = (float(valves[i, 0]), float(valves[i, 1]), 0.14 * frame.unit)
         lines = tuple(loops_px[i, k] for k in range(4) if shown[i, k]) if has_loops[i] else ()
-        out.append(Outline(images[i], frame, seams[i], valve_px, lines))
+        top_count = (_TOP - 1) * (SMOOTH_SAMPLES if smooth[i] else 1) + 1
+        out.append(Outline(images[i], frame, seams[i], valve_px, lines, top_count))
     return out
 
 
@@ -541,6 +569,7 @@ def mask_outline(
     bottom_offset: float = 0.0,
     valve: bool = False,
     straps: bool = False,
+    geometry: int = GEOMETRY_VERSION,
 ) -> Outline:
     """The outline of one mask of ``family`` at ``coverage`` on a face's 68 landmarks
     (:func:`mask_outlines` with one draw).
@@ -554,7 +583,9 @@ def mask_outline(
         bottom_offset: lets the bottom hang lower (+) or higher (−), in face units.
         valve: add an exhalation valve (families whose geometry has ``valve``).
         straps: add ear loops from the side corners towards the ears.
+        geometry: the construction's version (:data:`GEOMETRY_VERSIONS`).
     """
     (outline,) = mask_outlines(np.asarray(landmarks)[None], [family], [coverage], [width],
-                               [top_offset], [bottom_offset], [valve], [straps])  # fmt: skip
+                               [top_offset], [bottom_offset], [valve], [straps],
+                               geometry=[geometry])  # fmt: skip
     return outline

@@ -43,8 +43,11 @@ SCALAR_KEYS: tuple[str, ...] = (
     "bottom_offset",
 )
 #: Index keys: ``family`` (into :data:`maskgen.shapes.GEOMETRY`'s names at conversion time),
-#: ``coverage``, ``texture``, ``texture_seed``, and the flags ``straps`` and ``valve``.
-INDEX_KEYS: tuple[str, ...] = ("family", "coverage", "texture", "texture_seed", "straps", "valve")
+#: ``coverage``, ``texture``, ``texture_seed``, the flags ``straps`` and ``valve``, and the
+#: ``geometry`` version.
+INDEX_KEYS: tuple[str, ...] = (
+    "family", "coverage", "texture", "texture_seed", "straps", "valve", "geometry",
+)  # fmt: skip
 
 
 def sample_batch(
@@ -70,6 +73,7 @@ def draws_to_params(
         "texture_seed": torch.tensor([d.texture_seed for d in draws], dtype=torch.long),
         "straps": torch.tensor([d.straps for d in draws], dtype=torch.bool),
         "valve": torch.tensor([d.valve for d in draws], dtype=torch.bool),
+        "geometry": torch.tensor([d.geometry for d in draws], dtype=torch.long),
     }
     for name in COLOUR_KEYS:
         values = [getattr(d, name) for d in draws]
@@ -96,6 +100,7 @@ def params_to_draws(
             "texture_seed": int(host["texture_seed"][i]),
             "straps": bool(host["straps"][i]),
             "valve": bool(host["valve"][i]),
+            "geometry": int(host["geometry"][i]),
         }
         for name in COLOUR_KEYS:
             fields[name] = tuple(round(float(v)) for v in host[name][i])
