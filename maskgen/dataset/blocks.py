@@ -23,6 +23,7 @@ from maskgen.dataset.items import (
 )
 from maskgen.dataset.parts import part_path, write_part
 from maskgen.dataset.sources import Item
+from maskgen.dataset.state import stop_if_orphaned
 from maskgen.io.recordio import frame_image_records
 
 __all__ = ["PHASE_BYTES", "process_block"]
@@ -32,14 +33,22 @@ PHASE_BYTES = 64 << 20
 
 
 def process_block(
-    ctx: Context, block: int, items: list[Item], first_pending: int
+    ctx: Context, block: int, items: list[Item], skip: frozenset[int] = frozenset()
 ) -> list[ItemResult]:
-    """Process one block; returns the results of the items at index ≥ ``first_pending``.
+    """Process one block; returns the results of its items except those whose index is in
+    ``skip`` (finished by an earlier run).
 
     For ``.rec``/``.bin`` outputs the whole block is processed and its part file written.
+    A worker whose main process is gone (killed) stops at once instead of writing on.
     """
+    stop_if_orphaned(ctx.main_pid, ctx.main_host)
     if ctx.out_kind == "folder":
-        return [process_item(ctx, it) for it in items if it.index >= first_pending]
+        results = []
+        for it in items:
+            if it.index not in skip:
+                stop_if_orphaned(ctx.main_pid, ctx.main_host)
+                results.append(process_item(ctx, it))
+        return results
     load_many = getattr(ctx.source, "load_many", None)
     loaded: list[Any] = [None] * len(items)
     if load_many is not None:
@@ -65,8 +74,9 @@ def process_block(
         data, lengths = frame_image_records(records)
     else:
         data, lengths = b"".join(payloads), [len(p) for p in payloads]
+    stop_if_orphaned(ctx.main_pid, ctx.main_host)
     write_part(part_path(ctx.meta, block), metas, lengths, data)
-    return [r for r in results if r.index >= first_pending]
+    return [r for r in results if r.index not in skip]
 
 
 def _process_in_phases(ctx: Context, items: list[Item], loaded: list[Any]) -> list[ItemResult]:

@@ -21,8 +21,10 @@ from maskgen.dataset.sources import Item
 from maskgen.dataset.state import worker_state
 from maskgen.io import (
     ImageReadError,
+    ImageTooLargeError,
     RecordIOError,
     atomic_write_bytes,
+    check_pixels,
     decode_image,
     encode_image,
     rgb_to_bgr,
@@ -56,6 +58,9 @@ class Context:
     out_kind: str
     output: Path
     meta: Path
+    max_pixels: int = 0  # larger images fail as "too_large" (0: no limit)
+    main_pid: int = 0  # the process that runs the journal (workers stop when it is gone)
+    main_host: str = ""
 
 
 @dataclass
@@ -162,6 +167,7 @@ def load(
         if isinstance(loaded, Exception):
             raise loaded
         raw, label = ctx.source.load(item) if loaded is None else loaded
+        check_pixels(raw, ctx.max_pixels, ctx.source.describe(item))
         # With aligned crops nothing but the renderer and the encoder reads the pixels, and
         # both take OpenCV's BGR order through a reversed view: no conversion either way.
         bgr = ctx.options.landmarks == "aligned"
@@ -208,7 +214,8 @@ def mask_items(
 def _faces(ctx: Context, item: Item, image: np.ndarray | Exception) -> Detected:
     """Faces to mask in the decoded ``image``, or why there are none (unreadable included)."""
     if isinstance(image, Exception):
-        return Detected([], [], [], "unreadable", str(image))
+        category = "too_large" if isinstance(image, ImageTooLargeError) else "unreadable"
+        return Detected([], [], [], category, str(image))
     return detect(ctx, item, image)
 
 

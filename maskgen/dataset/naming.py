@@ -53,10 +53,16 @@ def out_name(ctx: Context, item: Item, variant: int, label: int | None) -> str:
 
 
 def occlusion_name(name: str) -> Path:
-    """Occlusion map of an output, relative to the meta folder.
+    """Occlusion map of an output, relative to the meta folder: the output's relative path
+    as a PNG; a record ``file#key`` of a ``.rec``/``.bin`` gets ``file/key.png``.
 
     Example:
         >>> occlusion_name("people/astronaut.jpg").as_posix()
         'occlusion/people/astronaut.png'
+        >>> [occlusion_name(f"train.rec#{k}").as_posix() for k in (1, 2)]
+        ['occlusion/train.rec/1.png', 'occlusion/train.rec/2.png']
     """
-    return Path("occlusion") / Path(name.replace("#", "_")).with_suffix(".png")
+    file, sep, key = name.rpartition("#")
+    if sep and key.isdigit():
+        return Path("occlusion") / file / f"{key}.png"
+    return Path("occlusion") / Path(name).with_suffix(".png")

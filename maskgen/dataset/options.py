@@ -19,6 +19,7 @@ __all__ = [
     "PACKED_BLOCK",
     "PROTOCOLS",
     "RenderOptions",
+    "default_max_pixels",
     "meta_dir",
     "output_kind",
     "parse_shard",
@@ -33,6 +34,29 @@ FOLDER_BLOCK = 64
 #: Default items per block for ``.rec``/``.bin`` outputs: items are small crops, and every
 #: block ends with an fsynced part file (about 3 ms), so blocks are larger.
 PACKED_BLOCK = 1024
+
+
+#: Bytes a worker holds per pixel of an image it renders (decoded RGB, a painted copy, the
+#: float occlusion map, detection and encoding buffers), for :func:`default_max_pixels`.
+BYTES_PER_PIXEL = 24
+#: OpenCV refuses to decode more pixels than this by default (``OPENCV_IO_MAX_IMAGE_PIXELS``).
+OPENCV_MAX_PIXELS = 1 << 30
+
+
+def default_max_pixels(workers: int | None) -> int:
+    """The default pixel limit: a worker's share of the physical memory over
+    :data:`BYTES_PER_PIXEL`, at most :data:`OPENCV_MAX_PIXELS`, at least 16 MP.
+
+    Example:
+        >>> 1 << 24 <= default_max_pixels(4) <= OPENCV_MAX_PIXELS
+        True
+    """
+    n = (os.cpu_count() or 1) if workers is None or workers < 1 else workers
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        memory = 16 << 30
+    return int(min(OPENCV_MAX_PIXELS, max(1 << 24, memory // n // BYTES_PER_PIXEL)))
 
 
 def output_kind(path: str | os.PathLike[str]) -> str:

@@ -1,15 +1,18 @@
 """The driver of ``maskgen render``: :func:`render_dataset`.
 
-It checks the input/output pair and ``run.json``, cuts the input's items into blocks (this
-shard's only), removes what a killed run left in flight, renders the pending blocks with
-joblib (results come back in input order, into the journal), assembles a ``.rec``/``.bin``
-once all its parts exist and writes the summary.
+It checks the input/output pair, locks the output (:mod:`~maskgen.dataset.locks`), checks
+``run.json``, resumes the journal, cuts the input's items into blocks (this shard's only),
+skips the items the journal has by key, removes what a killed run left in flight, renders
+the pending blocks with joblib (results come back in input order, into the journal),
+assembles a ``.rec``/``.bin`` once all its parts exist and writes the summary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -18,22 +21,26 @@ from typing import Any
 
 from maskgen.dataset.assemble import assemble
 from maskgen.dataset.blocks import process_block
+from maskgen.dataset.errors import JournalError, write_error
 from maskgen.dataset.items import Context
-from maskgen.dataset.journal import Journal, check_run_file
+from maskgen.dataset.journal import DoneKeys, Journal, check_run_file
+from maskgen.dataset.locks import run_lock
 from maskgen.dataset.naming import occlusion_name, out_name
 from maskgen.dataset.options import (
     FOLDER_BLOCK,
     PACKED_BLOCK,
     RenderOptions,
+    default_max_pixels,
     meta_dir,
     output_kind,
 )
 from maskgen.dataset.parts import part_path
+from maskgen.dataset.paths import check_output_paths
 from maskgen.dataset.sources import Item, Source, open_source
 from maskgen.io import atomic_write_text
 from maskgen.io.atomic import temp_file_target
 
-__all__ = ["count_skipped", "iter_blocks", "render_dataset"]
+__all__ = ["iter_blocks", "render_dataset"]
 
 
 def iter_blocks(
@@ -62,23 +69,6 @@ def iter_blocks(
         yield block, current
 
 
-def count_skipped(n: int, block_size: int, shard: tuple[int, int], last: int) -> int:
-    """Items of this shard at index ≤ ``last`` (finished in an earlier run).
-
-    Example:
-        >>> count_skipped(7, 2, (1, 2), 6), count_skipped(7, 2, (1, 2), 2)
-        (3, 1)
-    """
-    i, k = shard
-    count = 0
-    for b in range(0, min(n, last + 1) // block_size + 1):
-        if b % k != i:
-            continue
-        lo, hi = b * block_size, min(n, (b + 1) * block_size, last + 1)
-        count += max(0, hi - lo)
-    return count
-
-
 def _validate(source: Source, out_kind: str, options: RenderOptions) -> None:
     if out_kind == "bin" and source.kind != "bin":
         raise ValueError("a .bin output needs a .bin input (pairs and flags come from it)")
@@ -98,16 +88,21 @@ def render_dataset(
     workers: int | None = -1,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> dict[str, Any]:
     """Mask every image of ``input_path`` into ``output``; returns the summary.
 
     ``workers``: joblib ``n_jobs`` (-1 = all cores; ``None`` leaves it to an enclosing
     ``joblib.parallel_config``, whose backend — loky, threading, dask … — is always used).
     ``shard``: ``(i, n)`` renders the blocks ``b`` with ``b % n == i`` only.
-    """
-    from joblib import Parallel, delayed
-    from tqdm import tqdm
+    ``max_pixels``: larger images (by their header, before decoding) fail as ``too_large``;
+    ``None``: :func:`~maskgen.dataset.options.default_max_pixels` for ``workers``; 0: no limit.
 
+    Raises :class:`~maskgen.dataset.errors.RenderError` (a ``ValueError``) with one line
+    naming the path and the cause when the run cannot go on: the output is the input or
+    inside it, another run holds the output, the journal cannot be resumed, or writing fails
+    (read-only folder, disk full: what is written stays valid and a rerun resumes).
+    """
     options = options or RenderOptions()
     out_kind = output_kind(output)
     if options.protocol is None and out_kind == "bin":
@@ -118,55 +113,132 @@ def render_dataset(
     source = open_source(input_path)
     _validate(source, out_kind, options)
     output = Path(output)
+    check_output_paths(Path(input_path), output, source.kind)
+    if max_pixels is None:
+        max_pixels = default_max_pixels(workers)
     meta = meta_dir(output)
-    meta.mkdir(parents=True, exist_ok=True)
-    check_run_file(
-        meta, {"input": str(Path(input_path)), "options": options.to_dict(), "shards": shard[1]}
-    )
-    suffix = "" if shard[1] == 1 else f".shard-{shard[0]}-of-{shard[1]}"
-    journal = Journal(meta, suffix)
-    ctx = Context(options, source, out_kind, output, meta)
-    total = count_skipped(len(source), options.block_size, shard, len(source) - 1)
-    resume_after = journal.last_index
-    if journal.resumed:
-        _remove_stale_temps(ctx, shard, resume_after)
-    tasks = (
-        delayed(process_block)(ctx, b, items, resume_after + 1)
-        for b, items in iter_blocks(source.items(), options.block_size, shard)
-        if items[-1].index > resume_after
-    )
-    counts = {"done": 0, "failed": 0, "faces": 0, "outputs": 0}
-    skipped = count_skipped(len(source), options.block_size, shard, resume_after)
-    start = time.perf_counter()
-    bar = tqdm(total=total, initial=skipped, desc="render", unit="img", disable=not progress)
     try:
-        for results in Parallel(n_jobs=workers, return_as="generator")(tasks):
-            journal.write(results)
-            for res in results:
-                counts["failed" if res.failure else "done"] += 1
-                counts["faces"] += res.faces
-                counts["outputs"] += len(res.lines)
-            bar.update(len(results))
-    finally:
-        bar.close()
-        journal.close()
-    assembled = assemble(ctx, source) if out_kind != "folder" else None
+        with run_lock(meta, str(output), shard):
+            check_run_file(
+                meta,
+                {"input": str(Path(input_path)), "options": options.to_dict(), "shards": shard[1]},
+            )
+            ctx = Context(options, source, out_kind, output, meta, max_pixels, os.getpid(),
+                          socket.gethostname())  # fmt: skip
+            return _run(ctx, input_path, workers, shard, progress)
+    except OSError as exc:
+        raise write_error(exc, meta) from exc
+
+
+def _block_done(ctx: Context, done: DoneKeys, items: list[Item]) -> list[bool]:
+    return done.contains_many([it.key for it in items]) if len(done) else [False] * len(items)
+
+
+def _plan(ctx: Context, done: DoneKeys, shard: tuple[int, int]) -> tuple[int, int]:
+    """This shard's number of items and how many of them the journal has."""
+    total = skipped = 0
+    for _, items in iter_blocks(ctx.source.items(), ctx.options.block_size, shard):
+        total += len(items)
+        skipped += sum(_block_done(ctx, done, items))
+    return total, skipped
+
+
+def _vanished(ctx: Context, done: DoneKeys, skipped: int, meta_suffix: str) -> list[str]:
+    """The finished keys that the input no longer lists (reported, outputs kept)."""
+    if len(done) <= skipped:
+        return []
+    listed = {it.key for it in ctx.source.items()}
+    gone = [key for key in done if key not in listed]
+    if not gone:
+        return []
+    if ctx.out_kind != "folder":
+        raise JournalError(
+            f"{ctx.source.path}: {len(gone)} items an earlier run rendered into {ctx.output} "
+            f"are no longer in the input (e.g. key {gone[0]!r}); the input changed: choose a "
+            "new output"
+        )
+    path = ctx.meta / f"vanished{meta_suffix}.jsonl"
+    atomic_write_text(path, "".join(json.dumps({"key": k}) + "\n" for k in gone))
+    return gone
+
+
+def _tasks(ctx: Context, done: DoneKeys, shard: tuple[int, int]) -> Iterator[Any]:
+    from joblib import delayed
+
+    for b, items in iter_blocks(ctx.source.items(), ctx.options.block_size, shard):
+        flags = _block_done(ctx, done, items)
+        if ctx.out_kind == "folder":
+            pending = [it for it, f in zip(items, flags, strict=True) if not f]
+            if pending:
+                yield delayed(process_block)(ctx, b, pending)
+            continue
+        skip = frozenset(it.index for it, f in zip(items, flags, strict=True) if f)
+        if len(skip) < len(items) or not part_path(ctx.meta, b).is_file():
+            yield delayed(process_block)(ctx, b, items, skip)
+
+
+def _run(
+    ctx: Context,
+    input_path: str | os.PathLike[str],
+    workers: int | None,
+    shard: tuple[int, int],
+    progress: bool,
+) -> dict[str, Any]:
+    from joblib import Parallel
+    from tqdm import tqdm
+
+    suffix = "" if shard[1] == 1 else f".shard-{shard[0]}-of-{shard[1]}"
+    journal = Journal(ctx.meta, suffix)
+    notes = list(journal.notes)
+    counts = {"done": 0, "failed": 0, "faces": 0, "outputs": 0}
+    try:
+        total, skipped = _plan(ctx, journal.done, shard)
+        vanished = _vanished(ctx, journal.done, skipped, suffix)
+        if vanished:
+            notes.append(
+                f"{len(vanished)} items an earlier run finished are no longer in {input_path} "
+                f"(listed in {ctx.meta / f'vanished{suffix}.jsonl'}); their outputs are kept"
+            )
+        if journal.resumed:
+            _remove_stale_temps(ctx, shard, journal.done)
+        start = time.perf_counter()
+        bar = tqdm(total=total, initial=skipped, desc="render", unit="img", disable=not progress)
+        try:
+            for results in Parallel(n_jobs=workers, return_as="generator")(
+                _tasks(ctx, journal.done, shard)
+            ):
+                journal.write(results)
+                for res in results:
+                    counts["failed" if res.failure else "done"] += 1
+                    counts["faces"] += res.faces
+                    counts["outputs"] += len(res.lines)
+                bar.update(len(results))
+        finally:
+            bar.close()
+    except BaseException:
+        with contextlib.suppress(OSError):  # the error being raised says more
+            journal.close()
+        raise
+    journal.close()
+    assembled = assemble(ctx, ctx.source) if ctx.out_kind != "folder" else None
     summary = {
         **counts,
         "skipped": skipped,
+        "vanished": len(vanished),
         "total": total,
         "seconds": round(time.perf_counter() - start, 2),
         "shard": f"{shard[0]}/{shard[1]}",
         "manifest": str(journal.manifest_path),
         "failures": str(journal.failures_path),
-        "output": str(output),
+        "output": str(ctx.output),
         "assembled": assembled,
+        "notes": notes,
     }
-    atomic_write_text(meta / f"summary{suffix}.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(ctx.meta / f"summary{suffix}.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
-def _remove_stale_temps(ctx: Context, shard: tuple[int, int], resume_after: int) -> None:
+def _remove_stale_temps(ctx: Context, shard: tuple[int, int], done: DoneKeys) -> None:
     """Delete the temporary files a killed run left for the items it had in flight.
 
     Only this shard's next pending items (a window larger than any dispatch queue) are
@@ -177,8 +249,8 @@ def _remove_stale_temps(ctx: Context, shard: tuple[int, int], resume_after: int)
     pending = (
         it
         for _, items in iter_blocks(ctx.source.items(), ctx.options.block_size, shard)
-        for it in items
-        if it.index > resume_after
+        for it, finished in zip(items, _block_done(ctx, done, items), strict=True)
+        if not finished
     )
     for count, item in enumerate(pending):
         if count >= window:

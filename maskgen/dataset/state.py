@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 from maskgen.io import RecordReader
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from maskgen.dataset.items import Detected
     from maskgen.dataset.options import RenderOptions
 
-__all__ = ["LANDMARK_MEMO", "WorkerState", "worker_state"]
+__all__ = ["LANDMARK_MEMO", "WorkerState", "main_gone", "stop_if_orphaned", "worker_state"]
 
 #: Quantised layouts :attr:`WorkerState.landmarks` keeps (the oldest goes first).
 LANDMARK_MEMO = 64
@@ -115,3 +116,40 @@ _WORKER = WorkerState()
 def worker_state() -> WorkerState:
     """This process's :class:`WorkerState` (the same instance on every call)."""
     return _WORKER
+
+
+_PARENT_AT_START = os.getppid()
+
+
+def main_gone(main_pid: int, main_host: str) -> bool:
+    """Whether the main process of a run (``main_pid`` on ``main_host``) is gone while this
+    worker still runs: a worker it started was re-parented, or, on the same host, no process
+    ``main_pid`` exists. Always ``False`` in the main process itself and without a pid.
+
+    Example:
+        >>> main_gone(os.getpid(), socket.gethostname()), main_gone(0, "")
+        (False, False)
+    """
+    if not main_pid or os.getpid() == main_pid:
+        return False
+    parent = os.getppid()
+    if parent == main_pid:
+        return False
+    if main_pid == _PARENT_AT_START:  # started by the main process, now re-parented
+        return True
+    if main_host != socket.gethostname():
+        return False  # another machine (e.g. a dask worker): no way to tell
+    try:
+        os.kill(main_pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def stop_if_orphaned(main_pid: int, main_host: str) -> None:
+    """End this worker process at once if the run's main process is gone (:func:`main_gone`):
+    nobody would journal what it writes."""
+    if main_gone(main_pid, main_host):
+        os._exit(70)

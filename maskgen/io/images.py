@@ -33,9 +33,12 @@ from maskgen.io.atomic import atomic_write_bytes
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
+    "ImageTooLargeError",
+    "check_pixels",
     "decode_image",
     "decode_image_raw",
     "encode_image",
+    "image_size",
     "iter_image_files",
     "read_image",
     "read_image_raw",
@@ -82,6 +85,10 @@ class ImageReadError(ValueError):
     """Image data that cannot be decoded; the message names the file and the problem."""
 
 
+class ImageTooLargeError(ImageReadError):
+    """A valid image with more pixels than allowed (refused before decoding)."""
+
+
 def sniff_image_format(data: bytes | bytearray | memoryview) -> str | None:
     """Name the image format announced by the first bytes of ``data``, or ``None``."""
     head = bytes(data[:16])
@@ -95,6 +102,120 @@ def sniff_image_format(data: bytes | bytearray | memoryview) -> str | None:
     if len(head) >= 2 and head[0:1] == b"P" and head[1:2] in b"1234567f":
         return "PNM"
     return None
+
+
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    pos = 2
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD9)):  # no length
+            pos += 2
+            continue
+        length = int.from_bytes(head[pos + 2 : pos + 4], "big")
+        if marker in _JPEG_SOF and pos + 9 <= len(head):
+            h = int.from_bytes(head[pos + 5 : pos + 7], "big")
+            w = int.from_bytes(head[pos + 7 : pos + 9], "big")
+            return w, h
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def _tiff_size(head: bytes) -> tuple[int, int] | None:
+    order = "little" if head[:2] == b"II" else "big"
+
+    def num(pos: int, n: int) -> int:
+        return int.from_bytes(head[pos : pos + n], order)
+
+    ifd = num(4, 4)
+    if ifd + 2 > len(head):
+        return None
+    size: dict[int, int] = {}
+    for i in range(min(num(ifd, 2), (len(head) - ifd - 2) // 12)):
+        entry = ifd + 2 + 12 * i
+        tag, kind = num(entry, 2), num(entry + 2, 2)
+        if tag in (256, 257):
+            size[tag] = num(entry + 8, 2) if kind == 3 else num(entry + 8, 4)
+    return (size[256], size[257]) if len(size) == 2 else None
+
+
+def image_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """``(width, height)`` read from the header of PNG, JPEG, GIF, BMP, WebP and TIFF data,
+    without decoding; ``None`` for other formats or a header that does not say.
+
+    Example:
+        >>> image_size(encode_image(np.zeros((3, 5, 3), np.uint8), ".png"))
+        (5, 3)
+        >>> image_size(encode_image(np.zeros((3, 5, 3), np.uint8), ".jpg")), image_size(b"?")
+        ((5, 3), None)
+    """
+    head = bytes(data[: 1 << 16])
+    fmt = sniff_image_format(head)
+    try:
+        if fmt == "PNG" and head[12:16] == b"IHDR":
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if fmt == "GIF":
+            return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+        if fmt == "BMP" and len(head) >= 26:
+            if int.from_bytes(head[14:18], "little") == 12:
+                w, h = int.from_bytes(head[18:20], "little"), int.from_bytes(head[20:22], "little")
+                return w, h
+            w = int.from_bytes(head[18:22], "little", signed=True)
+            h = int.from_bytes(head[22:26], "little", signed=True)
+            return abs(w), abs(h)
+        if fmt == "WebP":
+            chunk = head[12:16]
+            if chunk == b"VP8 " and len(head) >= 30:
+                w = int.from_bytes(head[26:28], "little") & 0x3FFF
+                return w, int.from_bytes(head[28:30], "little") & 0x3FFF
+            if chunk == b"VP8L" and len(head) >= 25:
+                bits = int.from_bytes(head[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8X" and len(head) >= 30:
+                w = int.from_bytes(head[24:27], "little") + 1
+                return w, int.from_bytes(head[27:30], "little") + 1
+        if fmt == "JPEG":
+            return _jpeg_size(head)
+        if fmt == "TIFF":
+            return _tiff_size(head)
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+def check_pixels(
+    data: bytes | bytearray | memoryview, max_pixels: int, source: str = "<bytes>"
+) -> None:
+    """Raise :class:`ImageTooLargeError` if the header of ``data`` announces more than
+    ``max_pixels`` pixels (checked before decoding; ``max_pixels`` 0: no limit).
+
+    Example:
+        >>> png = encode_image(np.zeros((30, 40), np.uint8), ".png")
+        >>> check_pixels(png, 1200)
+        >>> try:
+        ...     check_pixels(png, 1000, "a.png")
+        ... except ImageTooLargeError as exc:
+        ...     print(str(exc)[:52])
+        a.png: too large: 40×30 = 1,200 pixels (PNG header)
+    """
+    if max_pixels <= 0:
+        return
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        fmt = sniff_image_format(data)
+        raise ImageTooLargeError(
+            f"{source}: too large: {size[0]}×{size[1]} = {size[0] * size[1]:,} pixels "
+            f"({fmt} header) exceed the limit of {max_pixels:,} pixels (--max-pixels)"
+        )
 
 
 def _decode(data: bytes | bytearray | memoryview, flags: int, source: str) -> np.ndarray:

@@ -381,8 +381,8 @@ def test_rerun_skips_and_tolerates_truncated_journal_lines(tmp_path: Path) -> No
     render_dataset(src, out, options, workers=1, progress=False)
     before = _tree(out), _meta_files(out)
     meta = meta_dir(out)
-    lines = (meta / "progress.log").read_text().splitlines(keepends=True)
-    (meta / "progress.log").write_text("".join(lines[:3]) + lines[3][:5])  # cut mid-line
+    lines = (meta / "progress.log").read_text().splitlines(keepends=True)  # magic, 6 items
+    (meta / "progress.log").write_text("".join(lines[:4]) + lines[4][:5])  # cut mid-line
     with (meta / "manifest.jsonl").open("a") as fh:
         fh.write('{"index": 9, "half a rec')
     (out / "4.png").unlink()
