@@ -219,13 +219,29 @@ def _faces(ctx: Context, item: Item, image: np.ndarray | Exception) -> Detected:
     return detect(ctx, item, image)
 
 
+def seed_key(key: str) -> str:
+    """The key an item's draws are seeded with: the key itself, or for a name that is not
+    valid UTF-8 (surrogate escapes) its bytes with the invalid ones as ``\\xNN`` text.
+
+    Example:
+        >>> import os
+        >>> seed_key("a/b.jpg"), seed_key(os.fsdecode(b"bad\\xff.png"))
+        ('a/b.jpg', 'bad\\\\xff.png')
+    """
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return key
+
+
 def _draws(ctx: Context, item: Item, n_faces: int) -> list[Draw]:
     """The draw of each output variant (:mod:`maskgen.seeding`)."""
     options = ctx.options
     forced = _forced_mask(ctx, item)
     draws = []
     for variant in range(options.variants):
-        masked, params = draw_item(options.spec, options.seed, item.key, variant,
+        masked, params = draw_item(options.spec, options.seed, seed_key(item.key), variant,
                                    p=options.p, masked=forced, faces=n_faces)  # fmt: skip
         draws.append(Draw(masked, list(params) if masked else [None] * n_faces))
     return draws

@@ -7,6 +7,7 @@ landmarks are written once per layout (:func:`quantised`) and spliced into each 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -74,11 +75,49 @@ def dump(record: dict[str, Any], landmarks: list[bytes]) -> bytes:
         >>> dump({"landmarks": _placeholder(0), "n": 1}, [b"[[1.0,2.0]]"])
         b'{"landmarks":[[1.0,2.0]],"n":1}\\n'
     """
-    text = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    try:
+        text = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    except orjson.JSONEncodeError:
+        text = _dump_names(record)
     for i, lm in enumerate(landmarks):
         marker = _PLACEHOLDERS[i] if i < len(_PLACEHOLDERS) else orjson.dumps(_placeholder(i))
         text = text.replace(marker, lm)
     return text
+
+
+def _dump_names(record: dict[str, Any]) -> bytes:
+    """:func:`dump` of a record whose names are not valid UTF-8 (a file name with bytes that
+    are not, read by Python as surrogate escapes), which orjson refuses: those strings are
+    written by :mod:`json` as ``\\udcXX`` escapes, which ``json.loads`` turns back into the
+    same string (and ``os.fsencode`` into the same bytes).
+
+    Example:
+        >>> import json, os
+        >>> name = os.fsdecode(b"caf\\xe9.jpg")
+        >>> line = _dump_names({"key": name, "n": 1})
+        >>> line, json.loads(line)["key"] == name
+        (b'{"key":"caf\\\\udce9.jpg","n":1}\\n', True)
+    """
+    spliced: dict[bytes, bytes] = {}
+    safe: dict[str, Any] = {}
+    for name, value in record.items():
+        if isinstance(value, str) and not _is_utf8(value):
+            marker = _placeholder(1000 + len(spliced))
+            spliced[orjson.dumps(marker)] = json.dumps(value).encode("ascii")
+            value = marker
+        safe[name] = value
+    text = orjson.dumps(safe, option=orjson.OPT_APPEND_NEWLINE)
+    for marker, value in spliced.items():
+        text = text.replace(marker, value)
+    return text
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def failure(ctx: Context, item: Item, category: str, reason: str) -> dict[str, Any]:
