@@ -1,4 +1,5 @@
-"""The ``distill`` command line (typer)."""
+"""The ``distill`` command line (typer): ``backbones``, ``heads``, ``configs``, ``train``,
+``eval``, ``export``; ``--version``, ``--debug``. Also ``python -m distill``."""
 
 from __future__ import annotations
 
@@ -6,11 +7,45 @@ from pathlib import Path
 
 import typer
 
+from maskgen._cli import add_app_options, cli_errors, fail, progress_option, show_progress
+
 app = typer.Typer(
     help="Mask-invariant face recognition: ElasticFace teacher-student distillation.",
     no_args_is_help=True,
     add_completion=False,
 )
+add_app_options(app, "distill")
+
+
+def check_device(text: str, what: str = "--device") -> str:
+    """A torch device this build can use, else ``ValueError`` naming the option.
+
+    >>> check_device("cpu")
+    'cpu'
+    >>> try:
+    ...     check_device("tpu")
+    ... except ValueError as e:
+    ...     print(str(e).split(";")[0])
+    --device 'tpu' is not a torch device
+    """
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(
+            f"{what} {text!r} is not a torch device; e.g. cpu, cuda, cuda:0, mps"
+        ) from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{what} {text!r}: CUDA is not available (torch {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{what} {text!r}: there are {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what} {text!r}: MPS is not available")
+    return text
 
 
 @app.command()
@@ -56,9 +91,23 @@ def _named_specs(specs: list[str], kind: str) -> list[tuple[str, str]]:
     return out
 
 
+@app.command()
+def configs() -> None:
+    """List the configs shipped with distill (``distill train NAME``)."""
+    from distill.configs import config_path, list_configs
+
+    for name in list_configs():
+        typer.echo(f"{name:16s} {config_path(name)}")
+
+
 @app.command("eval")
+@cli_errors()
 def eval_command(
-    models: list[str] = typer.Argument(..., help="distill checkpoints, as [NAME=]PATH."),
+    models: list[str] = typer.Argument(
+        ...,
+        help="Models, as [NAME=]PATH: distill checkpoints or plain backbone state dicts "
+        "(insightface / ElasticFace backbone.pth).",
+    ),
     data: list[str] = typer.Option(
         ...,
         "--data",
@@ -78,45 +127,50 @@ def eval_command(
         "auto", help="auto (aligned for packs and 112x112 crops), aligned, or a backend name."
     ),
     threads: int = typer.Option(0, min=0, help="torch CPU threads (0: torch default)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    arch: str = typer.Option(
+        None,
+        help="Backbone of state dicts whose keys do not tell it (e.g. iresnet50); "
+        "by default inferred from the keys.",
+    ),
+    progress: bool = progress_option(),
 ) -> None:
     """Score models on masked-face verification sets under NM-NM, M-NM and M-M."""
     import torch
 
     from distill.eval import evaluate_models, load_dataset, load_model, parse_protocols
 
-    try:
-        protos = parse_protocols(protocols)
-        if threads:
-            torch.set_num_threads(threads)
-        sets = {}
-        for name, spec in _named_specs(data, "dataset"):
-            path, _, root = spec.partition("::")
-            sets[name] = load_dataset(path, root or None)
-        nets = {name: load_model(path) for name, path in _named_specs(models, "model")}
-        report = evaluate_models(
-            nets,
-            sets,
-            protos,
-            seed=seed,
-            protocol_file=protocol_file,
-            out_dir=out,
-            batch_size=batch_size,
-            device=device,
-            landmarks=landmarks,
-            progress=progress,
-        )
-    except (ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    protos = parse_protocols(protocols)
+    check_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    sets = {}
+    for name, spec in _named_specs(data, "dataset"):
+        path, _, root = spec.partition("::")
+        sets[name] = load_dataset(path, root or None)
+    nets = {name: load_model(path, arch) for name, path in _named_specs(models, "model")}
+    report = evaluate_models(
+        nets,
+        sets,
+        protos,
+        seed=seed,
+        protocol_file=protocol_file,
+        out_dir=out,
+        batch_size=batch_size,
+        device=device,
+        landmarks=landmarks,
+        progress=show_progress(progress),
+    )
     typer.echo(report.table())
     typer.echo(f"wrote {', '.join(str(p) for p in report.files.values())}")
 
 
 @app.command()
+@cli_errors()
 def train(
-    config: Path | None = typer.Argument(
-        None, help="YAML/TOML config; without one the built-in CPU demo runs."
+    config: str = typer.Argument(
+        None,
+        help="YAML/TOML config file, or the name of a shipped config (distill configs); "
+        "without one the built-in CPU demo runs.",
     ),
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a config key: --set student.epochs=4 (repeatable)."
@@ -126,42 +180,32 @@ def train(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Train into an output directory that already holds a run."
     ),
+    progress: bool = progress_option("Show the training progress bar"),
 ) -> None:
     """Teacher (ElasticFace, clean) → student (masked + distillation) → NM-NM/M-NM/M-M report.
 
-    Multi-GPU: torchrun --nproc_per_node=N -m distill.cli train CONFIG.
+    Multi-GPU: torchrun --nproc_per_node=N -m distill train CONFIG.
     """
-    from distill.checkpoint import CheckpointError
-    from distill.config import ConfigError, load_config
-    from distill.data import DatasetError
+    from distill.config import load_config
+    from distill.configs import resolve_config
     from distill.demo import run
-    from distill.training import OutputExistsError, TrainingDivergedError
-    from maskgen.io import BinPackError, RecordIOError
+    from distill.training import TrainingDivergedError
 
+    extra = list(overrides)
+    if out is not None:
+        extra.append(f"train.output={out}")
+    if resume:
+        extra.append("train.resume=true")
+    cfg = load_config(resolve_config(config) if config else None, extra)
+    if cfg.train.device != "auto":
+        check_device(cfg.train.device, "train.device")
+    chose_output = out is not None or any(o.startswith("train.output=") for o in overrides)
+    if config is None and not chose_output and not resume and not overwrite:
+        cfg.train.output = _free_dir(Path(cfg.train.output))
     try:
-        extra = list(overrides)
-        if out is not None:
-            extra.append(f"train.output={out}")
-        if resume:
-            extra.append("train.resume=true")
-        cfg = load_config(config, extra)
-        chose_output = out is not None or any(o.startswith("train.output=") for o in overrides)
-        if config is None and not chose_output and not resume and not overwrite:
-            cfg.train.output = _free_dir(Path(cfg.train.output))
-        report = run(cfg, overwrite=overwrite)
-    except (
-        ConfigError,
-        DatasetError,
-        CheckpointError,
-        OutputExistsError,
-        FileNotFoundError,
-        TrainingDivergedError,
-        RecordIOError,
-        BinPackError,
-        ValueError,
-    ) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+        report = run(cfg, overwrite=overwrite, progress=show_progress(progress))
+    except TrainingDivergedError as exc:  # a failed run, not a usage error
+        fail(exc, 1)
     if report:
         acc = report["verdict"]["accuracy"]
         for model in ("teacher", "student"):
@@ -171,6 +215,53 @@ def train(
             )
         verdict = "PASSED" if report["verdict"]["passed"] else "NOT PASSED"
         typer.echo(f"criteria {verdict}; report: {Path(cfg.train.output) / 'report.md'}")
+
+
+@app.command()
+@cli_errors()
+def export(
+    checkpoint: Path = typer.Argument(
+        ..., help="A distill checkpoint or a plain backbone state dict."
+    ),
+    output: Path = typer.Argument(..., help="OUT.onnx, or OUT.pt / .pth / .ts for TorchScript."),
+    format: str = typer.Option(None, "--format", help="onnx or torchscript (default: suffix)."),
+    opset: int = typer.Option(18, help="ONNX opset (18 or newer)."),
+    embed_normalisation: bool = typer.Option(
+        False,
+        "--embed-normalisation",
+        help="The graph takes 0..255 RGB values and applies (x/255 - 0.5)/0.5 itself.",
+    ),
+    l2_normalise: bool = typer.Option(
+        False, "--l2-normalise", help="The graph returns L2-normalised embeddings."
+    ),
+    arch: str = typer.Option(None, help="Backbone of a state dict (default: from its keys)."),
+) -> None:
+    """Export a backbone to ONNX or TorchScript (dynamic batch, RGB 112x112; docs/export.md)."""
+    from distill.checkpoint import load_backbone
+    from distill.export import export_format, export_model
+
+    kind = export_format(output, format)  # before loading: a bad suffix fails fast
+    model = load_backbone(checkpoint, arch=arch)
+    result = export_model(
+        model,
+        output,
+        format=kind,
+        opset=opset,
+        embed_normalisation=embed_normalisation,
+        l2_normalise=l2_normalise,
+    )
+    what = f"ONNX opset {result.opset}" if result.format == "onnx" else "TorchScript"
+    scale = "0..255" if embed_normalisation else "(x/255-0.5)/0.5"
+    typer.echo(
+        f"wrote {result.path} ({what}; input N×3×112×112 RGB, {scale}; "
+        f"output N×{model.embedding_size}{', L2-normalised' if l2_normalise else ''})"
+    )
+    if result.max_abs_diff is not None:
+        typer.echo(
+            f"{result.checked_with}: max |difference| from PyTorch {result.max_abs_diff:.3g}"
+        )
+    else:
+        typer.echo("onnxruntime is not installed: the file was not run (pip install onnxruntime)")
 
 
 def _free_dir(path: Path) -> str:

@@ -123,10 +123,14 @@ class _Materialiser:
         return _to_model_input(image, lm, self.aligned)
 
 
-def _detect_all(name: str, dataset: BinPack | PairsSet, fn: LandmarkFn) -> list[np.ndarray | None]:
+def _detect_all(
+    name: str, dataset: BinPack | PairsSet, fn: LandmarkFn, progress: bool = True
+) -> list[np.ndarray | None]:
     """Landmarks of every image of a set (``None`` for unreadable images or no face)."""
     points: list[np.ndarray | None] = []
-    for i in tqdm(range(dataset.num_images), desc=f"{name}: landmarks", leave=False):
+    bar = tqdm(range(dataset.num_images), desc=f"{name}: landmarks", leave=False,
+               disable=not progress)  # fmt: skip
+    for i in bar:
         try:
             points.append(fn(dataset.decode(i)))
         except (ImageReadError, OSError):
@@ -142,13 +146,14 @@ def _build_entry(
     spec: MaskSpec,
     landmarks: str | LandmarkFn,
     sha256: str,
+    progress: bool = True,
 ) -> DatasetProtocol:
     """A new protocol entry for a set: its landmark source (and points) and fresh draws."""
     source = _resolve_landmarks(dataset, landmarks)
     points = None
     if source != "aligned":
         fn = landmarks if callable(landmarks) else _create_detector(source)
-        points = _detect_all(name, dataset, fn)
+        points = _detect_all(name, dataset, fn, progress)
     return DatasetProtocol(
         source=str(dataset.path) if dataset.path is not None else name,
         sha256=sha256,

@@ -91,7 +91,7 @@ def evaluate_models(
     spec = mask_spec or MaskSpec()
 
     protocol, entries, save_to = _prepare_protocol(
-        datasets, protos, seed, protocol_file, spec, landmarks
+        datasets, protos, seed, protocol_file, spec, landmarks, progress
     )
     dev = torch.device(device) if device is not None else None
     run = _Run(models, protos, landmarks, batch_size, dev, n_folds, progress)
@@ -132,6 +132,7 @@ def _prepare_protocol(
     protocol_file: str | os.PathLike[str] | EvalProtocol | None,
     spec: MaskSpec,
     landmarks: str | LandmarkFn,
+    progress: bool = True,
 ) -> tuple[EvalProtocol, dict[str, DatasetProtocol], str | os.PathLike[str] | None]:
     """Reuse or draw (and save) the protocol before any model runs.
 
@@ -151,7 +152,9 @@ def _prepare_protocol(
         if reuse:
             entries[name] = protocol.check(name, ds, protos, digest)
         else:
-            entries[name] = _build_entry(name, ds, protos, protocol.seed, spec, landmarks, digest)
+            entries[name] = _build_entry(
+                name, ds, protos, protocol.seed, spec, landmarks, digest, progress
+            )
             protocol.datasets[name] = entries[name]
     if save_to is not None:
         protocol.save(save_to)

@@ -369,9 +369,9 @@ def test_cli_train_end_to_end_with_report(tmp_path: Path) -> None:
     assert set(report["results"]) == {"teacher", "student"}
     assert set(report["results"]["student"]) == {"nm-nm", "m-nm", "m-m"}
     assert (tmp_path / "run" / "report.md").is_file()
-    # unknown keys: exit code 1 and the valid keys in the message; nothing written
+    # unknown keys: a config error, exit code 2 and the valid keys in the message; nothing written
     bad = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "bad"), "--set", "x.y=1"])
-    assert bad.exit_code == 1 and "unknown key 'x.y'" in bad.output
+    assert bad.exit_code == 2 and "unknown key 'x.y'" in bad.output
     assert not (tmp_path / "bad").exists()
 
 
