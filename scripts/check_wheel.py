@@ -24,11 +24,15 @@ files = {p.name for p in r.files("maskgen.templates").iterdir()}
 assert {"aligned_68.json", "palettes.json", "shapes.json"} <= files, files
 assert canonical_68().shape == (68, 2)
 assert "medical_blue" in palette_names()
+from distill.configs import config_path, list_configs
+assert {"demo", "ms1mv2_r50"} <= set(list_configs()), list_configs()
+assert str(config_path("ms1mv2_r50")).startswith(sys.argv[1]), config_path("ms1mv2_r50")
 import importlib
 for name in sys.argv[2:]:  # every package of the source tree is in the wheel
     module = importlib.import_module(name)
     assert module.__file__.startswith(sys.argv[1]), (name, module.__file__)
-print("wheel assets OK:", sorted(files), "packages OK:", len(sys.argv) - 2)
+print("wheel assets OK:", sorted(files), "configs:", list_configs(),
+      "packages OK:", len(sys.argv) - 2)
 """
 
 
