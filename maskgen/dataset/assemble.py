@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from maskgen.dataset.items import Context
+from maskgen.dataset.locks import assembly_lock
 from maskgen.dataset.parts import part_path, read_part
 from maskgen.dataset.sources import BinSource, RecSource
 from maskgen.io import RecordIOError, RecordWriter, atomic_write_text, save_bin
+from maskgen.io.atomic import temp_file_target
 from maskgen.protocol import DatasetProtocol, EvalProtocol, dataset_sha256, protocol_path
 from maskgen.render import MaskParams
 
-__all__ = ["assemble", "protocol_file"]
+__all__ = ["assemble", "protocol_file", "remove_assembly_temps"]
 
 
 def assemble(ctx: Context, source: Any) -> bool:
@@ -33,14 +36,42 @@ def assemble(ctx: Context, source: Any) -> bool:
         return False
     done = ctx.meta / "assembled.json"
     stamp = json.dumps({"parts": n_blocks, "output": ctx.output.name}) + "\n"
-    if done.is_file() and ctx.output.is_file() and done.read_text() == stamp:
-        return True
-    if ctx.out_kind == "rec":
-        _assemble_rec(ctx, source, parts)
-    else:
-        _assemble_bin(ctx, source, parts)
-    atomic_write_text(done, stamp)
+    with assembly_lock(ctx.meta, str(ctx.output)):
+        if done.is_file() and ctx.output.is_file() and done.read_text() == stamp:
+            return True
+        remove_assembly_temps(ctx.output)
+        if ctx.out_kind == "rec":
+            _assemble_rec(ctx, source, parts)
+        else:
+            _assemble_bin(ctx, source, parts)
+        atomic_write_text(done, stamp)
     return True
+
+
+def remove_assembly_temps(output: Path) -> list[Path]:
+    """Delete the temporary files a killed assembly of ``output`` left beside it (its
+    ``.rec``/``.idx`` or ``.bin``/protocol file); returns them. Called under the assembly
+    lock, so no running assembly loses its files.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "train.rec"
+        >>> _ = (out.parent / ".train.rec.k2j4.tmp").write_bytes(b"half")
+        >>> _ = (out.parent / ".other.rec.k2j4.tmp").write_bytes(b"not ours")
+        >>> [p.name for p in remove_assembly_temps(out)]
+        ['.train.rec.k2j4.tmp']
+    """
+    names = {output.name, output.with_suffix(".idx").name, protocol_path(output).name}
+    if not output.parent.is_dir():
+        return []
+    stale = [
+        Path(entry.path)
+        for entry in os.scandir(output.parent)
+        if temp_file_target(entry.name) in names
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:

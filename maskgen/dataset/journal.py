@@ -386,14 +386,11 @@ class Journal:
             )
             progress.append(entry.line())
         if any(manifest):
-            self._manifest.write(b"".join(manifest))
-            sync(self._manifest)
+            _append(self._manifest, self.manifest_path, b"".join(manifest))
         if failures:
-            self._failures.write(b"".join(failures))
-            sync(self._failures)
+            _append(self._failures, self.failures_path, b"".join(failures))
         self._sizes = m_pos, f_pos
-        self._progress.write(b"".join(progress))
-        sync(self._progress)
+        _append(self._progress, self.progress_path, b"".join(progress))
 
     def close(self) -> None:
         """Close the three files (after a failed write, without raising again)."""
@@ -405,6 +402,15 @@ class Journal:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def _append(fh: BinaryIO, path: Path, data: bytes) -> None:
+    """Append ``data`` and sync it; an ``OSError`` names ``path`` (a file object's does not)."""
+    try:
+        fh.write(data)
+        sync(fh)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 _DEFAULTS: dict[str, Any] | None = None

@@ -178,10 +178,29 @@ def atomic_open(
     atomic = AtomicFile(path, mode, encoding=encoding, newline=newline)
     try:
         yield atomic.file
+    except OSError as exc:
+        atomic.abort()
+        named = _named(exc, atomic.path)
+        if named is exc:
+            raise
+        raise named from exc
     except BaseException:
         atomic.abort()
         raise
-    atomic.commit()
+    try:
+        atomic.commit()
+    except OSError as exc:
+        named = _named(exc, atomic.path)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name when it has none (file objects' errors don't)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> Path:

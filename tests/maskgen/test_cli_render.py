@@ -91,3 +91,25 @@ def test_replay_command_reproduces_render_output(crops: Path, tmp_path: Path) ->
         np.testing.assert_array_equal(
             read_image(replayed / "id0" / f"{i}.png"), read_image(out / "id0" / f"{i}.png")
         )
+
+
+@pytest.mark.parametrize("target", ["/tmp/maskgen-replay-escape.png", "../escape.png",
+                                    "id0/../../escape.png"])  # fmt: skip
+def test_replay_refuses_outputs_outside_its_folder(
+    crops: Path, tmp_path: Path, target: str
+) -> None:
+    out = tmp_path / "out"
+    args = ["render", str(crops), str(out), "--workers", "1", "--no-progress", "--format", "png"]
+    assert runner.invoke(app, args).exit_code == 0
+    manifest = meta_dir(out) / "manifest.jsonl"
+    record = json.loads(manifest.read_text().splitlines()[0])
+    record["output"] = target
+    crafted = tmp_path / "crafted.jsonl"
+    crafted.write_text(json.dumps(record) + "\n")
+    replayed = tmp_path / "replayed" / "inner"
+    result = runner.invoke(app, ["replay", str(crafted), str(replayed), "--input-root", str(crops)])
+    assert result.exit_code != 0
+    message = result.output + str(result.exception)
+    assert "leaves the output folder" in message
+    assert not Path("/tmp/maskgen-replay-escape.png").exists()
+    assert not (tmp_path / "replayed" / "escape.png").exists() and not replayed.exists()

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -435,3 +436,171 @@ def test_crcs_cover_the_bytes_of_each_item(tmp_path: Path) -> None:
         assert zlib.crc32(manifest[start : entry.manifest]) == entry.manifest_crc
         start = entry.manifest
     assert start == len(manifest)
+
+
+# -- silently wrong -----------------------------------------------------------------------
+
+
+def test_rec_occlusion_maps_are_one_per_record(tmp_path: Path) -> None:
+    _write_rec(tmp_path / "train.rec", 4)
+    out = tmp_path / "out" / "train.rec"
+    options = RenderOptions(landmarks="aligned", save_occlusion=True, variants=2)
+    _render(tmp_path / "train.rec", out, options)
+    names = [r["occlusion"] for r in _manifest(out)]
+    assert len(set(names)) == 8
+    assert all((meta_dir(out) / n).is_file() for n in names)
+
+
+def test_points_outside_the_image_fail_only_their_item_naming_the_file(tmp_path: Path) -> None:
+    from maskgen.landmarks import create_backend
+
+    src = _folder(tmp_path / "src", ["good.png", "bad.png"])
+    lm = create_backend("aligned").detect(np.zeros((112, 112, 3), np.uint8))[0].landmarks
+    (tmp_path / "lm").mkdir()
+    np.save(tmp_path / "lm" / "good.npy", lm)
+    np.save(tmp_path / "lm" / "bad.npy", lm + 5000)
+    options = RenderOptions(landmarks="file", landmarks_dir=str(tmp_path / "lm"))
+    summary = _render(src, tmp_path / "out", options)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    (fail,) = [json.loads(x) for x in (meta_dir(tmp_path / "out") / "failures.jsonl").open()]
+    assert fail["key"] == "bad.png" and fail["category"] == "landmarks"
+    assert "bad.npy" in fail["reason"] and "outside" in fail["reason"]
+
+
+def _huge_png(width: int, height: int) -> bytes:
+    """A valid PNG header of a ``width``×``height`` image (IHDR with a correct CRC)."""
+    ihdr = b"IHDR" + width.to_bytes(4, "big") + height.to_bytes(4, "big") + b"\x08\x02\x00\x00\x00"
+    chunk = (13).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+def test_images_over_the_pixel_limit_fail_as_too_large_before_decoding(tmp_path: Path) -> None:
+    src = _folder(tmp_path / "src", ["small.png"])
+    (src / "huge.png").write_bytes(_huge_png(40_000, 40_000))
+    big = np.zeros((300, 400, 3), np.uint8)
+    for ext in (".png", ".jpg", ".webp", ".bmp", ".tiff"):
+        (src / f"big{ext}").write_bytes(encode_image(big, ext))
+    summary = _render(src, tmp_path / "out", max_pixels=100_000)
+    fails = {f["key"]: f for f in map(json.loads, (meta_dir(tmp_path / "out") / "failures.jsonl")
+                                      .open())}  # fmt: skip
+    assert summary["done"] == 1
+    for key in ("huge.png", "big.png", "big.jpg", "big.webp", "big.bmp", "big.tiff"):
+        assert fails[key]["category"] == "too_large", key
+    assert "40000×40000" in fails["huge.png"]["reason"]
+    assert "400×300" in fails["big.jpg"]["reason"]
+    # The default limit still reports a huge header as too large, not as corrupt.
+    summary = _render(src, tmp_path / "default")
+    fails = {f["key"]: f for f in map(json.loads, (meta_dir(tmp_path / "default") /
+                                                   "failures.jsonl").open())}  # fmt: skip
+    assert fails["huge.png"]["category"] == "too_large"
+
+
+@given(st.binary(max_size=64))
+def test_image_size_never_raises_on_garbage(data: bytes) -> None:
+    from maskgen.io import image_size
+
+    for head in (b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM",
+                 b"GIF89a", b"RIFF\x00\x00\x00\x00WEBPVP8X"):  # fmt: skip
+        size = image_size(head + data)
+        assert size is None or (isinstance(size[0], int) and isinstance(size[1], int))
+
+
+# -- crashes ------------------------------------------------------------------------------
+
+
+def test_read_only_output_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    src = _folder(tmp_path / "src", ["a.png"])
+    if os.geteuid() == 0:  # root writes anywhere but into /sys
+        out = Path("/sys/maskgen-test-output")
+    else:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        out = tmp_path / "ro" / "out"
+    result = runner.invoke(app, ["render", str(src), str(out), "--no-progress", "--workers", "1"])
+    assert result.exit_code == 2, result.output
+    assert "cannot write" in result.output and result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path: Path) -> None:
+    src = _folder(tmp_path / "src", [f"{i:02d}.png" for i in range(24)])
+    args = ["--landmarks", "aligned", "--block-size", "2", "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    subprocess.run(_cli(str(src), str(ref), *args), check=True, env=env, capture_output=True)
+    limited = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
+        "from maskgen.cli import app; sys.argv[0] = 'maskgen'; app()"
+    )  # every file stops at 20 kB: the manifest fills up mid-run (EFBIG, as ENOSPC would)
+    full = subprocess.run([sys.executable, "-c", limited, *_cli(str(src), str(out), *args)[3:]],
+                          env=env, capture_output=True, text=True)  # fmt: skip
+    assert full.returncode == 2, full.stderr
+    assert "cannot write" in full.stderr and full.stderr.count("\n") == 1
+    assert f"error: {out}" in full.stderr  # the file that could not be written
+    subprocess.run(_cli(str(src), str(out), *args), check=True, env=env, capture_output=True)
+    assert _tree(ref) == _tree(out) and _meta(ref) == _meta(out)
+
+
+def test_a_killed_assembly_leaves_no_temporary_files(tmp_path: Path) -> None:
+    _write_rec(tmp_path / "train.rec", 5)
+    out = tmp_path / "out" / "train.rec"
+    _render(tmp_path / "train.rec", out)
+    reference = out.read_bytes(), out.with_suffix(".idx").read_bytes()
+    (meta_dir(out) / "assembled.json").unlink()  # as if killed while assembling
+    out.unlink()
+    for name in (".train.rec.x1y2z3.tmp", ".train.idx.a9b8c7.tmp"):
+        (out.parent / name).write_bytes(b"half written")
+    (out.parent / ".other.rec.a9b8c7.tmp").write_bytes(b"someone else's")
+    summary = _render(tmp_path / "train.rec", out)
+    assert summary["assembled"] is True
+    assert (out.read_bytes(), out.with_suffix(".idx").read_bytes()) == reference
+    assert sorted(p.name for p in out.parent.glob(".*.tmp")) == [".other.rec.a9b8c7.tmp"]
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_workers_stop_when_the_main_process_is_killed(tmp_path: Path) -> None:
+    import signal
+
+    src = _folder(tmp_path / "src", [f"{i:03d}.png" for i in range(200)])
+    out = tmp_path / "out"
+    args = ["--landmarks", "aligned", "--block-size", "25", "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(_cli(str(src), str(out), *args), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    progress = meta_dir(out) / "progress.log"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if progress.exists() and progress.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.01)
+    workers = [p for p in _children(proc.pid) if b"loky" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert proc.poll() is None and workers, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    written_at_kill = len(list(out.glob("*.png")))
+    proc.wait()
+    deadline = time.monotonic() + 120
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers)
+    # Each worker may finish the image it was writing; none goes on with its queued blocks.
+    assert len(list(out.glob("*.png"))) - written_at_kill <= len(workers)

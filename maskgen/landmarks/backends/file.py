@@ -16,6 +16,7 @@ import numpy as np
 from maskgen.landmarks.aligned import landmarks_from_five
 from maskgen.landmarks.backends.base import Backend, Face, box_of, register_backend
 from maskgen.landmarks.backends.dlib import DlibDetector
+from maskgen.landmarks.validation import validate_landmarks
 
 
 def read_pts(path: str | os.PathLike[str]) -> np.ndarray:
@@ -150,6 +151,10 @@ class FileLandmarks:
                 faces.append(Face(box, lm, 1.0, "file-box"))  # type: ignore[arg-type]
             else:
                 lm = landmarks_from_five(arr) if len(arr) == 5 else arr.astype(np.float32)
+                try:  # a bad annotation fails its item, naming the file
+                    validate_landmarks(lm, image.shape[:2], check_plausible=False)
+                except ValueError as exc:
+                    raise ValueError(f"{path}: {exc}") from None
                 faces.append(Face(box_of(lm), lm, 1.0, self.name))
         return faces
 
