@@ -3,6 +3,8 @@
 Commands: ``preview`` (contact sheet of every shape × coverage × colour), ``demo`` (mask the
 built-in synthetic faces to disk), ``replay`` (re-render a manifest record from its params),
 ``render`` (mask a whole dataset: folder, ``.bin`` or ``.rec``; see ``docs/render.md``).
+``--version`` and ``--debug`` (show tracebacks) come before the command; usage and input errors
+exit 2 with one ``error:`` line. Also ``python -m maskgen``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import typer
 
+from maskgen._cli import add_app_options, cli_errors, fail, progress_option, show_progress
 from maskgen.io import write_image
 
 if TYPE_CHECKING:
@@ -24,9 +27,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+add_app_options(app, "maskgen")
 
 
 @app.command()
+@cli_errors()
 def preview(
     output: Path = typer.Argument(Path("contact_sheet.png"), help="PNG file to write."),
     colours: int = typer.Option(3, min=1, max=6, help="Colour/texture looks per coverage."),
@@ -34,14 +39,25 @@ def preview(
     seed: int = typer.Option(0, help="Seed of the built-in faces."),
 ) -> None:
     """Write a contact sheet of every shape family × coverage × a few colours."""
+    from maskgen.io import IMAGE_EXTENSIONS
     from maskgen.preview import contact_sheet
 
+    if output.is_dir():
+        raise IsADirectoryError(
+            f"{output} is a directory; give a file such as {output / 'contact_sheet.png'}"
+        )
+    if output.suffix.lower() not in IMAGE_EXTENSIONS:  # fail before drawing the sheet
+        raise ValueError(
+            f"{output}: unsupported image extension {output.suffix or '(none)'!r}; "
+            f"expected one of {', '.join(sorted(IMAGE_EXTENSIONS))}"
+        )
     sheet = contact_sheet(colours=colours, cell=cell, seed=seed)
     write_image(output, sheet)
     typer.echo(f"wrote {output} ({sheet.shape[1]}×{sheet.shape[0]})")
 
 
 @app.command()
+@cli_errors()
 def demo(
     output: Path = typer.Argument(Path("out/demo"), help="Folder to write the demo set to."),
     identities: int = typer.Option(8, min=1, help="Synthetic identities."),
@@ -56,6 +72,7 @@ def demo(
 
 
 @app.command()
+@cli_errors()
 def replay(
     manifest: Path = typer.Argument(..., exists=True, dir_okay=False, help="manifest.jsonl"),
     output: Path = typer.Argument(..., help="Folder for the re-rendered images."),
@@ -136,6 +153,7 @@ def _spec(families: str | None, coverage: str | None, palettes: str | None,
 
 
 @app.command("render")
+@cli_errors()
 def render_command(
     input_path: Path = typer.Argument(..., exists=True, help="Folder, .bin pack or .rec set."),
     output: Path = typer.Argument(..., help="Folder, .bin or .rec to write."),
@@ -173,7 +191,7 @@ def render_command(
         0, min=0, help="Items per task and per part file (0: 64 for folders, 1024 for .rec/.bin)."
     ),
     strict: bool = typer.Option(False, help="Exit with code 1 if any item failed."),
-    progress: bool = typer.Option(True, help="Show the progress bar."),
+    progress: bool = progress_option("Show the progress bar"),
 ) -> None:
     """Mask every face of a dataset (resumable, parallel, with manifest and failure report)."""
     from maskgen.dataset import RenderOptions, parse_shard, render_dataset
@@ -191,14 +209,10 @@ def render_command(
         )  # fmt: skip
         summary = render_dataset(
             input_path, output, options, workers=workers, shard=parse_shard(shard),
-            progress=progress,
+            progress=show_progress(progress),
         )  # fmt: skip
-    except FaceAlignmentWeightsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except FaceAlignmentWeightsError as exc:  # missing weights: a usage error too
+        fail(exc, 2)
     typer.echo(
         f"done {summary['done']}, skipped {summary['skipped']}, failed {summary['failed']}, "
         f"faces found {summary['faces']}, outputs {summary['outputs']} "
