@@ -1,10 +1,11 @@
 """Training configuration: nested dataclasses, YAML/TOML files and ``--set a.b=c`` overrides.
 
 The defaults of :class:`Config` *are* the built-in demo (``distill train`` with no
-arguments); ``configs/demo.yaml`` spells them out. A file only needs the keys it changes.
-Unknown keys are an error that lists the valid ones, and values are coerced to the type of the
-field they set (``"3"`` → ``3`` for an ``int`` field, ``"yes"``/``"true"``/``"1"`` → ``True``
-for a ``bool``; lists and dicts are parsed as YAML flow syntax).
+arguments); ``distill/configs/demo.yaml`` (``distill train demo``) spells them out. A file
+only needs the keys it changes. Unknown keys are an error that lists the valid ones, and
+values are coerced to the type of the field they set (``"3"`` → ``3`` for an ``int`` field,
+``"yes"``/``"true"``/``"1"`` → ``True`` for a ``bool``; lists and dicts are parsed as YAML
+flow syntax).
 
 Example:
     >>> cfg = apply_overrides(Config(), ["student.epochs=7", "model.backbone=iresnet50"])
