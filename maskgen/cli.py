@@ -190,6 +190,9 @@ def render_command(
     block_size: int = typer.Option(
         0, min=0, help="Items per task and per part file (0: 64 for folders, 1024 for .rec/.bin)."
     ),
+    max_pixels: int = typer.Option(
+        None, min=0, help="Larger images fail as too_large (0: no limit; default: by memory)."
+    ),
     strict: bool = typer.Option(False, help="Exit with code 1 if any item failed."),
     progress: bool = progress_option("Show the progress bar"),
 ) -> None:
@@ -209,7 +212,7 @@ def render_command(
         )  # fmt: skip
         summary = render_dataset(
             input_path, output, options, workers=workers, shard=parse_shard(shard),
-            progress=show_progress(progress),
+            progress=show_progress(progress), max_pixels=max_pixels,
         )  # fmt: skip
     except FaceAlignmentWeightsError as exc:  # missing weights: a usage error too
         fail(exc, 2)
@@ -220,6 +223,8 @@ def render_command(
         f"failures {summary['failures']}",
         err=True,
     )
+    for note in summary.get("notes", []):  # what a resume repaired or found changed
+        typer.echo(f"note: {note}", err=True)
     if strict and summary["failed"]:
         raise typer.Exit(1)
 

@@ -113,3 +113,16 @@ def test_replay_refuses_outputs_outside_its_folder(
     assert "leaves the output folder" in message
     assert not Path("/tmp/maskgen-replay-escape.png").exists()
     assert not (tmp_path / "replayed" / "escape.png").exists() and not replayed.exists()
+
+
+def test_max_pixels_and_resume_notes_reach_the_command_line(crops: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    base = ["render", str(crops), str(out), "--workers", "1", "--no-progress"]
+    result = runner.invoke(app, [*base, "--max-pixels", "10000"])  # 112² crops are larger
+    assert result.exit_code == 0, result.output
+    failures = [json.loads(x) for x in (meta_dir(out) / "failures.jsonl").open()]
+    assert {f["category"] for f in failures} == {"too_large", "unreadable"}
+    progress = meta_dir(out) / "progress.log"
+    progress.write_bytes(progress.read_bytes()[:-7] + b"\x00" * 64)  # a torn last line
+    result = runner.invoke(app, [*base, "--max-pixels", "10000"])
+    assert result.exit_code == 0 and "note: " in result.output and "torn" in result.output
