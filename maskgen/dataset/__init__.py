@@ -8,15 +8,20 @@ in parallel with joblib (results come back in input order) and writes, beside th
 * ``manifest.jsonl`` — one JSON record per output: input, output, backend, faces (box,
   landmarks, score, params), plus ``landmarks``/``params`` of the first face (replayable);
 * ``failures.jsonl`` — one record per failed input with its ``category`` and ``reason``;
-* ``progress.log`` — one line per finished item with the byte sizes of both files;
+* ``progress.log`` — the journal: one checked line per finished item (its key, the sizes
+  of both files after it and CRC-32s, :mod:`~maskgen.dataset.journal`);
 * ``run.json`` (the options; a resumed run must use the same) and ``summary.json``.
 
 Determinism: the draws of an item come from a PCG64 generator whose state is SHA-256 of
 (seed, key, variant) (:mod:`maskgen.seeding`), so the output does not depend on the number of
-workers, the shard or on interruptions. Resume: the last complete line of ``progress.log``
-says which item finished last; the manifest and failure files are cut back to its sizes
-(dropping the lines of an item that was cut short) and the run carries on after it. Every
-file is written atomically.
+workers, the shard or on interruptions. Resume: the lines of ``progress.log`` that check
+out (and the bytes they cover) say which items finished; the manifest and failure files
+are cut back to the last of them (dropping the lines of an item that was cut short, or a
+torn tail after a power cut) and the run renders every item whose key is not there. The
+journal is synced to disk; every other file is written atomically. One run at a time holds
+the output (:mod:`~maskgen.dataset.locks`); an output that is, or is listed inside, the
+input is refused (:mod:`~maskgen.dataset.paths`); run-stopping problems raise the one-line
+errors of :mod:`~maskgen.dataset.errors`.
 
 ``.rec`` and ``.bin`` outputs keep every input image (failed ones unmasked, and reported):
 each block's outputs go to a part file ``parts/NNNNNNNN.part`` (atomic); once every block
@@ -34,6 +39,9 @@ Modules, one concern each:
 * :mod:`~maskgen.dataset.blocks` — the work of one block, in phases, and its part file;
 * :mod:`~maskgen.dataset.parts` — the part file format;
 * :mod:`~maskgen.dataset.journal` — manifest, failures, progress log (resume), ``run.json``;
+* :mod:`~maskgen.dataset.locks` — one run at a time per output (shards side by side);
+* :mod:`~maskgen.dataset.paths` — outputs that would clobber the input; replay targets;
+* :mod:`~maskgen.dataset.errors` — the one-line errors that stop a run;
 * :mod:`~maskgen.dataset.assemble` — the final ``.rec``/``.bin`` and the protocol file;
 * :mod:`~maskgen.dataset.runner` — :func:`render_dataset`, the driver;
 * :mod:`~maskgen.dataset.replay` — :func:`replay_record`.
