@@ -169,7 +169,7 @@ def render_command(
     seed: int = typer.Option(0, help="Global seed (each item's draws derive from it and its key)."),
     workers: int = typer.Option(-1, help="joblib workers (-1 = all cores)."),
     landmarks: str = typer.Option(
-        "auto", help="auto|face_alignment|dlib|dlib-cnn|aligned|file (see docs/render.md)."
+        "auto", help="auto|face_alignment|dlib|dlib-cnn|aligned|aligned-fit|file (docs/render.md)."
     ),
     landmarks_dir: Path = typer.Option(None, help="Landmark/box files for --landmarks file."),
     fa_weights: str = typer.Option(None, help="face-alignment 2D-FAN weights (path or URL)."),

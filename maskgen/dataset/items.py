@@ -143,8 +143,10 @@ def _select(ctx: Context, item: Item, image: np.ndarray) -> Detected:
         found = backend.detect(image, item.key)
     except (FileNotFoundError, ValueError) as exc:
         return Detected([], [], [], "landmarks", str(exc))
-    detected = options.landmarks not in ("aligned", "file") and not (
-        found and found[0].backend == "aligned"
+    # Layouts and fits on aligned crops (``aligned``, ``aligned-fit``) are no detections:
+    # no skin check (grey crops would fail it).
+    detected = options.landmarks not in ("aligned", "aligned-fit", "file") and not (
+        found and (found[0].backend == "aligned" or found[0].fit)
     )
     kept, reasons = select_faces(
         image, found, mode=options.faces, min_face=options.min_face, check_skin=detected

@@ -59,12 +59,17 @@ _PLACEHOLDERS = tuple(orjson.dumps(_placeholder(i)) for i in range(8))
 def face_entry(face: Any, i: int) -> dict[str, Any]:
     """What a face's manifest entry says whatever is drawn on it (:func:`record` adds the
     draw); its landmarks are a placeholder filled in by :func:`dump`."""
-    return {
+    entry = {
         "box": [round(float(v), 2) for v in face.box],
         "landmarks": _placeholder(i),
         "score": round(float(face.score), 4),
         "backend": face.backend,
     }
+    if getattr(face, "fit", ""):  # aligned-fit: "fitted", or "fallback" and the reason
+        entry["fit"] = face.fit
+        if face.fit_reason:
+            entry["fit_reason"] = face.fit_reason
+    return entry
 
 
 def dump(record: dict[str, Any], landmarks: list[bytes]) -> bytes:

@@ -17,6 +17,7 @@ from maskgen.landmarks.aligned import (
     perturb_shape,
 )
 from maskgen.landmarks.backends import (
+    AlignedFit,
     AlignedLayout,
     AutoBackend,
     Backend,
@@ -52,6 +53,7 @@ __all__ = [
     "ARCFACE_SIZE",
     "MIRROR_5",
     "MIRROR_68",
+    "AlignedFit",
     "AlignedLayout",
     "AutoBackend",
     "Backend",

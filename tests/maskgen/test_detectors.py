@@ -248,6 +248,13 @@ def _check_aligned(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
     assert backend.name == face.backend == "aligned" and face.box == (0.0, 0.0, 512.0, 512.0)
 
 
+def _check_aligned_fit(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+    _needs_dlib()
+    backend = create_backend("aligned-fit", **PIPELINE_OPTIONS)
+    (face,) = backend.detect(cv2.resize(astro, (112, 112)))  # not aligned: a poor fit
+    assert backend.name == face.backend == "aligned-fit" and face.fit in ("fitted", "fallback")
+
+
 def _check_dlib(name: str, upsample: int) -> Callable[[np.ndarray, Path, Path], None]:
     def check(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
         _needs_dlib()
@@ -290,6 +297,7 @@ def _check_file(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
 #: One creation check per built-in backend: each builds it with the pipeline's options.
 CREATION_CHECKS: dict[str, Callable[[np.ndarray, Path, Path], None]] = {
     "aligned": _check_aligned,
+    "aligned-fit": _check_aligned_fit,
     "auto": _check_auto,
     "dlib": _check_dlib("dlib", upsample=1),
     "dlib-cnn": _check_dlib("dlib-cnn", upsample=0),  # the CNN is slow on CPU: no upsampling

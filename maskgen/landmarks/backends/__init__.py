@@ -10,6 +10,9 @@ Each backend module registers its backends (:func:`register_backend`, in :mod:`.
   68-point shape predictor shipped by the PyPI package ``face_recognition_models`` (offline).
 * ``aligned`` (:mod:`.aligned`) — crops already aligned to the ArcFace template: no
   detector, the canonical 68-point layout scaled to the crop (:class:`AlignedLayout`).
+* ``aligned-fit`` (:mod:`.aligned_fit`) — the same crops with each face's own 68 points:
+  dlib's predictor inside the box the template implies, checked, falling back to the
+  canonical layout with a reason (:class:`AlignedFit`).
 * ``file`` (:mod:`.file`) — landmarks or face boxes the user already has
   (:class:`FileLandmarks`).
 * ``auto`` (:mod:`.auto`) — face_alignment when its weights load, else dlib; 112×112 inputs
@@ -30,6 +33,7 @@ Example:
 """
 
 from maskgen.landmarks.backends.aligned import AlignedLayout
+from maskgen.landmarks.backends.aligned_fit import AlignedFit
 from maskgen.landmarks.backends.auto import AutoBackend
 from maskgen.landmarks.backends.base import (
     Backend,
@@ -62,6 +66,7 @@ __all__ = [
     "FAN_URL",
     "S3FD_FILE",
     "S3FD_URL",
+    "AlignedFit",
     "AlignedLayout",
     "AutoBackend",
     "Backend",

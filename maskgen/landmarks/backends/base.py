@@ -39,7 +39,9 @@ class Face:
     """One face: ``box`` is (x0, y0, x1, y1) in pixels, ``landmarks`` (68, 2) float32.
 
     ``score`` is the detector's confidence (dlib HOG: the SVM margin; 1.0 when unknown) and
-    ``backend`` names what produced the face.
+    ``backend`` names what produced the face. Backends that fit landmarks to a known layout
+    (``aligned-fit``) say how it went: ``fit`` is ``"fitted"`` or ``"fallback"`` (the
+    canonical layout was used instead, ``fit_reason`` says why); empty for the others.
 
     Example:
         >>> import numpy as np
@@ -51,6 +53,8 @@ class Face:
     landmarks: np.ndarray
     score: float = 1.0
     backend: str = ""
+    fit: str = ""
+    fit_reason: str = ""
 
     @property
     def box_area(self) -> float:
@@ -129,7 +133,7 @@ def available_backends() -> list[str]:
     Example:
         >>> from maskgen.landmarks import available_backends
         >>> available_backends()
-        ['aligned', 'auto', 'dlib', 'dlib-cnn', 'face_alignment', 'file']
+        ['aligned', 'aligned-fit', 'auto', 'dlib', 'dlib-cnn', 'face_alignment', 'file']
     """
     return sorted(_REGISTRY)
 
@@ -158,7 +162,7 @@ def create_backend(name: str = "auto", **options: Any) -> Backend:
         >>> create_backend("nope")
         Traceback (most recent call last):
         ...
-        ValueError: unknown landmark backend 'nope'; choose from aligned, auto, dlib, ...
+        ValueError: unknown landmark backend 'nope'; choose from aligned, aligned-fit, auto, ...
     """
     factory = _REGISTRY.get(name)
     if factory is None:

@@ -1,0 +1,128 @@
+"""The ``aligned-fit`` backend: 68 landmarks fitted on each ArcFace-aligned crop, no detector.
+
+An aligned crop fixes only five points; the head keeps its yaw, face width and jaw line, so
+the canonical layout of ``aligned`` misplaces the mask on every face that is not frontal and
+average. This backend runs dlib's 68-point predictor inside the box dlib's HOG detector would
+draw around the canonical layout (``templates/aligned_fit.json``, derived by
+``scripts/calibrate_aligned_fit.py``), twice — the box shifted by ``jitter`` pixels up-left
+and down-right — and averages the two fits.
+
+The two fits also say whether the fit is anchored to a face: on a face the landmarks stay on
+its features whichever box they start from; on a crop without one they move with the box.
+A fit that moves with the box, that disagrees with the alignment (its five points far from
+the ArcFace template the crop was aligned to) or that is no plausible face falls back to the
+canonical layout and says why (:attr:`Face.fit` ``"fallback"``, :attr:`Face.fit_reason`;
+both go into the render manifest).
+
+Example:
+    >>> import numpy as np
+    >>> from maskgen.landmarks import create_backend
+    >>> face = create_backend("aligned-fit").detect(np.full((112, 112, 3), 128, np.uint8))[0]
+    >>> face.fit, face.fit_reason.split(" (")[0]
+    ('fallback', 'the fit follows the box, not the image')
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+from maskgen._assets import asset_json
+from maskgen.landmarks.aligned import aligned_landmarks
+from maskgen.landmarks.backends.base import Backend, Face, register_backend
+from maskgen.landmarks.conventions import ARCFACE_112, ARCFACE_SIZE, to_five
+from maskgen.landmarks.validation import plausibility_problem
+
+__all__ = ["AlignedFit", "fit_box"]
+
+#: Box shift (pixels of a 112 crop) of the two fits.
+JITTER = 3.0
+#: Largest landmark motion per unit of box shift for a fit anchored to the image.
+MAX_FOLLOW = 0.35
+#: Largest distance of a fitted five-point landmark from the ArcFace template, in
+#: inter-ocular distances of the template.
+MAX_DEVIATION = 0.4
+_IOD_112 = float(np.linalg.norm(ARCFACE_112[0] - ARCFACE_112[1]))
+
+
+@cache
+def _box_112() -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = asset_json("aligned_fit.json")["box_112"]
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def fit_box(width: int) -> tuple[float, float, float, float]:
+    """The predictor's box on an aligned crop ``width`` pixels wide (the ArcFace frame scales
+    with the width, as :func:`maskgen.landmarks.aligned_landmarks` does)."""
+    s = width / ARCFACE_SIZE
+    x0, y0, x1, y1 = _box_112()
+    return x0 * s, y0 * s, x1 * s, y1 * s
+
+
+class AlignedFit:
+    """Landmarks fitted on ArcFace-aligned crops (see the module docstring).
+
+    Args:
+        verify: ``True``: fit twice from shifted boxes, average, and fall back when the fit
+            follows the box; ``False``: one fit (about twice as fast), only the geometric
+            checks.
+        jitter: box shift of the two fits, in pixels of a 112 crop.
+    """
+
+    name = "aligned-fit"
+
+    def __init__(self, verify: bool = True, jitter: float = JITTER) -> None:
+        import dlib
+
+        from maskgen.landmarks.backends.dlib import _dlib_model
+
+        self.verify = verify
+        self.jitter = jitter
+        self._predictor = _dlib_model("shape68")
+        self._rectangle = dlib.rectangle
+
+    def _fit(self, image: np.ndarray, box: tuple[float, ...], shift: float) -> np.ndarray:
+        x0, y0, x1, y1 = (round(v + shift) for v in box)
+        shape = self._predictor(image, self._rectangle(x0, y0, x1, y1))
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
+
+    def fit(self, image: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """The fitted landmarks of an aligned crop and why they are implausible (or ``None``)."""
+        image = np.ascontiguousarray(image)
+        w = image.shape[1]
+        box = fit_box(w)
+        scale = w / ARCFACE_SIZE
+        if self.verify:
+            shift = self.jitter * scale
+            a, b = self._fit(image, box, -shift), self._fit(image, box, shift)
+            landmarks = (a + b) / 2
+            follow = float(np.linalg.norm((b - a).mean(0))) / (2 * shift * np.sqrt(2))
+            if follow > MAX_FOLLOW:
+                why = f"the fit follows the box, not the image ({follow:.2f} > {MAX_FOLLOW})"
+                return landmarks, why
+        else:
+            landmarks = self._fit(image, box, 0.0)
+        five = to_five(landmarks) / scale
+        deviation = float(np.linalg.norm(five - ARCFACE_112, axis=1).max()) / _IOD_112
+        if deviation > MAX_DEVIATION:
+            return landmarks, (
+                f"the fit disagrees with the alignment (a key point {deviation:.2f} "
+                f"inter-ocular distances off the template > {MAX_DEVIATION})"
+            )
+        return landmarks, plausibility_problem(landmarks)
+
+    def detect(self, image: np.ndarray, key: str | None = None) -> list[Face]:
+        h, w = image.shape[:2]
+        landmarks, problem = self.fit(image)
+        whole = (0.0, 0.0, float(w), float(h))
+        if problem is None:
+            return [Face(whole, landmarks, 1.0, self.name, fit="fitted")]
+        canonical = aligned_landmarks((h, w))
+        return [Face(whole, canonical, 0.0, self.name, fit="fallback", fit_reason=problem)]
+
+
+@register_backend("aligned-fit")
+def create_aligned_fit(*, verify: bool = True) -> Backend:
+    """The fitted aligned layout (dlib's predictor inside the template's box)."""
+    return AlignedFit(verify=verify)
