@@ -29,8 +29,9 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ from maskgen.augment.draws import (
     params_to_draws,
     sample_batch,
 )
-from maskgen.augment.functional import batch_geometry, mask_batch
+from maskgen.augment.functional import BatchGeometry, batch_geometry, mask_batch
+from maskgen.augment.keypoints import semantic_order
 from maskgen.landmarks import aligned_landmarks
 from maskgen.render import MaskParams, MaskSpec
 
@@ -53,6 +55,26 @@ __all__ = ["RandomFaceMask"]
 
 _PARAM_KEYS = (*INDEX_KEYS, *COLOUR_KEYS, *SCALAR_KEYS)
 _UNMASKED = MaskParams()  # stands in for the draw of a sample that is not masked
+
+
+class _Pending(NamedTuple):
+    """An image call inside ``AugmentationSequential`` whose keypoints come next."""
+
+    params: dict[str, torch.Tensor]  # the container's params of this call (matched by identity)
+    input: torch.Tensor
+    output: torch.Tensor  # what the image call returned; masked in place with the keypoints
+    deferred: bool  # the image call did not render (keypoints were expected)
+
+
+def _host_geometry(
+    landmarks: torch.Tensor | None, params: dict[str, torch.Tensor], shape: tuple[int, int, int],
+    device: torch.device,
+) -> BatchGeometry:  # fmt: skip
+    """Outlines of the batch, built on the host (NumPy and numba)."""
+    n, H, W = shape
+    if landmarks is None:
+        landmarks = torch.from_numpy(aligned_landmarks((H, W)))[None].expand(n, -1, -1)
+    return batch_geometry(landmarks, params_to_draws(params), H, W, device)
 
 
 class RandomFaceMask(IntensityAugmentationBase2D):
@@ -121,6 +143,8 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         self._alpha: torch.Tensor | None = None
         self._keys: list[str] | None = None
         self._count = 0
+        self._pending: _Pending | None = None
+        self._keypoints_follow = False  # learnt: the container passes keypoints after images
         self._tile_keys: list[tuple[int, int]] = []
         self.register_buffer("tiles", torch.zeros(0, 2, app.TILE, app.TILE), persistent=False)
         self._bank = torch.zeros(64, 2, app.TILE, app.TILE)
@@ -159,8 +183,10 @@ class RandomFaceMask(IntensityAugmentationBase2D):
 
     # -- parameters ------------------------------------------------------------------------
 
+    @torch.compiler.disable
     def forward_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        """Draw the batch: one :meth:`MaskSpec.sample` per sample (see ``seed``)."""
+        """Draw the batch: one :meth:`MaskSpec.sample` per sample (see ``seed``; host work,
+        outside ``torch.compile``)."""
         B = int(batch_shape[0])
         if self.seed is None:
             seed, keys = int(torch.randint(0, 2**62, (1,)).item()), [str(i) for i in range(B)]
@@ -195,7 +221,7 @@ class RandomFaceMask(IntensityAugmentationBase2D):
             raise ValueError(f"landmarks must be (68|5, 2) or (B, 68|5, 2), got {tuple(lm.shape)}")
         if lm.shape[0] != batch:
             raise ValueError(f"{lm.shape[0]} landmark sets for a batch of {batch}")
-        return lm
+        return semantic_order(lm)
 
     def params_from_mask_params(
         self, draws: Sequence[MaskParams], landmarks: Any = None
@@ -239,10 +265,8 @@ class RandomFaceMask(IntensityAugmentationBase2D):
             self._alpha = input.new_zeros(0, 1, H, W, dtype=torch.float32)
             return input
         p = {k: self._take(params[k], n, params) for k in _PARAM_KEYS}
-        if "landmarks" in params and params["landmarks"] is not None:
-            lm = self._take(params["landmarks"], n, params)
-        else:
-            lm = torch.from_numpy(aligned_landmarks((H, W)))[None].expand(n, -1, -1)
+        lm = params.get("landmarks")
+        lm = None if lm is None else self._take(lm, n, params)
         # kornia >= 0.9 hands over the whole batch when p < 1 and keeps the input where the gate
         # is off: draw only the gated samples.
         gate = params.get("batch_prob")
@@ -256,14 +280,14 @@ class RandomFaceMask(IntensityAugmentationBase2D):
                 return input
             else:
                 p = {k: v[rows.to(v.device)] for k, v in p.items()}
-                lm = lm[rows.to(lm.device)]
+                lm = None if lm is None else lm[rows.to(lm.device)]
         tiles = None
         if bool((p["texture"] > 0).any()):
             p["tile"] = self._tile_index(p["texture"].to(self.tiles.device),
                                          p["texture_seed"].to(self.tiles.device))  # fmt: skip
             tiles = self.tiles
         images = input if rows is None else input[rows]
-        geometry = batch_geometry(lm, params_to_draws(p), H, W, input.device)
+        geometry = _host_geometry(lm, p, (images.shape[0], H, W), input.device)
         out, alpha = mask_batch(images, geometry, p, tiles=tiles, subsamples=self.subsamples)
         if rows is not None:  # kornia takes the other rows from the input (torch.where)
             out = torch.empty_like(input).index_copy_(0, rows, out)
@@ -271,6 +295,9 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         self._alpha = alpha
         return out
 
+    # Eager under torch.compile: the draws and outlines are host work (NumPy, numba) and the
+    # painter picks its band of rows on the host, so tracing in only adds graph breaks.
+    @torch.compiler.disable
     def forward(
         self,
         input: torch.Tensor,
@@ -280,6 +307,38 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         keys: Sequence[str | int] | None = None,
         **kwargs: Any,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        # kornia's AugmentationSequential calls its children with ``data_keys=[INPUT]`` and hands
+        # them the keypoints afterwards (transform_keypoints), in the same call.
+        in_container = "data_keys" in kwargs and params is not None
+        if in_container:
+            self._settle_pending()
+            if self._keypoints_follow and landmarks is None:
+                # The keypoints of this call come next: render once, with them.
+                out = input.clone()
+                self._pending = _Pending(params, input, out, deferred=True)
+                self.last_alpha = None
+                return (out, torch.zeros_like(input[:, :1], dtype=torch.float32)) if return_alpha \
+                    else out  # fmt: skip
+        out, alpha = self._masked(input, params, landmarks, keys, kwargs)
+        if in_container:
+            out = input.clone() if out is input else out
+            self._pending = _Pending(params, input, out, deferred=False)
+        return (out, alpha) if return_alpha else out
+
+    def _masked(
+        self,
+        input: torch.Tensor,
+        params: dict[str, torch.Tensor] | None,
+        landmarks: Any,
+        keys: Sequence[str | int] | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masked batch and its occlusion maps; uint8 batches go through float32."""
+        if input.dtype == torch.uint8:
+            out, alpha = self._masked(input.float() / 255, params, landmarks, keys, kwargs)
+            return out.mul(255).round_().clamp_(0, 255).to(torch.uint8), alpha
+        if not input.is_floating_point():
+            raise TypeError(f"RandomFaceMask: images must be float or uint8, got {input.dtype}")
         shape = input.shape
         batch = 1 if input.ndim < 4 else int(shape[0])
         if params is None:
@@ -311,4 +370,54 @@ class RandomFaceMask(IntensityAugmentationBase2D):
                     alpha = alpha.index_put((sel,), applied)
         self.last_alpha = alpha
         self._alpha = None
-        return (out, alpha) if return_alpha else out
+        return out, alpha
+
+    # -- keypoints from AugmentationSequential -----------------------------------------------
+
+    @torch.compiler.disable
+    def transform_keypoints(
+        self,
+        input: Any,
+        params: dict[str, torch.Tensor],
+        flags: dict[str, Any],
+        transform: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Mask this call's images with the container's keypoints, as the geometric children
+        before this one have moved them; the keypoints themselves pass through unchanged.
+
+        kornia transforms every data key of one child before the next child runs, the image
+        first: the image call's output is masked again here, in place, before any later child
+        reads it. Keypoints that are not one face's 68 or 5 landmarks per sample are ignored.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None or params is not pending.params:
+            return input
+        points = getattr(input, "data", input)
+        points = points[None] if points.ndim == 2 else points
+        if points.shape[0] != pending.input.shape[0] or points.shape[1:] not in ((68, 2), (5, 2)):
+            if pending.deferred:  # render the image call's mask after all, with the default
+                self._keypoints_follow = False
+                self._refill(pending, None)
+            return input
+        self._refill(pending, points)
+        self._keypoints_follow = True
+        return input
+
+    def _refill(self, pending: _Pending, landmarks: torch.Tensor | None) -> None:
+        out, _ = self._masked(pending.input, pending.params, landmarks, None, {})
+        pending.output.copy_(out)
+
+    def _settle_pending(self) -> None:
+        """Forget the previous container call; warn if it was waiting for keypoints that never
+        came (its images went out unmasked)."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.deferred:
+            self._keypoints_follow = False
+            warnings.warn(
+                "RandomFaceMask: the last AugmentationSequential call passed no keypoints after "
+                "earlier calls had, and its batch was left unmasked; use one RandomFaceMask per "
+                "container (or the same data_keys in every call)",
+                RuntimeWarning,
+                stacklevel=3,
+            )

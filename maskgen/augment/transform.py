@@ -29,11 +29,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from maskgen.augment.compat import (
+    ALBUMENTATIONS_KEYS,
+    Structure,
+    albumentations_inputs,
+    is_keypoints,
+    mapping_landmarks,
+)
+from maskgen.augment.keypoints import semantic_order
 from maskgen.landmarks import aligned_landmarks
 from maskgen.render import MaskParams, MaskSpec, render
 from maskgen.seeding import item_rng, sample_item
 
 __all__ = ["MaskFace", "MaskedPairs"]
+
+_NO_SAMPLE: Any = object()  # ``MaskFace(**data)``: albumentations passes keywords only
 
 
 def _torch_rng() -> np.random.Generator:
@@ -68,8 +78,21 @@ class MaskFace:
     type. The input is never modified.
 
     Landmarks, first found wins: the ``landmarks`` call argument, the dict sample's
-    ``landmarks_key``, the constructor's ``landmarks``, the aligned ArcFace layout scaled to
-    the image (for aligned crops).
+    ``landmarks_key`` (or its one ``tv_tensors.KeyPoints``), the constructor's ``landmarks``,
+    the aligned ArcFace layout scaled to the image (for aligned crops). A set in mirrored
+    order (after a flip that kept the indices) is put back in semantic order.
+
+    It composes with the geometric augmentations of other libraries and masks with the
+    landmarks *they* moved (:mod:`maskgen.augment.compat`; neither library is imported here):
+
+    - albumentations: ``A.Compose([A.HorizontalFlip(), A.Affine(...), MaskFace(p=1.0)],
+      keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))`` called with
+      ``image=, keypoints=``; the keypoints come back unchanged.
+    - torchvision ``transforms.v2``: ``(tv_tensors.Image, tv_tensors.KeyPoints)`` (two
+      arguments, a tuple or a dict) in, the same structure out with the image masked (still a
+      ``tv_tensors.Image``).
+    - HF ``datasets.with_transform``: a batched dict of lists (``{"image": [...],
+      "landmarks": [...]}``) comes back with lists (``"masked"`` a list of bools).
 
     Args:
         spec: what may be drawn (default ``MaskSpec()``).
@@ -124,6 +147,28 @@ class MaskFace:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p}, spec={self.spec!r})"
 
+    # -- albumentations protocol (see :mod:`maskgen.augment.compat`) ------------------------
+
+    @property
+    def available_keys(self) -> set[str]:
+        """The data keys read in an ``albumentations.Compose`` (``image``, ``keypoints``)."""
+        return set(ALBUMENTATIONS_KEYS)
+
+    @property
+    def targets_as_params(self) -> list[str]:
+        """Data keys albumentations must pass (``image``)."""
+        return ["image"]
+
+    def to_dict_private(self) -> dict[str, Any]:
+        """The settings as albumentations writes a transform into ``Compose.to_dict()`` and its
+        ``repr`` (``A.from_dict`` cannot build it back: it knows only its own classes)."""
+        return {
+            "__class_fullname__": f"{type(self).__module__}.{type(self).__qualname__}",
+            "p": self.p,
+            "spec": self.spec.to_dict(),
+            "on_invalid": self.on_invalid,
+        }
+
     # -- core ------------------------------------------------------------------------------
 
     def apply(
@@ -131,22 +176,26 @@ class MaskFace:
         image: Any,
         landmarks: Any = None,
         rng: np.random.Generator | None = None,
+        *,
+        p: float | None = None,
     ) -> tuple[Any, MaskParams | None, np.ndarray]:
         """Mask ``image`` (any supported type); returns ``(image, params or None, alpha)``.
 
-        The returned image is always a new object; ``alpha`` is an H×W float32 array.
+        The returned image is always a new object of the input's type (the same tensor subclass,
+        e.g. ``tv_tensors.Image``); ``alpha`` is an H×W float32 array. ``p`` overrides the
+        masking probability for this call. Landmarks in mirrored order (moved by a flip with
+        their indices kept) are put back in semantic order
+        (:func:`maskgen.augment.keypoints.semantic_order`).
         """
         rng = _torch_rng() if rng is None else rng
-        masked, draws = sample_item(self.spec, rng, p=self.p)
+        masked, draws = sample_item(self.spec, rng, p=self.p if p is None else p)
         array, restore = _to_array(image)
         h, w = array.shape[:2]
         if not masked:
             return _copy(image), None, np.zeros((h, w), np.float32)
         params = draws[0]
         lm = landmarks if landmarks is not None else self.landmarks
-        if lm is None:
-            lm = aligned_landmarks((h, w))
-        lm = lm.detach().cpu().numpy() if torch.is_tensor(lm) else np.asarray(lm, np.float32)
+        lm = aligned_landmarks((h, w)) if lm is None else _landmark_array(lm)
         try:
             result = render(array, lm, params)
         except ValueError:
@@ -156,26 +205,101 @@ class MaskFace:
         return restore(result.image), params, result.alpha
 
     def __call__(
-        self, sample: Any, landmarks: Any = None, *, rng: np.random.Generator | None = None
+        self,
+        sample: Any = _NO_SAMPLE,
+        landmarks: Any = None,
+        *,
+        rng: np.random.Generator | None = None,
+        force_apply: bool = False,
+        **data: Any,
     ) -> Any:
+        """Mask one sample; see the class docstring for what comes back.
+
+        ``transform(image=..., keypoints=...)`` is albumentations' call (``force_apply``: mask
+        whatever ``p`` is); a tuple or list sample, or ``tv_tensors.KeyPoints`` as
+        ``landmarks``, is torchvision v2's (the same structure comes back).
+        """
+        if sample is _NO_SAMPLE:
+            image, lm = albumentations_inputs(data)
+            image_out, params, alpha = self.apply(image, lm, rng, p=1.0 if force_apply else None)
+            return self._mapping_out(data, "image", image_out, params, alpha)
+        if data:
+            raise TypeError(f"MaskFace got unexpected keyword arguments {sorted(data)}")
         if isinstance(sample, Mapping):
-            lm = landmarks if landmarks is not None else sample.get(self.landmarks_key)
+            if isinstance(sample.get(self.image_key), (list, tuple)):
+                return self._call_batch(sample, rng)
+            lm = (
+                landmarks
+                if landmarks is not None
+                else mapping_landmarks(sample, self.landmarks_key)
+            )
             image, params, alpha = self.apply(sample[self.image_key], lm, rng)
-            out = dict(sample)
-            out[self.image_key] = image
-            out["masked"] = params is not None
-            if self.return_params:
-                out["mask_params"] = "" if params is None else params.to_json()
-            if self.return_alpha:
-                out["mask_alpha"] = _alpha_like(alpha, sample[self.image_key])
-            return out
-        image, params, alpha = self.apply(sample, landmarks, rng)
+            return self._mapping_out(sample, self.image_key, image, params, alpha)
+        if isinstance(sample, (tuple, list)) or is_keypoints(landmarks):
+            parts = Structure(sample if landmarks is None else (sample, landmarks))
+            image, params, alpha = self.apply(parts.image, parts.landmarks, rng)
+            out = parts.rebuild(image)
+            extras = self._extras(params, alpha, image)
+        else:
+            out, params, alpha = self.apply(sample, landmarks, rng)
+            extras = self._extras(params, alpha, sample)
+        return (out, *extras) if extras else out
+
+    def _extras(self, params: MaskParams | None, alpha: np.ndarray, like: Any) -> list[Any]:
         extras: list[Any] = []
         if self.return_params:
             extras.append(params)
         if self.return_alpha:
-            extras.append(_alpha_like(alpha, sample))
-        return (image, *extras) if extras else image
+            extras.append(_alpha_like(alpha, like))
+        return extras
+
+    def _mapping_out(
+        self, sample: Mapping[str, Any], key: str, image: Any, params: MaskParams | None,
+        alpha: np.ndarray,
+    ) -> dict[str, Any]:  # fmt: skip
+        out = dict(sample)
+        out[key] = image
+        out["masked"] = params is not None
+        if self.return_params:
+            out["mask_params"] = "" if params is None else params.to_json()
+        if self.return_alpha:
+            out["mask_alpha"] = _alpha_like(alpha, image)
+        return out
+
+    def _call_batch(
+        self, batch: Mapping[str, Any], rng: np.random.Generator | None
+    ) -> dict[str, Any]:
+        """A batched dict of lists (HF ``datasets.with_transform``): every field a list of the
+        batch's values; ``masked``, ``mask_params``, ``mask_alpha`` come back as lists too."""
+        images = list(batch[self.image_key])
+        marks = batch.get(self.landmarks_key)
+        marks = [None] * len(images) if marks is None else list(marks)
+        if len(marks) != len(images):
+            raise ValueError(
+                f"MaskFace: {len(marks)} '{self.landmarks_key}' for {len(images)} images in a batch"
+            )
+        items = [self.apply(im, None if lm is None else np.asarray(lm, np.float32), rng)
+                 for im, lm in zip(images, marks, strict=True)]  # fmt: skip
+        out = dict(batch)
+        out[self.image_key] = [image for image, _, _ in items]
+        out["masked"] = [params is not None for _, params, _ in items]
+        if self.return_params:
+            out["mask_params"] = ["" if p is None else p.to_json() for _, p, _ in items]
+        if self.return_alpha:
+            out["mask_alpha"] = [_alpha_like(a, im) for im, _, a in items]
+        return out
+
+
+def _landmark_array(landmarks: Any) -> np.ndarray:
+    """Host float32 landmarks in semantic order (tensors, ``KeyPoints`` and lists accepted)."""
+    if torch.is_tensor(landmarks):
+        landmarks = landmarks.detach().cpu().as_subclass(torch.Tensor).numpy()
+    lm = np.asarray(landmarks, np.float32)
+    if lm.ndim == 3 and lm.shape[0] == 1:  # one face of a (1, K, 2) KeyPoints
+        lm = lm[0]
+    if lm.ndim == 2 and lm.shape in ((68, 2), (5, 2)):
+        lm = semantic_order(lm)
+    return lm
 
 
 def _alpha_like(alpha: np.ndarray, like: Any) -> Any:
@@ -196,10 +320,15 @@ def _to_array(image: Any) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
         arr = t.cpu().permute(1, 2, 0).numpy()
         arr = arr[..., 0] if arr.shape[2] == 1 else arr
 
+        kind = type(image)
+
         def back_tensor(out: np.ndarray) -> torch.Tensor:
             out = out[..., None] if out.ndim == 2 else out
             res = torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
-            return res.to(device=device, dtype=dtype)
+            res = res.to(device=device, dtype=dtype)
+            # A tensor subclass without metadata (torchvision's tv_tensors.Image) comes back as
+            # itself, so that later v2 transforms still see an image.
+            return res if kind is torch.Tensor else res.as_subclass(kind)
 
         return np.ascontiguousarray(arr), back_tensor
     if _is_pil(image):
@@ -229,7 +358,8 @@ class MaskedPairs(torch.utils.data.Dataset):
         p: probability of masking.
         seed: if given, item ``i`` in epoch ``e`` is output (key ``str(i)``, variant ``e``) of
             :mod:`maskgen.seeding` (independent of workers and order; call :meth:`set_epoch`
-            per epoch). ``None``: seeds from torch's global generator (DataLoader worker
+            per epoch, before iterating: the epoch lives in shared memory, so persistent
+            workers see it too). ``None``: seeds from torch's global generator (DataLoader worker
             seeding).
         landmarks: default landmarks for items without their own (else the aligned layout).
         transform: applied to both images after masking (e.g. a tensor conversion).
@@ -250,11 +380,25 @@ class MaskedPairs(torch.utils.data.Dataset):
         self.dataset = dataset
         self.masker = MaskFace(spec, p=p, landmarks=landmarks, on_invalid=on_invalid)
         self.seed = seed
-        self.epoch = 0
+        # In shared memory, so that DataLoader workers started earlier (persistent_workers=True)
+        # read the epoch set in the main process; torch passes it to spawned workers by handle.
+        self._epoch = torch.zeros((), dtype=torch.int64)
+        if seed is not None:
+            self._epoch.share_memory_()
         self.transform = transform
 
+    @property
+    def epoch(self) -> int:
+        """The variant of this epoch's draws (shared with the DataLoader workers)."""
+        return int(self._epoch)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.fill_(int(value))
+
     def set_epoch(self, epoch: int) -> None:
-        """Change the draws of a seeded dataset from one epoch to the next."""
+        """Change the draws of a seeded dataset from one epoch to the next; workers that are
+        already running (``persistent_workers=True``) see it from their next item on."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:

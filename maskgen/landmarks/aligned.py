@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from maskgen._assets import asset_json
@@ -31,12 +29,21 @@ from maskgen.landmarks.conventions import (
 )
 
 
-@lru_cache(maxsize=1)
-def canonical_68() -> np.ndarray:
-    """The stored canonical layout in the 112×112 ArcFace frame (read-only array)."""
+def _load_canonical_68() -> np.ndarray:
     pts = np.asarray(asset_json("aligned_68.json")["points"], dtype=np.float32)
     pts.setflags(write=False)
     return pts
+
+
+# Read when the module is imported rather than on first use: a first use inside a
+# ``torch.compile`` region would be traced by TorchDynamo, whose NumPy emulation fails on
+# ``setflags`` (or silently leaves the cached array writeable).
+_CANONICAL_68 = _load_canonical_68()
+
+
+def canonical_68() -> np.ndarray:
+    """The stored canonical layout in the 112×112 ArcFace frame (read-only array)."""
+    return _CANONICAL_68
 
 
 def perturb_shape(
