@@ -229,10 +229,14 @@ def export(
     embed_normalisation: bool = typer.Option(
         False,
         "--embed-normalisation",
+        "--embed-normalization",
         help="The graph takes 0..255 RGB values and applies (x/255 - 0.5)/0.5 itself.",
     ),
     l2_normalise: bool = typer.Option(
-        False, "--l2-normalise", help="The graph returns L2-normalised embeddings."
+        False,
+        "--l2-normalise",
+        "--l2-normalize",
+        help="The graph returns L2-normalised embeddings.",
     ),
     arch: str = typer.Option(None, help="Backbone of a state dict (default: from its keys)."),
 ) -> None:
