@@ -229,5 +229,43 @@ def render_command(
         raise typer.Exit(1)
 
 
+@app.command("landmarks")
+@cli_errors()
+def landmarks_command(
+    input_path: Path = typer.Argument(..., exists=True, help="Folder, .bin pack or .rec set."),
+    output: Path = typer.Argument(..., help="Cache folder to write, e.g. train.landmarks."),
+    landmarks: str = typer.Option(
+        "aligned-fit", help="Backend: aligned-fit (aligned crops), dlib, face_alignment, file…"
+    ),
+    landmarks_dir: Path = typer.Option(None, help="Landmark/box files for --landmarks file."),
+    fa_weights: str = typer.Option(None, help="face-alignment 2D-FAN weights (path or URL)."),
+    workers: int = typer.Option(-1, help="joblib workers (-1 = all cores)."),
+    shard: str = typer.Option("0/1", help="Fit only shard i of n (i/n)."),
+    progress: bool = progress_option("Show the progress bar"),
+) -> None:
+    """Fit a dataset's landmarks once into a cache for --landmarks cache:OUTPUT (resumable,
+    parallel, sharded)."""
+    from maskgen.dataset import RenderOptions, parse_shard
+    from maskgen.dataset.landmark_job import fit_landmarks
+
+    options = RenderOptions(
+        landmarks=landmarks, landmarks_dir=str(landmarks_dir) if landmarks_dir else None,
+        fa_weights=fa_weights,
+    )  # fmt: skip
+    summary = fit_landmarks(
+        input_path, output, landmarks=landmarks, options=options, workers=workers,
+        shard=parse_shard(shard), progress=show_progress(progress),
+    )  # fmt: skip
+    if not summary["complete"]:
+        typer.echo(
+            f"blocks done {summary['blocks_done']} of {summary['blocks_total']}: the cache is "
+            "written when every shard has finished",
+            err=True,
+        )
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if k != "missing")
+    typer.echo(f"{counts}; cache {summary['output']} (use --landmarks cache:{output})", err=True)
+
+
 if __name__ == "__main__":
     app()

@@ -36,6 +36,7 @@ from maskgen.landmarks.backends import (
     register_backend,
     unregister_backend,
 )
+from maskgen.landmarks.cache import LandmarkCache, LandmarkCacheError, WithLandmarks
 from maskgen.landmarks.conventions import (
     ARCFACE_112,
     ARCFACE_SIZE,
@@ -64,6 +65,9 @@ __all__ = [
     "FaceAlignmentDetector",
     "FaceAlignmentWeightsError",
     "FileLandmarks",
+    "LandmarkCache",
+    "LandmarkCacheError",
+    "WithLandmarks",
     "aligned_landmarks",
     "apply_affine",
     "available_backends",

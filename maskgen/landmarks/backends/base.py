@@ -133,7 +133,7 @@ def available_backends() -> list[str]:
     Example:
         >>> from maskgen.landmarks import available_backends
         >>> available_backends()
-        ['aligned', 'aligned-fit', 'auto', 'dlib', 'dlib-cnn', 'face_alignment', 'file']
+        ['aligned', 'aligned-fit', 'auto', 'cache', 'dlib', 'dlib-cnn', 'face_alignment', 'file']
     """
     return sorted(_REGISTRY)
 
@@ -164,6 +164,8 @@ def create_backend(name: str = "auto", **options: Any) -> Backend:
         ...
         ValueError: unknown landmark backend 'nope'; choose from aligned, aligned-fit, auto, ...
     """
+    if name.startswith("cache:"):  # a landmark cache names its folder: cache:PATH
+        name, options = "cache", {**options, "cache_path": name[len("cache:") :]}
     factory = _REGISTRY.get(name)
     if factory is None:
         raise ValueError(_unknown(name))
