@@ -81,10 +81,15 @@ class DataConfig:
             ``.npz`` under ``<output>/cache`` reused by later runs with the same settings).
         flip: random horizontal flip (p = 0.5, the same for the masked and the clean view).
         num_workers: ``DataLoader`` worker processes per training process.
+        landmarks: where the landmarks of ``folder``/``recordio`` crops come from: empty for
+            the canonical ArcFace layout, or a landmark cache made by ``maskgen landmarks``
+            on ``path`` (``cache:PATH`` or just the folder), so that every face is masked on
+            its own 68 points. Items the cache holds no landmarks for are refused up front.
     """
 
     source: str = "synthetic"
     path: str = ""
+    landmarks: str = ""
     num_identities: int = 200
     images_per_identity: int = 24
     seed: int = 0
@@ -319,6 +324,11 @@ class Config:
             raise ConfigError(f"masking.p must lie in [0, 1], got {self.masking.p}")
         if self.data.source in ("folder", "recordio") and not self.data.path:
             raise ConfigError(f"data.path is required for data.source = {self.data.source!r}")
+        if self.data.landmarks and self.data.source == "synthetic":
+            raise ConfigError(
+                "data.landmarks is for folder and recordio data (synthetic faces carry their "
+                "exact landmarks)"
+            )
         if self.teacher.epochs == 0 and not self.teacher.checkpoint:
             raise ConfigError("teacher.epochs is 0 but no teacher.checkpoint is given")
         return self

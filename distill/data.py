@@ -293,10 +293,63 @@ def open_source(data: Any, cache_dir: str | os.PathLike[str] | None = None) -> F
             data.num_identities, data.images_per_identity, data.seed, data.cache, cache_path
         )
     if data.source == "folder":
-        return ImageFolderSource(data.path)
-    if data.source == "recordio":
-        return RecordIOSource(data.path)
-    raise DatasetError(f"unknown data.source {data.source!r}")
+        source: ImageFolderSource | RecordIOSource = ImageFolderSource(data.path)
+    elif data.source == "recordio":
+        source = RecordIOSource(data.path)
+    else:
+        raise DatasetError(f"unknown data.source {data.source!r}")
+    if data.landmarks:
+        return CachedLandmarksSource(source, data.landmarks)
+    return source
+
+
+class CachedLandmarksSource:
+    """A ``folder``/``recordio`` source whose items carry their landmarks from a cache made
+    by ``maskgen landmarks`` (:class:`maskgen.landmarks.LandmarkCache`), matched by key.
+
+    Raises:
+        DatasetError: the cache cannot be read, or holds no landmarks for some items (the
+            count and the first keys are named).
+    """
+
+    def __init__(self, source: ImageFolderSource | RecordIOSource, cache: str) -> None:
+        from maskgen.landmarks import LandmarkCache, LandmarkCacheError
+
+        path = cache[len("cache:") :] if cache.startswith("cache:") else cache
+        try:
+            self.cache = LandmarkCache(path)
+        except LandmarkCacheError as exc:
+            raise DatasetError(f"data.landmarks: {exc}") from exc
+        self.source = source
+        self.num_classes = source.num_classes
+        rows, missing = [], []
+        for key in self._keys(source):
+            i = self.cache.index_of(key)
+            entry = None if i is None else self.cache.at(i)
+            if entry is None or entry.landmarks is None:
+                missing.append(f"{key} ({'not in the cache' if entry is None else entry.status})")
+            rows.append(i)
+        if missing:
+            raise DatasetError(
+                f"data.landmarks: {len(missing)} of {len(rows)} training images have no "
+                f"landmarks in {path}: {', '.join(missing[:3])}"
+                f"{' …' if len(missing) > 3 else ''}; refit them or leave them out"
+            )
+        self.rows = np.asarray(rows, np.int64)
+
+    @staticmethod
+    def _keys(source: ImageFolderSource | RecordIOSource) -> list[str]:
+        """The keys ``maskgen landmarks`` gives the source's items, in the source's order."""
+        if isinstance(source, RecordIOSource):
+            return [str(k) for k in source.records.image_keys.tolist()]
+        return [p.relative_to(source.root).as_posix() for p in source.files]
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, np.ndarray]:
+        image, label, _ = self.source[index]
+        return image, label, np.asarray(self.cache.landmarks[self.rows[index]], np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

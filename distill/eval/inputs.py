@@ -34,8 +34,8 @@ def _create_detector(name: str) -> LandmarkFn:
 
     backend = create_backend(name)
 
-    def detect(image: np.ndarray) -> np.ndarray | None:
-        faces = backend.detect(image)
+    def detect(image: np.ndarray, key: str | None = None) -> np.ndarray | None:
+        faces = backend.detect(image, key)
         if not faces:
             return None
         return np.asarray(max(faces, key=lambda f: f.box_area).landmarks, np.float32)
@@ -123,16 +123,29 @@ class _Materialiser:
         return _to_model_input(image, lm, self.aligned)
 
 
+def image_key(dataset: BinPack | PairsSet, i: int) -> str:
+    """The key ``maskgen render`` and ``maskgen landmarks`` give image ``i`` of a set: its
+    index (``000017``) in a ``.bin`` pack, its path in a pairs set (a landmark cache made
+    on the image folder resolves it against that folder)."""
+    return str(dataset.paths[i]) if isinstance(dataset, PairsSet) else f"{i:06d}"
+
+
 def _detect_all(
-    name: str, dataset: BinPack | PairsSet, fn: LandmarkFn, progress: bool = True
+    name: str,
+    dataset: BinPack | PairsSet,
+    fn: Callable[..., np.ndarray | None],
+    progress: bool = True,
+    keyed: bool = False,
 ) -> list[np.ndarray | None]:
-    """Landmarks of every image of a set (``None`` for unreadable images or no face)."""
+    """Landmarks of every image of a set (``None`` for unreadable images or no face);
+    ``keyed``: ``fn`` also takes the image's key (:func:`image_key`)."""
     points: list[np.ndarray | None] = []
     bar = tqdm(range(dataset.num_images), desc=f"{name}: landmarks", leave=False,
                disable=not progress)  # fmt: skip
     for i in bar:
         try:
-            points.append(fn(dataset.decode(i)))
+            image = dataset.decode(i)
+            points.append(fn(image, image_key(dataset, i)) if keyed else fn(image))
         except (ImageReadError, OSError):
             points.append(None)
     return points
@@ -152,8 +165,10 @@ def _build_entry(
     source = _resolve_landmarks(dataset, landmarks)
     points = None
     if source != "aligned":
-        fn = landmarks if callable(landmarks) else _create_detector(source)
-        points = _detect_all(name, dataset, fn, progress)
+        if callable(landmarks):
+            points = _detect_all(name, dataset, landmarks, progress)
+        else:
+            points = _detect_all(name, dataset, _create_detector(source), progress, keyed=True)
     return DatasetProtocol(
         source=str(dataset.path) if dataset.path is not None else name,
         sha256=sha256,

@@ -163,8 +163,14 @@ class LandmarkCache:
         return CachedFace(status, np.array(self.landmarks[index]), self.reasons.get(key, ""))
 
     def get(self, key: str) -> CachedFace | None:
-        """Item ``key``, or ``None`` when the cache does not hold it."""
+        """Item ``key``, or ``None`` when the cache does not hold it. An absolute path is
+        also looked up relative to the folder the cache was fitted on."""
         i = self.index_of(key)
+        if i is None and os.path.isabs(key) and self.meta.get("input"):
+            try:
+                i = self.index_of(Path(key).resolve().relative_to(self.meta["input"]).as_posix())
+            except ValueError:
+                return None
         return None if i is None else self.at(i)
 
     def without_landmarks(self) -> list[str]:
