@@ -28,17 +28,13 @@ from maskgen.landmarks.conventions import (
     similarity_transform,
 )
 
-
-def _load_canonical_68() -> np.ndarray:
-    pts = np.asarray(asset_json("aligned_68.json")["points"], dtype=np.float32)
-    pts.setflags(write=False)
-    return pts
-
-
-# Read when the module is imported rather than on first use: a first use inside a
-# ``torch.compile`` region would be traced by TorchDynamo, whose NumPy emulation fails on
-# ``setflags`` (or silently leaves the cached array writeable).
-_CANONICAL_68 = _load_canonical_68()
+# Read when the module is imported rather than on first use, and twice: TorchDynamo
+# (``torch.compile``) fails on ``setflags`` in a traced first use, and makes every read-only
+# array it traces writeable. aligned_landmarks reads the private twin, which is never written,
+# so the read-only array handed out by canonical_68 stays out of compiled code.
+_POINTS_68 = np.asarray(asset_json("aligned_68.json")["points"], dtype=np.float32)
+_CANONICAL_68 = _POINTS_68.copy()
+_CANONICAL_68.setflags(write=False)
 
 
 def canonical_68() -> np.ndarray:
@@ -84,7 +80,7 @@ def aligned_landmarks(
             them by a similarity transform. Default: the ArcFace template.
         face_width, chin_length: shape perturbation factors (1 = none), e.g. 0.9–1.1.
     """
-    lm = canonical_68()
+    lm = _POINTS_68
     if five_points is not None:
         M = similarity_transform(ARCFACE_112, np.asarray(five_points, dtype=np.float32))
         lm = apply_affine(lm, M)
