@@ -267,5 +267,35 @@ def landmarks_command(
     typer.echo(f"{counts}; cache {summary['output']} (use --landmarks cache:{output})", err=True)
 
 
+template_app = typer.Typer(help="Image templates: pictures of real masks warped onto faces.")
+app.add_typer(template_app, name="template")
+
+
+@template_app.command("check")
+@cli_errors()
+def template_check_command(
+    template: str = typer.Argument(..., help="Template JSON (or a shipped template's name)."),
+    out: Path = typer.Option(None, "--out", "-o", help="PNG to write (default: beside it)."),
+    face: bool = typer.Option(True, help="Also render it on the built-in faces."),
+) -> None:
+    """Draw a template's anchors, edges and grid (and the template on faces) for authoring."""
+    import cv2
+    import numpy as np
+
+    from maskgen.template import check_sheet, load_template, template_faces
+
+    loaded = load_template(template)
+    sheet = check_sheet(loaded)
+    if face:
+        faces = template_faces(f"template:{loaded.source}", sheet.shape[0])
+        sheet = np.concatenate([sheet, faces], axis=1)
+    target = out or Path(loaded.source).with_suffix(".check.png")
+    if not cv2.imwrite(str(target), np.ascontiguousarray(sheet[:, :, ::-1])):
+        raise OSError(f"{target}: cannot write the picture")
+    h, w = loaded.rgba.shape[:2]
+    cover = float((loaded.rgba[..., 3] > 127).mean())
+    typer.echo(f"{loaded.source}: {w}×{h} px, mask covers {cover:.0%}; wrote {target}", err=True)
+
+
 if __name__ == "__main__":
     app()

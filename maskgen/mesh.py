@@ -190,6 +190,41 @@ def mask_mesh(outline: Outline, rows: int = DEFAULT_ROWS) -> MaskMesh:
     return MaskMesh(vertices.astype(np.float32), uv, _grid_triangles(idx), boundary)
 
 
+def chain_grid(top: np.ndarray, bottom: np.ndarray, columns: int, rows: int) -> np.ndarray:
+    """The relaxed ruled grid between two chains that share their end points (left → right),
+    at ``columns`` equally spaced arc-length parameters: ``(columns, rows + 1, 2)`` points,
+    row 0 on ``top``, row ``rows`` on ``bottom``.
+
+    Two shapes parametrised this way correspond cell by cell (a mask image template and the
+    mask on a face: :mod:`maskgen.template`).
+    """
+    if columns < 2 or rows < 1:
+        raise ValueError(f"a grid needs at least 2 columns and 1 row, got {columns}×{rows}")
+    top, bottom = np.asarray(top, np.float64), np.asarray(bottom, np.float64)
+    u = np.linspace(0.0, 1.0, columns)
+    upper, lower = _at(top, _arc_parameter(top), u), _at(bottom, _arc_parameter(bottom), u)
+    v = np.linspace(0.0, 1.0, rows + 1)
+    grid = upper[:, None] * (1 - v[None, :, None]) + lower[:, None] * v[None, :, None]
+    _relax(grid, RELAX_ITERATIONS)
+    return grid
+
+
+def outline_grid(outline: Outline, columns: int = 24, rows: int = DEFAULT_ROWS) -> np.ndarray:
+    """:func:`chain_grid` of an outline's top and bottom edges (pixels)."""
+    polygon = outline.polygon.astype(np.float64)
+    top, bottom = (polygon[i] for i in edge_chains(outline))
+    return chain_grid(top, bottom, columns, rows)
+
+
+def grid_triangles(columns: int, rows: int) -> np.ndarray:
+    """Triangles ``(T, 3)`` of a ``(columns, rows + 1)`` grid, as indices into its
+    row-major flattening (two per cell; the corner columns' collapsed ones included)."""
+    idx = np.arange(columns * (rows + 1)).reshape(columns, rows + 1)
+    a, b, c, d = idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]
+    return np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3),
+                           np.stack([a, c, d], -1).reshape(-1, 3)])  # fmt: skip
+
+
 def mask_meshes(outlines: Sequence[Outline], rows: int = DEFAULT_ROWS) -> list[MaskMesh]:
     """:func:`mask_mesh` of every outline of a batch."""
     return [mask_mesh(o, rows) for o in outlines]

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from maskgen import appearance as app
@@ -40,6 +41,7 @@ from maskgen.shapes import (
     Outline,
     mask_outlines,
 )
+from maskgen.template import load_template, warp_template
 
 RGB = tuple[int, int, int]
 Box = tuple[int, int, int, int]
@@ -240,11 +242,11 @@ class MaskSpec:
     texture_variants: int = 64
 
     def __post_init__(self) -> None:
-        for name, known in (("families", tuple(GEOMETRY)), ("coverages", COVERAGES),
+        for name, known in (("families", GEOMETRY), ("coverages", COVERAGES),
                             ("textures", app.TEXTURES)):  # fmt: skip
-            unknown = set(getattr(self, name)) - set(known)
+            unknown = {v for v in getattr(self, name) if v not in known}  # template:… too
             if unknown:
-                raise ValueError(f"unknown {name} {sorted(unknown)}; choose from {known}")
+                raise ValueError(f"unknown {name} {sorted(unknown)}; choose from {tuple(known)}")
         unknown = set(self.palettes) - set(app.palette_names())
         if unknown:
             raise ValueError(
@@ -417,6 +419,7 @@ class _Occlusion:
     alpha: np.ndarray | None  # (h, w) float32 over the box, before opacity; read-only
     overlays: np.ndarray | None = None  # (k, h, w) uint8 detail coverages, painted in order
     tones: tuple[float | None, ...] = ()  # one per overlay: factor of primary, None = straps
+    colour: np.ndarray | None = None  # (h, w, 3) float32 0–255: an image template's pixels
 
 
 class _OcclusionCache:
@@ -440,8 +443,7 @@ class _OcclusionCache:
         return hit[0]
 
     def put(self, key: tuple, value: _Occlusion) -> None:
-        size = 0 if value.alpha is None else value.alpha.nbytes
-        size += 0 if value.overlays is None else value.overlays.nbytes
+        size = sum(a.nbytes for a in (value.alpha, value.overlays, value.colour) if a is not None)
         if size > self.max_entry_bytes:
             return
         self._entries[key] = (value, size)
@@ -578,7 +580,14 @@ def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
         return result
     x0, y0, x1, y1 = box
     shape, offset = (y1 - y0, x1 - x0), (x0, y0)
-    alpha8 = app.fill_polygon(shape, outline.polygon, offset)
+    colour = None
+    template = GEOMETRY[params.family].template
+    if template:  # an image template: its own pixels and coverage, warped onto the outline
+        colour, cover = warp_template(load_template(template), outline, shape, offset)
+        alpha8 = np.round(cover * 255).astype(np.uint8)
+        colour.setflags(write=False)
+    else:
+        alpha8 = app.fill_polygon(shape, outline.polygon, offset)
     layers: list[np.ndarray] = []
     tones: list[float | None] = []
     if outline.seam is not None:
@@ -604,7 +613,7 @@ def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
     if layers:
         overlays = np.stack(layers)
         overlays.setflags(write=False)
-    result = _Occlusion(outline, box, alpha, overlays, tuple(tones))
+    result = _Occlusion(outline, box, alpha, overlays, tuple(tones), colour)
     cache.put(key, result)
     return result
 
@@ -645,8 +654,33 @@ def paint_face(
     return cov.box, alpha
 
 
+def _paint_template(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float) -> None:
+    """Blend an image template's warped pixels into ``roi`` (in place), lit like the face
+    (``shading``), with the ear loops in the strap colour over it."""
+    assert cov.colour is not None and cov.alpha is not None
+    colour = cov.colour * np.float32(max_value / 255.0)
+    if params.shading > 0:
+        ratio = paint.lighting_ratio(roi, cov.alpha, params.shading)
+        h, w = cov.alpha.shape
+        colour = colour * cv2.resize(ratio, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
+    a = (cov.alpha * np.float32(params.opacity))[..., None]
+    out = roi.astype(np.float32) * (1 - a) + colour * a
+    if cov.overlays is not None:
+        strap = np.array(params.strap_color, np.float32) * np.float32(max_value / 255.0)
+        for layer, tone in zip(cov.overlays, cov.tones, strict=True):
+            if tone is None:  # ear loops; seams and valves belong to drawn families
+                o = layer[..., None].astype(np.float32) * np.float32(params.opacity / 255)
+                out = out * (1 - o) + strap * o
+    if np.issubdtype(roi.dtype, np.integer):
+        out = np.clip(np.rint(out), 0, max_value)
+    roi[...] = out.astype(roi.dtype)
+
+
 def _paint_box(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float) -> None:
     """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
+    if cov.colour is not None:
+        _paint_template(roi, cov, params, max_value)
+        return
     # One table: primary, secondary, then each overlay's colour (built from Python floats:
     # a handful of tiny NumPy operations per image cost more than the arithmetic).
     primary = params.color

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -46,6 +46,9 @@ class FamilyGeometry:
         ear_loops: the family is held by ear loops (``MaskParams.straps``); gaiters are not.
         pleats_as: the texture drawn when a draw asks for ``"pleats"`` (folded respirators
             have no pleats: ``"grain"``).
+        template: an image template (:mod:`maskgen.template`: a template JSON path or a
+            shipped template's name) painted onto the outline instead of a colour and
+            texture; empty for drawn families.
     """
 
     raise_top: float = 0.04
@@ -62,6 +65,7 @@ class FamilyGeometry:
     valve: bool = False
     ear_loops: bool = True
     pleats_as: str = "pleats"
+    template: str = ""
 
 
 #: Where a coverage level lets the outline reach at most (see :class:`CoverageRule`).
@@ -88,10 +92,10 @@ class CoverageRule:
 
 
 def _load_shapes() -> tuple[
-    dict[str, FamilyGeometry], dict[str, tuple[int, int, float]], dict[str, CoverageRule]
+    FamilyRegistry, dict[str, tuple[int, int, float]], dict[str, CoverageRule]
 ]:
     shapes = asset_json("shapes.json")
-    families = {name: FamilyGeometry(**g) for name, g in shapes["families"].items()}
+    families = FamilyRegistry({name: FamilyGeometry(**g) for name, g in shapes["families"].items()})
     coverages = shapes["coverages"]
     anchors = {
         name: (int(c["from"]), int(c["to"]), float(c["fraction"])) for name, c in coverages.items()
@@ -103,8 +107,46 @@ def _load_shapes() -> tuple[
     return families, anchors, rules
 
 
+#: Family names that name an image template: ``template:<name or path to its JSON>``.
+TEMPLATE_PREFIX = "template:"
+#: The outline numbers of template families (a cloth mask's: smooth, ear loops).
+TEMPLATE_OUTLINE = FamilyGeometry(raise_top=0.06, droop=0.08, side_drop=0.06, outset=0.03,
+                                  bottom_drop=0.08, chin_drop=0.12, smooth=True)  # fmt: skip
+
+
+class FamilyRegistry(dict[str, FamilyGeometry]):
+    """The family registry: a dict of names → :class:`FamilyGeometry` in which a
+    ``template:<ref>`` name registers itself on first use (in every process that meets it,
+    joblib and DataLoader workers included), with :data:`TEMPLATE_OUTLINE` and the template.
+    """
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name.startswith(TEMPLATE_PREFIX):
+            return self._template(name) is not None
+        return super().__contains__(name)
+
+    def __missing__(self, name: str) -> FamilyGeometry:
+        geometry = self._template(name) if name.startswith(TEMPLATE_PREFIX) else None
+        if geometry is None:
+            raise KeyError(name)
+        return geometry
+
+    def _template(self, name: str) -> FamilyGeometry | None:
+        if super().__contains__(name):
+            return super().__getitem__(name)
+        from maskgen.template import TemplateError, load_template
+
+        try:
+            load_template(name[len(TEMPLATE_PREFIX) :])
+        except TemplateError:
+            return None
+        geometry = replace(TEMPLATE_OUTLINE, template=name[len(TEMPLATE_PREFIX) :])
+        self[name] = geometry
+        return geometry
+
+
 #: Shape families (``templates/shapes.json``); extend with :func:`register_family`.
-GEOMETRY: dict[str, FamilyGeometry]
+GEOMETRY: FamilyRegistry
 #: Where the top edge crosses the nose line, per coverage: (point a, point b, fraction a→b).
 COVERAGE_ANCHORS: dict[str, tuple[int, int, float]]
 #: How each coverage level bounds the outline.
@@ -126,6 +168,10 @@ def register_family(name: str, geometry: FamilyGeometry, *, overwrite: bool = Fa
     """
     if name in GEOMETRY and not overwrite:
         raise ValueError(f"mask family {name!r} exists; pass overwrite=True to replace it")
+    if geometry.template:
+        from maskgen.template import load_template
+
+        load_template(geometry.template)  # a template that cannot be read fails here
     GEOMETRY[name] = geometry
 
 

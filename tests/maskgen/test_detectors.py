@@ -255,6 +255,20 @@ def _check_aligned_fit(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
     assert backend.name == face.backend == "aligned-fit" and face.fit in ("fitted", "fallback")
 
 
+def _check_cache(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
+    from maskgen.landmarks.cache import write_cache
+
+    truth = AlignedLayout().detect(astro)[0].landmarks
+    folder = write_cache(tmp_path / "astro.landmarks", ["astro.png"], truth[None],
+                         np.array([1], np.uint8), {}, {"backend": "file"})  # fmt: skip
+    with pytest.raises(ValueError, match="needs a path"):
+        create_backend("cache", **PIPELINE_OPTIONS)
+    backend = create_backend(f"cache:{folder}", **PIPELINE_OPTIONS)
+    (face,) = backend.detect(astro, "astro.png")
+    assert backend.name == "cache(file)" and face.backend == "file"
+    np.testing.assert_array_equal(face.landmarks, truth)
+
+
 def _check_dlib(name: str, upsample: int) -> Callable[[np.ndarray, Path, Path], None]:
     def check(astro: np.ndarray, tmp_path: Path, hub: Path) -> None:
         _needs_dlib()
@@ -299,6 +313,7 @@ CREATION_CHECKS: dict[str, Callable[[np.ndarray, Path, Path], None]] = {
     "aligned": _check_aligned,
     "aligned-fit": _check_aligned_fit,
     "auto": _check_auto,
+    "cache": _check_cache,
     "dlib": _check_dlib("dlib", upsample=1),
     "dlib-cnn": _check_dlib("dlib-cnn", upsample=0),  # the CNN is slow on CPU: no upsampling
     "face_alignment": _check_face_alignment,
