@@ -9,6 +9,11 @@ augmentation that masks a whole batch on its device.
   same draws (:mod:`maskgen.seeding`) and outlines (:func:`maskgen.render.mask_geometry`) as
   the CPU renderer, rasterised and painted by :mod:`maskgen.augment.functional`.
 
+Both take the landmarks that geometric augmentations before them moved: ``MaskFace`` in
+albumentations and torchvision v2 pipelines (:mod:`maskgen.augment.compat`, neither library
+imported), ``RandomFaceMask`` from ``AugmentationSequential``'s ``keypoints``; flipped sets are
+put back in semantic order (:mod:`maskgen.augment.keypoints`).
+
 Example:
     >>> import numpy as np
     >>> from maskgen.augment import MaskFace
