@@ -46,6 +46,7 @@ from maskgen.landmarks.conventions import (
     to_five,
 )
 from maskgen.landmarks.mirror import MIRROR_5, MIRROR_68, mirror_landmarks
+from maskgen.landmarks.pose import HeadPose, head_pose
 from maskgen.landmarks.selection import face_problem, select_faces, skin_fraction
 from maskgen.landmarks.validation import plausibility_problem, validate_landmarks
 
@@ -65,6 +66,7 @@ __all__ = [
     "FaceAlignmentDetector",
     "FaceAlignmentWeightsError",
     "FileLandmarks",
+    "HeadPose",
     "LandmarkCache",
     "LandmarkCacheError",
     "WithLandmarks",
@@ -75,6 +77,7 @@ __all__ = [
     "canonical_68",
     "create_backend",
     "face_problem",
+    "head_pose",
     "landmarks_from_five",
     "load_annotation",
     "mirror_landmarks",
