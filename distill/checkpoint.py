@@ -51,11 +51,13 @@ __all__ = [
     "arch_of",
     "build_backbone",
     "check_arch",
+    "check_finite_weights",
     "load_backbone",
     "load_checkpoint",
     "load_model_state",
     "load_weights",
     "make_checkpoint",
+    "non_finite_tensor",
     "plain_state_dict",
     "save_checkpoint",
     "state_mismatch",
@@ -202,6 +204,36 @@ def check_arch(found: dict[str, Any], expected: dict[str, Any], source: str) -> 
             f"{source}: architecture mismatch: backbone options {found.get('kwargs')} in the "
             f"checkpoint, expected {expected.get('kwargs')}"
         )
+
+
+def non_finite_tensor(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding a NaN or an infinity.
+
+    >>> non_finite_tensor({"a": torch.zeros(2), "b": torch.tensor([1.0, float("inf")])})
+    'b'
+    >>> non_finite_tensor({"a": torch.zeros(2), "n": torch.tensor(3)}) is None
+    True
+    """
+    for name, value in state.items():
+        if (
+            isinstance(value, torch.Tensor)
+            and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())
+        ):
+            return str(name)
+    return None
+
+
+def check_finite_weights(ckpt: Mapping[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor of the backbone (``model``) or
+    the head (``head``, named ``head.*``) of ``ckpt`` that is not finite."""
+    for prefix, part in (("", ckpt.get("model")), ("head.", ckpt.get("head"))):
+        name = non_finite_tensor(part) if isinstance(part, Mapping) else None
+        if name is not None:
+            raise CheckpointError(
+                f"{source}: tensor {prefix}{name} is not finite (it holds NaN or inf): the "
+                "weights are unusable, e.g. saved by a training that diverged"
+            )
 
 
 def _listed(keys: list[str], shown: int = 3) -> str:

@@ -177,6 +177,12 @@ def train(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the output dir."),
+    allow_changes: bool = typer.Option(
+        False,
+        "--allow-changes",
+        help="With --resume: go on with a config that differs from the run's config.yaml "
+        "(each change is logged; the old file is kept as config.yaml.N.bak).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Train into an output directory that already holds a run."
     ),
@@ -196,6 +202,8 @@ def train(
         extra.append(f"train.output={out}")
     if resume:
         extra.append("train.resume=true")
+    if allow_changes:
+        extra.append("train.allow_changes=true")
     cfg = load_config(resolve_config(config) if config else None, extra)
     if cfg.train.device != "auto":
         check_device(cfg.train.device, "train.device")

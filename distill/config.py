@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import types
 import typing
@@ -36,6 +37,8 @@ import yaml
 from maskgen.io import atomic_write_text
 
 __all__ = [
+    "RESUME_SAFE_KEYS",
+    "RUN_CONTROL_KEYS",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -47,12 +50,16 @@ __all__ = [
     "TeacherConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_changes",
     "config_from_dict",
     "config_to_dict",
+    "describe_change",
     "dump_config",
     "load_config",
+    "read_config",
     "save_config",
     "valid_keys",
+    "validate_config",
 ]
 
 
@@ -219,7 +226,12 @@ class TrainConfig:
         threads: CPU threads for torch (0 keeps torch's default).
         log_every: steps between log lines / CSV rows.
         max_steps_per_epoch: cap on steps per epoch (0 = full epochs; for smoke tests).
-        resume: continue from the latest checkpoint in ``output``.
+        resume: continue from the latest checkpoint in ``output``; the config must be the
+            one the run was started with (``output/config.yaml``), except for the keys that
+            cannot change what is trained (:data:`RESUME_SAFE_KEYS`).
+        allow_changes: with ``resume``, accept a changed config: every change is logged
+            (``key: old → new``) and the previous ``config.yaml`` is kept as
+            ``config.yaml.<n>.bak``.
     """
 
     output: str = "runs/distill-demo"
@@ -232,6 +244,7 @@ class TrainConfig:
     log_every: int = 10
     max_steps_per_epoch: int = 0
     resume: bool = False
+    allow_changes: bool = False
 
 
 @dataclass
@@ -274,64 +287,188 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> Config:
-        """Check the enumerations and ranges; raise :class:`ConfigError` naming the key."""
-        choices = {
-            "data.source": (self.data.source, ("synthetic", "folder", "recordio")),
-            "data.cache": (self.data.cache, ("none", "memory", "disk")),
-            "masking.mode": (self.masking.mode, ("workers", "device")),
-            "optim.schedule": (self.optim.schedule, ("cosine", "step")),
-            "train.device": (self.train.device, ("auto", "cpu", "cuda")),
-            "train.amp": (self.train.amp, ("auto", "off", "bf16", "fp16")),
-            "train.distributed": (self.train.distributed, ("auto", "on", "off")),
-        }
-        for key, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ConfigError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
-        positive = {
-            "train.batch_size": self.train.batch_size,
-            "optim.base_batch_size": self.optim.base_batch_size,
-            "model.embedding_size": self.model.embedding_size,
-            "data.num_identities": self.data.num_identities,
-            "data.images_per_identity": self.data.images_per_identity,
-            "train.log_every": self.train.log_every,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{key} must be positive, got {value}")
-        non_negative = {
-            "teacher.epochs": self.teacher.epochs,
-            "student.epochs": self.student.epochs,
-            "teacher.lr": self.teacher.lr,
-            "student.lr": self.student.lr,
-            "student.distill_weight": self.student.distill_weight,
-            "data.num_workers": self.data.num_workers,
-            "optim.warmup_epochs": self.optim.warmup_epochs,
-            "optim.clip_grad_norm": self.optim.clip_grad_norm,
-            "train.max_steps_per_epoch": self.train.max_steps_per_epoch,
-            "train.threads": self.train.threads,
-        }
-        for key, value in non_negative.items():
-            if value < 0:
-                raise ConfigError(f"{key} must be >= 0, got {value}")
-        if self.student.init not in ("teacher", "scratch") and not self.student.init.endswith(
-            _WEIGHT_SUFFIXES
-        ):
-            raise ConfigError(
-                f"student.init = {self.student.init!r} is not one of teacher, scratch or a "
-                f"weights file ({', '.join(_WEIGHT_SUFFIXES)})"
-            )
-        if not 0.0 <= self.masking.p <= 1.0:
-            raise ConfigError(f"masking.p must lie in [0, 1], got {self.masking.p}")
-        if self.data.source in ("folder", "recordio") and not self.data.path:
-            raise ConfigError(f"data.path is required for data.source = {self.data.source!r}")
-        if self.data.landmarks and self.data.source == "synthetic":
-            raise ConfigError(
-                "data.landmarks is for folder and recordio data (synthetic faces carry their "
-                "exact landmarks)"
-            )
-        if self.teacher.epochs == 0 and not self.teacher.checkpoint:
-            raise ConfigError("teacher.epochs is 0 but no teacher.checkpoint is given")
+        """Check every value (see :func:`validate_config`); raise :class:`ConfigError` naming
+        the key."""
+        validate_config(self)
         return self
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+
+#: seeds are 32-bit: NumPy's seeding range, and ``train.seed`` also seeds torch generators.
+SEED_MAX = 2**32 - 1
+
+
+def validate_config(cfg: Config) -> None:
+    """Check every value of ``cfg`` before anything runs.
+
+    Every number anywhere (also inside ``model.kwargs``, ``model.head_kwargs``,
+    ``masking.spec`` and lists) must be finite; enumerations must hold one of their values;
+    counts, sizes and rates must lie in their ranges; seeds in ``[0, 2**32 - 1]``;
+    ``masking.spec`` must build a :class:`maskgen.render.MaskSpec`; and the keys that depend
+    on each other must agree. The message of the :class:`ConfigError` starts with the key.
+
+    >>> try:
+    ...     Config(optim=OptimConfig(momentum=float("nan"))).validate()
+    ... except ConfigError as e:
+    ...     print(e)
+    optim.momentum must be a finite number, got nan
+    """
+    _check_finite(cfg)
+    _check_choices(cfg)
+    _check_counts(cfg)
+    _check_rates(cfg)
+    _check_seeds(cfg)
+    _check_relations(cfg)
+
+
+def _non_finite(value: Any, key: str) -> tuple[str, float] | None:
+    """The first (key, value) in ``value`` that is a NaN or infinite number, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, value
+    if isinstance(value, dict):
+        items: Any = ((f"{key}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_key, sub in items:
+        found = _non_finite(sub, sub_key)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_finite(cfg: Config) -> None:
+    for section, values in config_to_dict(cfg).items():
+        for name, value in values.items():
+            found = _non_finite(value, f"{section}.{name}")
+            if found is not None:
+                raise ConfigError(f"{found[0]} must be a finite number, got {found[1]}")
+
+
+def _check_choices(cfg: Config) -> None:
+    choices = {
+        "data.source": (cfg.data.source, ("synthetic", "folder", "recordio")),
+        "data.cache": (cfg.data.cache, ("none", "memory", "disk")),
+        "masking.mode": (cfg.masking.mode, ("workers", "device")),
+        "optim.schedule": (cfg.optim.schedule, ("cosine", "step")),
+        "train.device": (cfg.train.device, ("auto", "cpu", "cuda")),
+        "train.amp": (cfg.train.amp, ("auto", "off", "bf16", "fp16")),
+        "train.distributed": (cfg.train.distributed, ("auto", "on", "off")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(allowed)}")
+    if cfg.student.init not in ("teacher", "scratch") and not cfg.student.init.endswith(
+        _WEIGHT_SUFFIXES
+    ):
+        raise ConfigError(
+            f"student.init = {cfg.student.init!r} is not one of teacher, scratch or a "
+            f"weights file ({', '.join(_WEIGHT_SUFFIXES)})"
+        )
+
+
+def _check_counts(cfg: Config) -> None:
+    """Sizes and counts: at least 1 (or 2 for the held-out pack), or at least 0."""
+    at_least = {
+        "train.batch_size": (cfg.train.batch_size, 1),
+        "optim.base_batch_size": (cfg.optim.base_batch_size, 1),
+        "model.embedding_size": (cfg.model.embedding_size, 1),
+        "data.num_identities": (cfg.data.num_identities, 1),
+        "data.images_per_identity": (cfg.data.images_per_identity, 1),
+        "train.log_every": (cfg.train.log_every, 1),
+        "eval.batch_size": (cfg.eval.batch_size, 1),
+        # the built pack needs genuine pairs (2 images of one identity), impostor pairs
+        # (2 identities) and both kinds
+        "eval.num_identities": (cfg.eval.num_identities, 2),
+        "eval.images_per_identity": (cfg.eval.images_per_identity, 2),
+        "eval.num_pairs": (cfg.eval.num_pairs, 2),
+        "teacher.epochs": (cfg.teacher.epochs, 0),
+        "student.epochs": (cfg.student.epochs, 0),
+        "data.num_workers": (cfg.data.num_workers, 0),
+        "train.max_steps_per_epoch": (cfg.train.max_steps_per_epoch, 0),
+        "train.threads": (cfg.train.threads, 0),
+    }
+    for key, (value, low) in at_least.items():
+        if value < low:
+            what = "positive" if low == 1 else f">= {low}"
+            raise ConfigError(f"{key} must be {what}, got {value}")
+
+
+def _check_rates(cfg: Config) -> None:
+    """Learning rates, weights and factors: their ranges (all finite already)."""
+    o = cfg.optim
+    non_negative = {
+        "teacher.lr": cfg.teacher.lr,
+        "student.lr": cfg.student.lr,
+        "student.distill_weight": cfg.student.distill_weight,
+        "optim.weight_decay": o.weight_decay,
+        "optim.warmup_epochs": o.warmup_epochs,
+        "optim.clip_grad_norm": o.clip_grad_norm,
+        **{f"optim.milestones[{i}]": m for i, m in enumerate(o.milestones)},
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if not 0.0 <= cfg.masking.p <= 1.0:
+        raise ConfigError(f"masking.p must lie in [0, 1], got {cfg.masking.p}")
+    if not 0.0 <= o.momentum < 1.0:
+        raise ConfigError(f"optim.momentum must lie in [0, 1), got {o.momentum}")
+    if not 0.0 < o.gamma <= 1.0:
+        raise ConfigError(
+            f"optim.gamma must lie in (0, 1] (the step schedule multiplies the learning rate "
+            f"by it at each milestone), got {o.gamma}"
+        )
+    if not 0.0 <= o.min_lr_ratio <= 1.0:
+        raise ConfigError(f"optim.min_lr_ratio must lie in [0, 1], got {o.min_lr_ratio}")
+
+
+def _check_seeds(cfg: Config) -> None:
+    seeds = {
+        "data.seed": cfg.data.seed,
+        "masking.seed": cfg.masking.seed,
+        "train.seed": cfg.train.seed,
+        "eval.seed": cfg.eval.seed,
+        "eval.mask_seed": cfg.eval.mask_seed,
+    }
+    for key, value in seeds.items():
+        if not 0 <= value <= SEED_MAX:
+            raise ConfigError(f"{key} must lie in [0, {SEED_MAX}], got {value}")
+
+
+def _check_relations(cfg: Config) -> None:
+    """Keys that must agree with each other, and values that must build."""
+    if not cfg.train.output.strip():
+        raise ConfigError("train.output must not be empty")
+    if cfg.train.allow_changes and not cfg.train.resume:
+        raise ConfigError(
+            "train.allow_changes (--allow-changes) only applies with train.resume (--resume)"
+        )
+    if cfg.data.source in ("folder", "recordio") and not cfg.data.path:
+        raise ConfigError(f"data.path is required for data.source = {cfg.data.source!r}")
+    if cfg.data.landmarks and cfg.data.source == "synthetic":
+        raise ConfigError(
+            "data.landmarks is for folder and recordio data (synthetic faces carry their "
+            "exact landmarks)"
+        )
+    if cfg.teacher.epochs == 0 and not cfg.teacher.checkpoint:
+        raise ConfigError("teacher.epochs is 0 but no teacher.checkpoint is given")
+    held_out = cfg.eval.enabled and not cfg.eval.pack and cfg.data.source == "synthetic"
+    if held_out and cfg.eval.seed == cfg.data.seed:
+        raise ConfigError(
+            f"eval.seed must differ from data.seed ({cfg.data.seed}): the evaluation pack is "
+            "made of held-out identities"
+        )
+    if cfg.masking.spec:
+        from maskgen.render import MaskSpec
+
+        try:
+            MaskSpec.from_dict(dict(cfg.masking.spec))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"masking.spec: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -567,3 +704,65 @@ def dump_config(cfg: Config) -> str:
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML, atomically."""
     return atomic_write_text(path, dump_config(cfg))
+
+
+# ----------------------------------------------------------------------------------------------
+# resume: what changed since the run started
+# ----------------------------------------------------------------------------------------------
+
+#: keys a resumed run may change without ``train.allow_changes``: how many loader processes
+#: and threads it uses, whether images are cached, how often it logs, on how many processes
+#: it runs (the global batch, hence every step, does not depend on it), and the evaluation
+#: after training (on or off, its batch size). None of them changes what is trained.
+RESUME_SAFE_KEYS = (
+    "data.num_workers",
+    "data.cache",
+    "train.threads",
+    "train.log_every",
+    "train.distributed",
+    "eval.enabled",
+    "eval.batch_size",
+)
+#: keys that say how this invocation runs, never compared on resume.
+RUN_CONTROL_KEYS = ("train.output", "train.resume", "train.allow_changes")
+
+
+def read_config(path: str | os.PathLike[str]) -> Config:
+    """The config a file holds, as it is: unknown keys and bad types are errors, values are
+    not validated (a run's ``config.yaml`` is read back to be compared, not to be run)."""
+    p = Path(path)
+    try:
+        return _build(Config, _parse_file(p, p.read_text(encoding="utf-8")), "")
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the config: {exc}") from exc
+
+
+def _leaves(cfg: Config) -> dict[str, Any]:
+    return {
+        f"{section}.{name}": value
+        for section, values in config_to_dict(cfg).items()
+        for name, value in values.items()
+    }
+
+
+def config_changes(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every key that differs, in :func:`valid_keys`
+    order; :data:`RUN_CONTROL_KEYS` are left out.
+
+    >>> config_changes(Config(), apply_overrides(Config(), ["teacher.lr=0.5", "train.resume=1"]))
+    [('teacher.lr', 0.1, 0.5)]
+    """
+    a, b = _leaves(old), _leaves(new)
+    return [(k, a[k], b[k]) for k in valid_keys() if k not in RUN_CONTROL_KEYS and a[k] != b[k]]
+
+
+def describe_change(change: tuple[str, Any, Any]) -> str:
+    """``key: old → new``.
+
+    >>> describe_change(("data.cache", "memory", "none"))
+    "data.cache: 'memory' → 'none'"
+    """
+    key, old, new = change
+    return f"{key}: {old!r} → {new!r}"

@@ -6,15 +6,25 @@ Example:
     ('step', 'epoch', 'loss')
     >>> m = Metrics(None)  # not rank 0: writes nothing
     >>> m.write({"step": 1}); m.close()
+    >>> import tempfile; d = Path(tempfile.mkdtemp())
+    >>> m = Metrics(d)
+    >>> for step in (1, 2, 3): m.write({"step": step})
+    >>> m.close(); m = Metrics(d, start_step=2)  # resumed at step 2: row 3 goes
+    >>> m.close(); [ln.split(",")[0] for ln in (d / "metrics.csv").read_text().splitlines()]
+    ['step', '1', '2']
+    >>> import shutil; shutil.rmtree(d)
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from maskgen.io import atomic_write_text
 
 __all__ = ["Metrics", "log", "progress_bar", "setup_logging"]
 
@@ -41,27 +51,51 @@ def setup_logging(out: Path | None, is_main: bool) -> None:
     log.propagate = False
 
 
+def _rows_up_to(path: Path, step: int) -> list[list[str]]:
+    """The rows of ``path`` (a metrics CSV) for steps ``<= step``; rows of later steps (those
+    of an epoch that was killed before its checkpoint) and unreadable rows are dropped."""
+    if step <= 0 or not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        rows = list(csv.reader(f))[1:]
+    kept = []
+    for row in rows:
+        try:
+            if len(row) == len(Metrics.COLUMNS) and int(row[0]) <= step:
+                kept.append(row)
+        except ValueError:
+            continue
+    return kept
+
+
 class Metrics:
-    """CSV rows (always) and TensorBoard scalars (when importable), rank 0 only."""
+    """CSV rows (always) and TensorBoard scalars (when importable), rank 0 only.
+
+    A stage that starts at ``start_step`` (0, or the step it resumes at) keeps the rows of
+    the steps up to it and drops the later ones, so no step appears twice; TensorBoard
+    purges its later events the same way.
+    """
 
     COLUMNS = ("step", "epoch", "loss", "ce", "mse", "lr", "images_per_s", "masked", "time_s")
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, start_step: int = 0) -> None:
         self.file = None
         self.tb = None
         if directory is None:
             return
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "metrics.csv"
-        new = not path.exists()
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([self.COLUMNS, *_rows_up_to(path, start_step)])
+        atomic_write_text(path, buffer.getvalue(), newline="")
         self.file = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(self.COLUMNS)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(directory / "tb"))
+            tb_dir = directory / "tb"
+            purge = start_step + 1 if tb_dir.is_dir() else None  # events of later steps go
+            self.tb = SummaryWriter(str(tb_dir), purge_step=purge)
         except ImportError:
             log.info("TensorBoard is not installed: metrics go to %s only", path)
 

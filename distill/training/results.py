@@ -47,3 +47,8 @@ class Plan:
     teacher_path: Path | None
     #: weights of ``student.init = PATH`` (a checkpoint or a plain state dict), else None.
     student_init: dict[str, Any] | None = None
+    #: on resume, the checked ``<out>/<role>/last.pt`` of each stage that has one (a stage
+    #: takes its own out when it starts).
+    resume_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: on resume, ``(key, old, new)`` of every key that differs from ``<out>/config.yaml``.
+    config_changes: list[tuple[str, Any, Any]] = field(default_factory=list)

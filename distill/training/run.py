@@ -18,6 +18,7 @@ from distill.checkpoint import (
     arch_of,
     build_backbone,
     check_arch,
+    check_finite_weights,
     load_checkpoint,
     load_model_state,
     load_weights,
@@ -30,6 +31,12 @@ from distill.training.errors import OutputExistsError
 from distill.training.logs import log, setup_logging
 from distill.training.masking import DeviceMasker, mask_spec
 from distill.training.results import Plan, StageResult, TrainResult
+from distill.training.resume import (
+    log_config_changes,
+    record_config_changes,
+    resume_config_changes,
+    resume_state,
+)
 from distill.training.stage import run_stage
 
 __all__ = ["prepare", "train"]
@@ -86,6 +93,7 @@ def _validate_teacher(cfg: Config) -> tuple[dict[str, Any] | None, Path | None]:
     path = Path(cfg.teacher.checkpoint)
     fallback = _configured_arch(cfg) if cfg.student.init == "teacher" else None
     ckpt = load_weights(path, fallback_arch=fallback)
+    check_finite_weights(ckpt, str(path))
     arch = ckpt["arch"]
     want = cfg.model.embedding_size
     if int(arch["embedding_size"]) != want:
@@ -106,8 +114,17 @@ def _validate_student_init(cfg: Config) -> dict[str, Any] | None:
         return None
     path = Path(cfg.student.init)
     ckpt = load_weights(path, fallback_arch=_configured_arch(cfg))
+    check_finite_weights(ckpt, f"student.init {path}")
     _check_fits_student(cfg, ckpt, f"student.init {path}")
     return ckpt
+
+
+def _resume_states(cfg: Config, out: Path) -> dict[str, dict[str, Any]]:
+    """The checked ``last.pt`` of each stage this run trains, when resuming."""
+    roles = [] if cfg.teacher.checkpoint else ["teacher"]
+    roles += ["student"] if cfg.student.epochs > 0 else []
+    states = {role: resume_state(role, cfg, out / role / "last.pt") for role in roles}
+    return {role: state for role, state in states.items() if state is not None}
 
 
 def prepare(cfg: Config, *, overwrite: bool = False) -> tuple[Plan, Path]:
@@ -119,6 +136,7 @@ def prepare(cfg: Config, *, overwrite: bool = False) -> tuple[Plan, Path]:
     cfg.validate()
     out = Path(cfg.train.output)
     _check_output(out, cfg.train.resume, overwrite)
+    changes = resume_config_changes(cfg, out) if cfg.train.resume else []
     from distill.backbones import list_backbones
 
     if cfg.model.backbone.lower() not in list_backbones():
@@ -139,7 +157,10 @@ def prepare(cfg: Config, *, overwrite: bool = False) -> tuple[Plan, Path]:
         )
     if cfg.masking.mode == "device" and cfg.student.epochs > 0 and cfg.masking.p > 0:
         DeviceMasker(mask_spec(cfg.masking), cfg.masking.p, cfg.masking.seed)
-    return Plan(source, num_classes, teacher_ckpt, teacher_path, student_init), out
+    resume_states = _resume_states(cfg, out) if cfg.train.resume else {}
+    plan = Plan(source, num_classes, teacher_ckpt, teacher_path, student_init)
+    plan.resume_states, plan.config_changes = resume_states, changes
+    return plan, out
 
 
 def train(
@@ -168,10 +189,14 @@ def train(
             torch.set_num_threads(cfg.train.threads)
         the_plan, out = plan if plan is not None else prepare(cfg, overwrite=overwrite)
         ctx.barrier()
+        backup = None
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
+            backup = record_config_changes(out, the_plan.config_changes)
             save_config(cfg, out / "config.yaml")
         setup_logging(out, ctx.is_main)
+        if ctx.is_main:
+            log_config_changes(the_plan.config_changes, backup)
         ctx.barrier()
         result = TrainResult(out, Path(), None, num_classes=the_plan.num_classes, rank=ctx.rank)
         stage = _teacher_stage(cfg, ctx, the_plan, out, progress)

@@ -15,23 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.backbones import create_backbone
 from distill.checkpoint import (
     CheckpointError,
-    arch_of,
-    check_arch,
-    load_checkpoint,
     load_model_state,
     make_checkpoint,
+    non_finite_tensor,
     save_checkpoint,
 )
 from distill.config import Config, config_to_dict
 from distill.data import GlobalBatchSampler, TrainDataset, normalize
 from distill.heads import MarginHead, create_head
 from distill.training.distributed import DistContext
+from distill.training.errors import TrainingDivergedError
 from distill.training.logs import Metrics, log, progress_bar
 from distill.training.loss import Net, compute_loss
 from distill.training.masking import DeviceMasker, mask_spec
@@ -44,6 +44,8 @@ from maskgen.augment import MaskedPairs
 __all__ = ["run_stage"]
 
 _Data = tuple[TrainDataset, GlobalBatchSampler, DeviceMasker | None]
+#: images of the first batch whose embeddings are checked before each checkpoint.
+_PROBE_SIZE = 8
 
 
 @dataclass
@@ -76,6 +78,9 @@ class _Stage:
     seen: int = 0
     last_loss: float = math.nan
     t_stage: float = 0.0
+    #: a few inputs of the stage's first batch: the eval-mode embeddings of every saved
+    #: checkpoint must be finite on them.
+    probe: Tensor | None = None
 
 
 @dataclass
@@ -115,7 +120,7 @@ def run_stage(
     stage_dir = out / role
     ckpt_path = stage_dir / "last.pt"
     epochs = stage_cfg.epochs
-    resume_state = _resume_state(role, cfg, ckpt_path)
+    resume_state = plan.resume_states.pop(role, None)  # read and checked by prepare()
     if resume_state is not None and int(resume_state["epoch"]) >= epochs:
         if ctx.is_main:
             log.info("%s: already complete in %s, skipping", role, ckpt_path)
@@ -131,21 +136,6 @@ def run_stage(
 
 
 # ---- building ---------------------------------------------------------------------------------
-
-
-def _resume_state(role: str, cfg: Config, ckpt_path: Path) -> dict[str, Any] | None:
-    """The stage's last checkpoint when resuming (checked against the config), else None."""
-    if not (cfg.train.resume and ckpt_path.is_file()):
-        return None
-    resume_state = load_checkpoint(ckpt_path)
-    check_arch(
-        resume_state["arch"],
-        arch_of(cfg.model.backbone, cfg.model.embedding_size, cfg.model.kwargs),
-        str(ckpt_path),
-    )
-    if resume_state.get("role") != role:
-        raise CheckpointError(f"{ckpt_path}: holds a {resume_state.get('role')} checkpoint")
-    return resume_state
 
 
 def _build_head(cfg: Config, num_classes: int) -> MarginHead:
@@ -309,7 +299,7 @@ def _freeze(teacher: nn.Module | None) -> None:
 def _train(st: _Stage, progress: bool) -> StageResult:
     """Epochs ``start_epoch …`` of the stage, a checkpoint after each."""
     loader_kwargs = _loader_kwargs(st)
-    metrics = Metrics(st.stage_dir if st.ctx.is_main else None)
+    metrics = Metrics(st.stage_dir if st.ctx.is_main else None, start_step=st.step)
     if st.ctx.is_main:
         _log_start(st)
     _freeze(st.teacher)
@@ -318,6 +308,7 @@ def _train(st: _Stage, progress: bool) -> StageResult:
     try:
         for epoch in range(st.start_epoch, st.epochs):
             _run_epoch(st, epoch, loader_kwargs, metrics, bar)
+            _check_savable(st, epoch)
             if st.ctx.is_main:
                 _save_epoch(st, epoch)
             st.ctx.barrier()
@@ -352,6 +343,8 @@ def _run_epoch(
 def _train_step(st: _Stage, epoch: int, batch: Any, window: _Window) -> None:
     """One optimiser step on ``batch``; its statistics go into ``window``."""
     x_student, x_teacher, labels, was_masked = _inputs(st, batch, epoch)
+    if st.probe is None:
+        st.probe = x_student[:_PROBE_SIZE].detach().clone()
     loss, parts = _forward(st, x_student, x_teacher, labels)
     window.lr = _optimise(st, epoch, loss)
     batch_n = labels.shape[0] * st.ctx.world_size
@@ -439,6 +432,47 @@ def _write_metrics(
             st.role, epoch + 1, st.step, st.total_steps, row["loss"], row["lr"],
             row["images_per_s"],
         )  # fmt: skip
+
+
+def _divergence(st: _Stage) -> str:
+    """What makes the stage's model unusable: a non-finite tensor, or non-finite eval-mode
+    embeddings of the probe inputs (huge but finite weights overflow there); "" if nothing."""
+    for prefix, module in (("", st.inner.backbone), ("head.", st.inner.head)):
+        name = non_finite_tensor(module.state_dict())
+        if name is not None:
+            return f"tensor {prefix}{name} is not finite"
+    if st.probe is None:
+        return ""
+    backbone, was_training = st.inner.backbone, st.inner.backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            finite = bool(torch.isfinite(backbone(st.probe)).all())
+    finally:
+        backbone.train(was_training)
+    return "" if finite else "the embeddings (eval mode) of training images are not finite"
+
+
+def _check_savable(st: _Stage, epoch: int) -> None:
+    """Raise :class:`TrainingDivergedError` on every process, before epoch ``epoch`` is
+    saved, when the model diverged: a non-finite checkpoint is never written."""
+    problem = _divergence(st)
+    ok = torch.tensor([0 if problem else 1], dtype=torch.int32, device=st.ctx.device)
+    if st.ctx.distributed:
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    if int(ok.item()) == 1:
+        return
+    kept = (
+        f"the last good checkpoint {st.ckpt_path} is kept"
+        if st.ckpt_path.is_file()
+        else "no checkpoint of this stage was written"
+    )
+    raise TrainingDivergedError(
+        f"{st.role}: after epoch {epoch + 1} (step {st.step}) "
+        f"{problem or 'another process diverged'}: the training diverged; the checkpoint is "
+        f"not saved, {kept}. Lower the learning rate ({st.role}.lr), add "
+        "optim.warmup_epochs or check the data."
+    )
 
 
 def _save_epoch(st: _Stage, epoch: int) -> None:
