@@ -68,11 +68,24 @@ def _cell(i: int, n: int, cells: int) -> tuple[int, int]:
     return lo, hi
 
 
+#: Lighting models (:attr:`maskgen.render.MaskParams.lighting`): 1 = the mean luminance of
+#: each grid cell (stop 10; it copies the mouth, nostrils and beard into the mask); 2 = a
+#: plane fitted to the cells' luminance without their dark features (light, not features).
+LIGHTING_MODELS: tuple[int, ...] = (1, 2)
+#: Model 2 leaves out the pixels darker than this share of their cell's mean luminance.
+FEATURE_TRIM = 0.85
+#: Model 2's light grid (per side, at most): the plane sampled this finely upsamples smoothly.
+PLANE_GRID = 24
+#: Ridge on model 2's slopes, as a share of the total cell weight (keeps few cells stable).
+_RIDGE = 1e-3
+
+
 @njit(cache=True, nogil=True)
-def _lighting_ratio(
-    pixels: np.ndarray, alpha: np.ndarray, rows: int, cols: int, strength: float, bgr: bool
-) -> np.ndarray:
-    ratio = np.ones((rows, cols), np.float32)
+def _cell_luma(
+    pixels: np.ndarray, alpha: np.ndarray, rows: int, cols: int, bgr: bool, trim: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean luminance and mean coverage of every cell (every second pixel); ``trim`` > 0:
+    a second pass averages only the pixels at least ``trim`` × the cell's mean."""
     first, last = (_B, _R) if bgr else (_R, _B)  # luma weights in storage order
     h, w = alpha.shape
     luma = np.zeros((rows, cols))
@@ -92,30 +105,90 @@ def _lighting_ratio(
                     n += 1
             luma[i, j] = s / n
             weight[i, j] = a / n
+            if trim > 0.0:
+                floor = trim * luma[i, j]
+                s = 0.0
+                n = 0
+                for y in range(y0, y1, 2):
+                    for x in range(x0, x1, 2):
+                        k = 3 * x
+                        v = first * pixels[y, k] + _G * pixels[y, k + 1] + last * pixels[y, k + 2]
+                        if v >= floor:
+                            s += v
+                            n += 1
+                if n > 0:
+                    luma[i, j] = s / n
+    return luma, weight
+
+
+@njit(cache=True, nogil=True)
+def _fit_plane(luma: np.ndarray, weight: np.ndarray, out_rows: int, out_cols: int) -> np.ndarray:
+    """The weighted least-squares plane a + b·x + c·y through the cells' luminance (cell
+    centres at x, y in [-1, 1]), evaluated at the centres of an ``out_rows`` × ``out_cols``
+    grid over the same box."""
+    rows, cols = luma.shape
+    m = np.zeros((3, 3))
+    r = np.zeros(3)
+    for i in range(rows):
+        yc = (2.0 * i + 1.0) / rows - 1.0
+        for j in range(cols):
+            xc = (2.0 * j + 1.0) / cols - 1.0
+            f = np.array([1.0, xc, yc])
+            wt = weight[i, j]
+            for p in range(3):
+                r[p] += wt * f[p] * luma[i, j]
+                for q in range(3):
+                    m[p, q] += wt * f[p] * f[q]
+    ridge = _RIDGE * m[0, 0]
+    m[1, 1] += ridge
+    m[2, 2] += ridge
+    coef = np.linalg.solve(m, r)
+    out = np.empty((out_rows, out_cols))
+    for i in range(out_rows):
+        yc = (2.0 * i + 1.0) / out_rows - 1.0
+        for j in range(out_cols):
+            out[i, j] = coef[0] + coef[1] * ((2.0 * j + 1.0) / out_cols - 1.0) + coef[2] * yc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _lighting_ratio(
+    pixels: np.ndarray, alpha: np.ndarray, rows: int, cols: int, strength: float, bgr: bool,
+    model: int,
+) -> np.ndarray:  # fmt: skip
+    # Model 2 evaluates its plane on a grid fine enough that upsampling adds no kinks.
+    h, w = alpha.shape
+    out_rows, out_cols = (min(h, PLANE_GRID), min(w, PLANE_GRID)) if model >= 2 else (rows, cols)
+    ratio = np.ones((out_rows, out_cols), np.float32)
+    luma, weight = _cell_luma(pixels, alpha, rows, cols, bgr, FEATURE_TRIM if model >= 2 else 0.0)
     total = weight.sum()
     if total <= 1e-6:
         return ratio
     mean = (luma * weight).sum() / total
     if mean <= 1e-6:
         return ratio
-    for i in range(rows):
-        for j in range(cols):
-            r = min(max(luma[i, j] / mean, _DARKEST), _BRIGHTEST)
+    light = _fit_plane(luma, weight, out_rows, out_cols) if model >= 2 else luma
+    for i in range(out_rows):
+        for j in range(out_cols):
+            r = min(max(light[i, j] / mean, _DARKEST), _BRIGHTEST)
             ratio[i, j] = r**strength
     return ratio
 
 
-def lighting_ratio(roi: np.ndarray, alpha: np.ndarray, strength: float) -> np.ndarray:
+def lighting_ratio(
+    roi: np.ndarray, alpha: np.ndarray, strength: float, model: int = LIGHTING_MODELS[-1]
+) -> np.ndarray:
     """Low-frequency luminance of ``roi`` (h×w×3, any dtype) under ``alpha`` (h×w coverage),
     relative to its coverage-weighted mean, on a :func:`lighting_grid` grid: a float32
-    factor around 1, clipped to :data:`LIGHT_RANGE` and raised to ``strength``.
+    factor around 1, clipped to :data:`LIGHT_RANGE` and raised to ``strength``. ``model``:
+    one of :data:`LIGHTING_MODELS`.
 
     Example:
         >>> import numpy as np
         >>> roi = np.zeros((12, 12, 3), np.uint8)
         >>> roi[:, 6:] = 200
         >>> roi[:, :6] = 100
-        >>> ratio = lighting_ratio(roi, np.ones((12, 12), np.float32), 1.0)
+        >>> ratio = lighting_ratio(roi, np.ones((12, 12), np.float32), 1.0, model=1)
         >>> ratio.shape, [round(float(v), 3) for v in ratio[0]]
         ((2, 2), [0.667, 1.333])
     """
@@ -123,7 +196,7 @@ def lighting_ratio(roi: np.ndarray, alpha: np.ndarray, strength: float) -> np.nd
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
     rows, cols = lighting_grid(*alpha.shape)
     pixels, _, bgr = _interleaved(roi)
-    return _lighting_ratio(pixels, alpha, rows, cols, float(strength), bgr)
+    return _lighting_ratio(pixels, alpha, rows, cols, float(strength), bgr, int(model))
 
 
 def _interleaved(roi: np.ndarray) -> tuple[np.ndarray, bool, bool]:
@@ -229,6 +302,7 @@ def _paint(
     top: float,
     shading: float,
     bgr: bool,
+    lighting: int,
 ) -> None:
     # Row by row, over the row's covered span: shade and mix into span buffers, the colour
     # and the coverage into interleaved span buffers, then one blend into the row. float32
@@ -240,7 +314,7 @@ def _paint(
     lit = shading > 0.0
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
-        light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr)
+        light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr, lighting)
     else:
         light = np.ones((1, 1), np.float32)
     n_over = overlays.shape[0]
@@ -322,6 +396,7 @@ def paint_mask(
     overlays: np.ndarray | None = None,
     overlay_colours: np.ndarray | None = None,
     max_value: float = 255.0,
+    lighting: int = LIGHTING_MODELS[-1],
 ) -> None:
     """Paint a mask into ``roi`` in place.
 
@@ -341,6 +416,7 @@ def paint_mask(
         overlays: (k, h, w) uint8 coverages of flat-coloured details laid over the mask in
             order (seams, valves, ear loops), with ``overlay_colours`` (k, 3) float32.
         max_value: the image's white (255 for uint8, 65535 for uint16, 1 for float).
+        lighting: the lighting model (:data:`LIGHTING_MODELS`).
     """
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
@@ -361,6 +437,7 @@ def paint_mask(
         float(max_value),
         float(shading),
         bgr,
+        int(lighting),
     )
     if copied:
         roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)

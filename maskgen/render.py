@@ -79,9 +79,12 @@ class MaskParams:
             geometry has ``ear_loops``).
         strap_color: colour of the ear loops.
         valve: exhalation valve (families whose geometry has ``valve``: N95, KN95).
-        geometry: the outline construction's version (:data:`maskgen.shapes.GEOMETRY_VERSIONS`);
-            new draws get the current one, a recorded draw without it is version 1, so old
-            manifests replay as they were rendered.
+        geometry: the outline construction's version (:data:`maskgen.shapes.GEOMETRY_VERSIONS`).
+        lighting: how ``shading`` measures the face's light (:data:`maskgen.paint.LIGHTING_MODELS`).
+
+    New draws get the current ``geometry`` and ``lighting``; a recorded draw without them is
+    drawn as it was before they existed (:data:`LEGACY`), so old manifests replay as they
+    were rendered.
     """
 
     family: str = "surgical"
@@ -102,6 +105,7 @@ class MaskParams:
     strap_color: RGB = (240, 240, 240)
     valve: bool = False
     geometry: int = GEOMETRY_VERSION
+    lighting: int = paint.LIGHTING_MODELS[-1]
 
     def __post_init__(self) -> None:
         if self.family not in GEOMETRY:
@@ -117,6 +121,11 @@ class MaskParams:
             object.__setattr__(self, name, value)
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
+        if self.lighting not in paint.LIGHTING_MODELS:
+            known = paint.LIGHTING_MODELS
+            raise ValueError(
+                f"unknown lighting model {self.lighting!r}; this maskgen knows {known}"
+            )
         if self.geometry not in GEOMETRY_VERSIONS:
             known = GEOMETRY_VERSIONS
             raise ValueError(
@@ -140,8 +149,8 @@ class MaskParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MaskParams:
-        """A recorded draw; one recorded before geometry versions existed is version 1."""
-        return _from_dict(cls, {"geometry": 1, **data})
+        """A recorded draw; fields it lacks take their :data:`LEGACY` value (else the default)."""
+        return _from_dict(cls, {**LEGACY, **data})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -152,6 +161,8 @@ class MaskParams:
 
 
 _PARAM_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(MaskParams)}
+#: What a recorded draw that lacks a field meant: the behaviour before the field existed.
+LEGACY: dict[str, Any] = {"geometry": 1, "lighting": 1}
 
 
 def _cumulative(weights: dict[str, float], what: str) -> tuple[list[str], list[float]]:
@@ -660,7 +671,7 @@ def _paint_template(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_va
     assert cov.colour is not None and cov.alpha is not None
     colour = cov.colour * np.float32(max_value / 255.0)
     if params.shading > 0:
-        ratio = paint.lighting_ratio(roi, cov.alpha, params.shading)
+        ratio = paint.lighting_ratio(roi, cov.alpha, params.shading, params.lighting)
         h, w = cov.alpha.shape
         colour = colour * cv2.resize(ratio, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
     a = (cov.alpha * np.float32(params.opacity))[..., None]
@@ -710,6 +721,7 @@ def _paint_box(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: 
         overlays=cov.overlays,
         overlay_colours=colours[2:],
         max_value=max_value,
+        lighting=params.lighting,
     )
 
 

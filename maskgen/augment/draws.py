@@ -46,7 +46,7 @@ SCALAR_KEYS: tuple[str, ...] = (
 #: ``coverage``, ``texture``, ``texture_seed``, the flags ``straps`` and ``valve``, and the
 #: ``geometry`` version.
 INDEX_KEYS: tuple[str, ...] = (
-    "family", "coverage", "texture", "texture_seed", "straps", "valve", "geometry",
+    "family", "coverage", "texture", "texture_seed", "straps", "valve", "geometry", "lighting",
 )  # fmt: skip
 
 
@@ -74,6 +74,7 @@ def draws_to_params(
         "straps": torch.tensor([d.straps for d in draws], dtype=torch.bool),
         "valve": torch.tensor([d.valve for d in draws], dtype=torch.bool),
         "geometry": torch.tensor([d.geometry for d in draws], dtype=torch.long),
+        "lighting": torch.tensor([d.lighting for d in draws], dtype=torch.long),
     }
     for name in COLOUR_KEYS:
         values = [getattr(d, name) for d in draws]
@@ -101,6 +102,7 @@ def params_to_draws(
             "straps": bool(host["straps"][i]),
             "valve": bool(host["valve"][i]),
             "geometry": int(host["geometry"][i]),
+            "lighting": int(host["lighting"][i]),
         }
         for name in COLOUR_KEYS:
             fields[name] = tuple(round(float(v)) for v in host[name][i])

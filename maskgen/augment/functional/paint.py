@@ -24,7 +24,7 @@ from maskgen.augment.functional.raster import (
     rasterize_polygons,
     soften_batch,
 )
-from maskgen.paint import LIGHT_RANGE
+from maskgen.paint import _RIDGE, FEATURE_TRIM, LIGHT_RANGE, PLANE_GRID
 from maskgen.render import SEAM_TONE, VALVE_TONE
 
 __all__ = ["CPU_CHUNK", "face_lighting_batch", "mask_batch", "texture_fields"]
@@ -68,12 +68,76 @@ def _linear_matrix(
     return out.scatter_add_(2, i1.long()[..., None], f[..., None])
 
 
+def _plane_light(
+    lum: torch.Tensor,
+    cells: torch.Tensor,
+    small_a: torch.Tensor,
+    ay: torch.Tensor,
+    ax: torch.Tensor,
+    grid: tuple[torch.Tensor, torch.Tensor],
+    size: tuple[torch.Tensor, torch.Tensor],
+    start: tuple[torch.Tensor, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lighting model 2 (:data:`maskgen.paint.LIGHTING_MODELS`): the cells' luminance without
+    their dark features, a weighted plane through it, and that plane over the window's
+    pixels; returns the plane ``(B, h, w)`` and the cells' weighted mean ``(B,)``.
+
+    ``lum`` ``(B, h, w)`` window luminance; ``cells`` ``(B, 6, 6)`` plain cell means;
+    ``small_a`` their coverage weights; ``ay``/``ax`` the cells' sampling weights over the
+    window's rows/columns; ``grid`` (rows, cols), ``size`` (h, w) and ``start`` (y0, x0) of
+    each ROI within the window.
+    """
+    ay_in, ax_in = (ay > 0).to(lum.dtype), (ax > 0).to(lum.dtype)
+    floor = ay_in.transpose(1, 2) @ (FEATURE_TRIM * cells) @ ax_in  # each pixel's cell's
+    keep = (lum >= floor).to(lum.dtype)
+    kept = ay_in @ keep @ ax_in.transpose(1, 2)
+    trimmed = torch.where(
+        kept > 0, (ay_in @ (lum * keep) @ ax_in.transpose(1, 2)) / kept.clamp_min(1), cells
+    )
+    rows, cols = grid
+    k = torch.arange(6, device=lum.device, dtype=lum.dtype)
+    yc = (2 * k[None] + 1) / rows[:, None] - 1  # (B, 6) cell centres in [-1, 1]
+    xc = (2 * k[None] + 1) / cols[:, None] - 1
+    ones = torch.ones_like(cells)
+    feats = torch.stack(
+        [ones, xc[:, None, :].expand_as(cells), yc[:, :, None].expand_as(cells)], -1
+    )
+    w = small_a[..., None]
+    normal = (feats * w).flatten(1, 2).transpose(1, 2) @ feats.flatten(1, 2)  # (B, 3, 3)
+    ridge = _RIDGE * normal[:, 0, 0]
+    normal = normal + torch.diag_embed(torch.stack([torch.zeros_like(ridge), ridge, ridge], 1))
+    rhs = ((feats * w).flatten(1, 2) * trimmed.flatten(1)[..., None]).sum(1)
+    normal = torch.where(normal[:, :1, :1] > 1e-9, normal, torch.eye(3, device=lum.device))
+    coef = torch.linalg.solve(normal.double(), rhs.double()[..., None])[..., 0].to(lum.dtype)
+    mean = (trimmed * small_a).sum((1, 2)) / small_a.sum((1, 2)).clamp_min(1e-6)
+    # The CPU evaluates the plane on a grid of at most PLANE_GRID per side and upsamples it
+    # linearly, clamped at the outer centres: the same plane at the clamped coordinate.
+    h, w = size
+    y0, x0 = start
+    out_r = torch.clamp(h, max=PLANE_GRID).clamp_min(1)
+    out_c = torch.clamp(w, max=PLANE_GRID).clamp_min(1)
+    py = torch.arange(lum.shape[1], device=lum.device, dtype=lum.dtype)[None] - y0[:, None]
+    px = torch.arange(lum.shape[2], device=lum.device, dtype=lum.dtype)[None] - x0[:, None]
+    sy = ((py + 0.5) * (out_r / h.clamp_min(1))[:, None] - 0.5).clamp_min(0)
+    sy = torch.minimum(sy, (out_r - 1)[:, None])
+    sx = ((px + 0.5) * (out_c / w.clamp_min(1))[:, None] - 0.5).clamp_min(0)
+    sx = torch.minimum(sx, (out_c - 1)[:, None])
+    yn, xn = (2 * sy + 1) / out_r[:, None] - 1, (2 * sx + 1) / out_c[:, None] - 1
+    plane = (
+        coef[:, 0, None, None]
+        + coef[:, 1, None, None] * xn[:, None]
+        + coef[:, 2, None, None] * yn[:, :, None]
+    )
+    return plane, mean
+
+
 def face_lighting_batch(
     images: torch.Tensor,
     coverage: torch.Tensor,
     box: torch.Tensor,
     strength: torch.Tensor,
     window: tuple[int, int, int, int] | None = None,
+    model: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Batched face lighting over per-sample ROIs: :func:`maskgen.paint.lighting_ratio`'s grid,
     cells, statistic and :data:`maskgen.paint.LIGHT_RANGE`, upsampled bilinearly over the box.
@@ -83,6 +147,8 @@ def face_lighting_batch(
             pixels; strength: ``(B,)`` shading strength (0: no shading).
         coverage: occlusion maps (soft edges, opacity) of the ``window`` ``(x0, y0, x1, y1)``
             of the frames (default: whole frames), ``(B, h, w)``.
+        model: ``(B,)`` lighting model per sample (:data:`maskgen.paint.LIGHTING_MODELS`;
+            default: all the current one).
 
     Returns:
         ``(B, 1, h, w)`` float32 factor around 1 over ``window`` (meaningful inside each ROI).
@@ -119,7 +185,18 @@ def face_lighting_batch(
     ratio = torch.where(ok[:, None, None], ratio, torch.ones_like(ratio))
     ux = _linear_matrix(x0 - wx0, w, gw, wx1 - wx0)
     uy = _linear_matrix(y0 - wy0, h, gh, wy1 - wy0)
-    return (uy @ (ratio @ ux.transpose(1, 2)))[:, None]
+    cells_light = (uy @ (ratio @ ux.transpose(1, 2)))[:, None]
+    planar = torch.ones(B, dtype=torch.bool, device=images.device) if model is None else model >= 2
+    if not bool(planar.any()):
+        return cells_light
+    lum = (images[:, :, wy0:wy1, wx0:wx1].to(torch.float32) * luma[None, :, None, None]).sum(1)
+    plane, pmean = _plane_light(lum, small, small_a, ay_w, ax_[:, :, wx0:wx1], (gh, gw),
+                                (h, w), (y0 - wy0, x0 - wx0))  # fmt: skip
+    ok2 = (pmean > 1e-6) & (strength != 0)
+    light2 = plane / torch.where(ok2, pmean, torch.ones_like(pmean))[:, None, None]
+    light2 = light2.clamp(*LIGHT_RANGE) ** strength[:, None, None]
+    light2 = torch.where(ok2[:, None, None], light2, torch.ones_like(light2))[:, None]
+    return torch.where(planar[:, None, None, None], light2, cells_light)
 
 
 def texture_fields(
@@ -257,6 +334,7 @@ def mask_batch(
         "opacity": p("opacity").float() * drawn,
         "box": box,
         "shading": shading,
+        "lighting": p("lighting").long() if "lighting" in params else torch.full_like(texture, 2),
         "textured": textured,
         "two_tone": two_tone,
         "origin": g.origin.to(device) - shift,
@@ -386,7 +464,9 @@ def _draw_band(
     # Shade factor (B, h, w): face lighting times the textures' shade channel.
     shade: torch.Tensor | None = None
     if any_shaded:
-        shade = face_lighting_batch(images.detach(), alpha, q["box"], q["shading"], window)[:, 0]
+        shade = face_lighting_batch(
+            images.detach(), alpha, q["box"], q["shading"], window, q["lighting"]
+        )[:, 0]
     mix: torch.Tensor | None = None
     if n_tex and tiles is not None:
         # The textured samples first (stable), without a host sync.
