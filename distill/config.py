@@ -424,6 +424,12 @@ def _check_rates(cfg: Config) -> None:
         )
     if not 0.0 <= o.min_lr_ratio <= 1.0:
         raise ConfigError(f"optim.min_lr_ratio must lie in [0, 1], got {o.min_lr_ratio}")
+    head = cfg.model.head_kwargs
+    scale, margin = head.get("s"), head.get("m")
+    if isinstance(scale, (int, float)) and not scale > 0:
+        raise ConfigError(f"model.head_kwargs.s must be positive (the logit scale), got {scale}")
+    if isinstance(margin, (int, float)) and margin < 0:
+        raise ConfigError(f"model.head_kwargs.m must be >= 0 (the margin), got {margin}")
 
 
 def _check_seeds(cfg: Config) -> None:

@@ -26,8 +26,12 @@ processes, and a run can resume on another number of processes.
 Checkpoints: ``<output>/<role>/last.pt`` is rewritten atomically after every epoch with the
 model, head, optimizer, scheduler, scaler, RNG states, epoch and step
 (:mod:`distill.checkpoint`). ``train.resume=true`` continues each stage from it, at the same
-step and learning rate. A NaN/inf loss (or gradient norm) stops the run with
-:class:`TrainingDivergedError`; the last good checkpoint is left untouched.
+step and learning rate, with the config the run started with: a changed key is refused unless
+``train.allow_changes`` (``--allow-changes``) is given (:mod:`~distill.training.resume`), and
+the metrics rows after the resumed step are dropped. A NaN/inf loss (or gradient norm) stops
+the run with :class:`TrainingDivergedError`; so does a model whose weights or eval-mode
+embeddings are not finite when an epoch ends: a non-finite checkpoint is never written, the
+last good one is left untouched.
 
 Outputs: ``config.yaml`` (resolved), ``train.log``, ``<role>/metrics.csv``, TensorBoard
 events under ``<role>/tb`` when ``torch.utils.tensorboard`` is importable (otherwise only the
@@ -35,6 +39,7 @@ CSV; the log says so).
 
 Modules: :mod:`~distill.training.run` (:func:`prepare`, :func:`train`),
 :mod:`~distill.training.stage` (one stage: build, restore, epochs, steps, checkpoints),
+:mod:`~distill.training.resume` (what a resume checks: the config, each stage's ``last.pt``),
 :mod:`~distill.training.step` (AMP, backward, clipping, optimizer step, NaN guard),
 :mod:`~distill.training.loss`, :mod:`~distill.training.schedule`,
 :mod:`~distill.training.masking` (device masking), :mod:`~distill.training.distributed`,

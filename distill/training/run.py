@@ -81,8 +81,12 @@ def _check_model_options(cfg: Config) -> None:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.kwargs: {exc}") from exc
     try:
-        create_head(cfg.model.head, 8, 2, **cfg.model.head_kwargs)  # an unknown name: ValueError
-    except TypeError as exc:
+        create_head(cfg.model.head, 8, 2)
+    except ValueError as exc:  # an unknown name
+        raise ConfigError(f"model.head: {exc}") from exc
+    try:
+        create_head(cfg.model.head, 8, 2, **cfg.model.head_kwargs)
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"model.head_kwargs: {exc}") from exc
 
 

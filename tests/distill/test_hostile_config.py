@@ -112,6 +112,8 @@ def teacher_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("student.lr=nan", "student.lr"),
         ("student.distill_weight=nan", "student.distill_weight"),
         ("model.head_kwargs={s: .nan}", "model.head_kwargs.s"),
+        ("model.head_kwargs={s: 0}", "model.head_kwargs.s"),
+        ("model.head_kwargs={m: -0.5}", "model.head_kwargs.m"),
         ("model.kwargs={widths: [8, .inf]}", "model.kwargs.widths[1]"),
         ("train.output=", "train.output"),
         ("train.allow_changes=true", "train.allow_changes"),  # only with train.resume
@@ -151,6 +153,23 @@ def test_every_numeric_key_refuses_nan_or_negative() -> None:
         assert str(info.value).startswith(f"{key} "), (key, str(info.value))
         checked += 1
     assert checked >= 25
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.head_kwargs={s: 32, std: -1}", "model.head_kwargs: std must be non-negative"),
+        ("model.head=arcfaec", "model.head: unknown head 'arcfaec'"),
+        ("model.kwargs={depth: 3}", "model.kwargs: "),
+    ],
+)
+def test_model_options_are_checked_before_training(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    """Values only the model can judge are built once before anything is written."""
+    with pytest.raises(ConfigError, match=f"^{message}"):
+        train(tiny_cfg(tmp_path / "out", override), progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_refuses_a_wrong_value_before_training(tmp_path: Path) -> None:
@@ -241,9 +260,9 @@ def test_non_finite_teacher_is_refused_on_load_naming_the_tensor(
 def test_resume_from_a_checkpoint_without_training_state(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train(tiny_cfg(out), progress=False)
-    net = create_backbone("tiny", 16, widths=[8, 8, 16, 16], blocks=[0, 0, 0, 0])
-    weights_only = make_checkpoint(net, "tiny", 16, {"widths": [8, 8, 16, 16],
-                                                     "blocks": [0, 0, 0, 0]}, role="teacher")  # fmt: skip
+    kwargs = {"widths": [8, 8, 16, 16], "blocks": [0, 0, 0, 0]}
+    net = create_backbone("tiny", 16, **kwargs)
+    weights_only = make_checkpoint(net, "tiny", 16, kwargs, role="teacher")
     save_checkpoint(out / "teacher" / "last.pt", weights_only)
     with pytest.raises(CheckpointError, match=r"last\.pt.*no training state.*epoch"):
         train(tiny_cfg(out, "train.resume=true"), progress=False)
