@@ -85,7 +85,8 @@ def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
                     f"{part}: records {done + 1}..{done + len(keys)} are missing or out of "
                     f"place (a part file from another run?); remove {ctx.meta} and run again"
                 )
-            labels = [(m["label"] or 0) if m["image"] else None for m in metas]
+            # an image of unknown class (a record kept as it was) has label None: -1 here
+            labels = [_label(m) if m["image"] else None for m in metas]
             writer.write_framed(keys, framed, lengths, labels)
             done += len(keys)
         if source.has_header:
@@ -93,6 +94,11 @@ def _assemble_rec(ctx: Context, source: RecSource, parts: list[Path]) -> None:
                 writer.write_header_record(identities=source.has_identities)
             except RecordIOError:
                 writer.write_header_record(identities=False)
+
+
+def _label(meta: dict[str, Any]) -> int:
+    label = meta["label"]
+    return -1 if label is None else int(label)
 
 
 def _assemble_bin(ctx: Context, source: BinSource, parts: list[Path]) -> None:

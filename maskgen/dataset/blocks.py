@@ -22,9 +22,9 @@ from maskgen.dataset.items import (
     process_item,
 )
 from maskgen.dataset.parts import part_path, write_part
-from maskgen.dataset.sources import Item
+from maskgen.dataset.sources import Item, Verbatim
 from maskgen.dataset.state import stop_if_orphaned
-from maskgen.io.recordio import frame_image_records
+from maskgen.io.recordio import frame_image_records, frame_record
 
 __all__ = ["PHASE_BYTES", "process_block"]
 
@@ -63,7 +63,8 @@ def process_block(
         for variant, (data, label, params) in enumerate(res.outputs):
             if ctx.out_kind == "rec":
                 key = res.index * variants + variant + 1
-                metas.append({"label": label, "key": key, "image": bool(data)})
+                # every output is an image slot; label None: unknown (a record kept as is)
+                metas.append({"label": label, "key": key, "image": True})
                 records.append((0 if label is None else label, key, data))
             else:  # a .bin's protocol file lists every draw
                 metas.append({"label": label, "draw": params})
@@ -71,12 +72,35 @@ def process_block(
         res.outputs = []
     if ctx.out_kind == "rec":
         # Framed here, in the worker, so that assembly is little more than a copy.
-        data, lengths = frame_image_records(records)
+        data, lengths = _frame(records)
     else:
         data, lengths = b"".join(payloads), [len(p) for p in payloads]
     stop_if_orphaned(ctx.main_pid, ctx.main_host)
     write_part(part_path(ctx.meta, block), metas, lengths, data)
     return [r for r in results if r.index not in skip]
+
+
+def _frame(records: list[tuple[int, int, bytes]]) -> tuple[bytes, list[int]]:
+    """Frame a block's ``.rec`` outputs: images with a fresh header (their label and output
+    key), :class:`~maskgen.dataset.sources.Verbatim` data (records kept as they were) as is."""
+    if not any(isinstance(data, Verbatim) for _, _, data in records):
+        return frame_image_records(records)
+    pieces: list[bytes] = []
+    lengths: list[int] = []
+    start = 0
+    for i, (_, _, data) in enumerate([*records, (0, 0, Verbatim())]):
+        if i < len(records) and not isinstance(data, Verbatim):
+            continue
+        if i > start:
+            blob, sizes = frame_image_records(records[start:i])
+            pieces.append(blob)
+            lengths += sizes
+        if i < len(records):
+            framed = frame_record(data)
+            pieces.append(framed)
+            lengths.append(len(framed))
+        start = i + 1
+    return b"".join(pieces), lengths
 
 
 def _process_in_phases(ctx: Context, items: list[Item], loaded: list[Any]) -> list[ItemResult]:

@@ -17,7 +17,7 @@ import numpy as np
 from maskgen.dataset.manifest import dump, face_entry, failure, quantised, record
 from maskgen.dataset.naming import occlusion_name, out_ext, out_name
 from maskgen.dataset.options import RenderOptions
-from maskgen.dataset.sources import Item
+from maskgen.dataset.sources import Item, UnusableRecordError
 from maskgen.dataset.state import worker_state
 from maskgen.io import (
     ImageReadError,
@@ -29,6 +29,7 @@ from maskgen.io import (
     encode_image,
     rgb_to_bgr,
 )
+from maskgen.io.formats import decode_full, encode_gif, frame_count, lost_in, may_hold_more
 from maskgen.protocol import protocol_masks
 from maskgen.render import MaskParams, paint_face
 from maskgen.seeding import draw_item
@@ -97,6 +98,25 @@ class Pending(NamedTuple):
     name: str
 
 
+class Deep(NamedTuple):
+    """A decoded image with more than 8-bit RGB (16-bit samples, alpha) for a folder output:
+    faces are found on ``plain`` (the 8-bit RGB image) and painted on ``full``."""
+
+    plain: np.ndarray
+    full: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.full.shape
+
+
+class UnsupportedImageError(ImageReadError):
+    """An image the output cannot hold as it is (several frames, depth or alpha that the
+    output format drops): failure category ``unsupported``."""
+
+    category = "unsupported"
+
+
 class Draw(NamedTuple):
     """One output's draw: whether it is masked and the params of each face."""
 
@@ -161,19 +181,44 @@ def _select(ctx: Context, item: Item, image: np.ndarray) -> Detected:
 
 def load(
     ctx: Context, item: Item, loaded: tuple[bytes, int | None] | Exception | None
-) -> tuple[bytes, int | None, np.ndarray | Exception]:
+) -> tuple[bytes, int | None, np.ndarray | Deep | Exception]:
     """The item's bytes, label and decoded image (or the read/decode error); ``loaded``:
-    what the source's ``load_many`` gave for it (``None``: load it here)."""
+    what the source's ``load_many`` gave for it (``None``: load it here).
+
+    A file with several frames fails as ``unsupported`` (only its first frame would be
+    masked). For folder outputs, an image with 16-bit samples or alpha is a :class:`Deep`
+    image, or ``unsupported`` when the output format would drop them."""
     raw, label = b"", None
     try:
         if isinstance(loaded, Exception):
             raise loaded
         raw, label = ctx.source.load(item) if loaded is None else loaded
-        check_pixels(raw, ctx.max_pixels, ctx.source.describe(item))
+        where = ctx.source.describe(item)
+        check_pixels(raw, ctx.max_pixels, where)
+        frames = frame_count(raw)
+        if frames > 1:
+            raise UnsupportedImageError(
+                f"{where}: multi-frame image ({frames} frames): only the first frame would "
+                "be masked"
+            )
+        deep = ctx.out_kind == "folder" and may_hold_more(raw)
         # With aligned crops nothing but the renderer and the encoder reads the pixels, and
         # both take OpenCV's BGR order through a reversed view: no conversion either way.
-        bgr = ctx.options.landmarks == "aligned"
-        return raw, label, decode_image(raw, source=ctx.source.describe(item), bgr_storage=bgr)
+        bgr = ctx.options.landmarks == "aligned" and not deep
+        image = decode_image(raw, source=where, bgr_storage=bgr)
+        full = decode_full(raw, source=where, plain=image) if deep else None
+        if full is None:
+            return raw, label, image
+        ext = out_ext(ctx, item, raw)
+        lost = lost_in(ext, full)
+        if lost:
+            raise UnsupportedImageError(
+                f"{where}: {lost} cannot be kept in a {ext} output; choose --format png or "
+                "tiff (16-bit and alpha) or webp (alpha)"
+            )
+        return raw, label, Deep(image, full)
+    except UnusableRecordError as exc:  # a .rec output keeps what the input had there
+        return exc.kept, None, exc
     except (ImageReadError, OSError, RecordIOError) as exc:
         return raw, label, exc
 
@@ -198,13 +243,18 @@ def mask_items(
     rather than item by item: each phase keeps its Python and compiled code hot, which on
     112×112 crops saves about a quarter of the masking time.
     """
-    found = [_faces(ctx, it, got[2]) for it, got in zip(items, decoded, strict=True)]
+    found = [
+        _faces(ctx, it, got[2].plain if isinstance(got[2], Deep) else got[2])
+        for it, got in zip(items, decoded, strict=True)
+    ]
     draws = [
         _draws(ctx, it, len(det.faces)) if det.category is None else []
         for it, det in zip(items, found, strict=True)
     ]
     painted = [
-        _paint_outputs(ctx, got[2], det.faces, ds) if ds else []
+        _paint_outputs(ctx, got[2].full if isinstance(got[2], Deep) else got[2], det.faces, ds)
+        if ds
+        else []
         for got, det, ds in zip(decoded, found, draws, strict=True)
     ]
     return [
@@ -216,7 +266,9 @@ def mask_items(
 def _faces(ctx: Context, item: Item, image: np.ndarray | Exception) -> Detected:
     """Faces to mask in the decoded ``image``, or why there are none (unreadable included)."""
     if isinstance(image, Exception):
-        category = "too_large" if isinstance(image, ImageTooLargeError) else "unreadable"
+        category = getattr(image, "category", "unreadable")
+        if isinstance(image, ImageTooLargeError):
+            category = "too_large"
         return Detected([], [], [], category, str(image))
     return detect(ctx, item, image)
 
@@ -291,6 +343,8 @@ def _describe(
     for variant, (draw, (out, alpha)) in enumerate(zip(draws, painted, strict=True)):
         name = out_name(ctx, item, variant, label)
         rec = record(ctx, item, variant, name, label, det.entries, draw.params)
+        if getattr(raw, "note", ""):  # e.g. a record found elsewhere than its .idx says
+            rec["note"] = raw.note
         if ctx.options.save_occlusion:
             occ = occlusion_name(name)
             if alpha is None:
@@ -330,6 +384,8 @@ def encode(ctx: Context, item: Item, image: np.ndarray, raw: bytes, masked: bool
         ok, buf = cv2.imencode(".jpg", rgb_to_bgr(image), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
         if ok:
             return buf.tobytes()
+    if ext == ".gif":  # listed and written back, but no --format choice
+        return encode_gif(image)
     return encode_image(image, ext, quality)
 
 

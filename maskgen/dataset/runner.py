@@ -189,7 +189,7 @@ def _run(
 
     suffix = "" if shard[1] == 1 else f".shard-{shard[0]}-of-{shard[1]}"
     journal = Journal(ctx.meta, suffix)
-    notes = list(journal.notes)
+    notes = [*getattr(ctx.source, "notes", ()), *journal.notes]
     counts = {"done": 0, "failed": 0, "faces": 0, "outputs": 0}
     try:
         total, skipped = _plan(ctx, journal.done, shard)
@@ -198,6 +198,15 @@ def _run(
             notes.append(
                 f"{len(vanished)} items an earlier run finished are no longer in {input_path} "
                 f"(listed in {ctx.meta / f'vanished{suffix}.jsonl'}); their outputs are kept"
+            )
+        unlisted = getattr(ctx.source, "unlisted", [])
+        if unlisted:
+            path = ctx.meta / f"unlisted{suffix}.jsonl"
+            atomic_write_text(path, "".join(json.dumps(u) + "\n" for u in unlisted))
+            first = unlisted[0]
+            notes.append(
+                f"{len(unlisted)} folders of {input_path} cannot be listed, their images are "
+                f"not rendered (e.g. {first['folder']}: {first['reason']}); see {path}"
             )
         if journal.resumed:
             _remove_stale_temps(ctx, shard, journal.done)
@@ -225,6 +234,7 @@ def _run(
         **counts,
         "skipped": skipped,
         "vanished": len(vanished),
+        "unlisted": len(unlisted),
         "total": total,
         "seconds": round(time.perf_counter() - start, 2),
         "shard": f"{shard[0]}/{shard[1]}",

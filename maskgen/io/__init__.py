@@ -8,8 +8,10 @@ Example:
 
 from maskgen.io.atomic import AtomicFile, atomic_open, atomic_write_bytes, atomic_write_text
 from maskgen.io.binpack import BinPack, BinPackError, UnsafePickleError, load_bin, save_bin
+from maskgen.io.formats import decode_full, frame_count, lost_in, may_hold_more
 from maskgen.io.images import (
     IMAGE_EXTENSIONS,
+    LISTED_EXTENSIONS,
     ImageReadError,
     ImageTooLargeError,
     check_pixels,
@@ -31,6 +33,7 @@ from maskgen.io.recordio import (
     RecordReader,
     RecordSet,
     RecordWriter,
+    class_label,
     frame_image_records,
     frame_record,
     pack,
@@ -40,6 +43,7 @@ from maskgen.io.recordio import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LISTED_EXTENSIONS",
     "AtomicFile",
     "BinPack",
     "BinPackError",
@@ -56,14 +60,19 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_pixels",
+    "class_label",
+    "decode_full",
     "decode_image",
     "decode_image_raw",
     "encode_image",
+    "frame_count",
     "frame_image_records",
     "frame_record",
     "image_size",
     "iter_image_files",
     "load_bin",
+    "lost_in",
+    "may_hold_more",
     "pack",
     "read_face_record",
     "read_image",

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -32,6 +32,7 @@ from maskgen.io.atomic import atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LISTED_EXTENSIONS",
     "ImageReadError",
     "ImageTooLargeError",
     "check_pixels",
@@ -51,6 +52,9 @@ __all__ = [
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 )
+#: What :func:`iter_image_files` lists: :data:`IMAGE_EXTENSIONS` and GIF, which is read, and
+#: written back by :func:`maskgen.io.formats.encode_gif`, but not offered as an output format.
+LISTED_EXTENSIONS: frozenset[str] = IMAGE_EXTENSIONS | {".gif"}
 
 # read_image: 3 channels (grey expanded, alpha dropped, CMYK converted, EXIF orientation
 # applied) while keeping 16-bit depth so that it can be scaled properly instead of shifted.
@@ -284,7 +288,9 @@ def decode_image(
         if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
             return image[..., ::-1]
         return _finish_rgb(image, source, bgr=True)
-    if _DECODE_RGB_FLAGS is not None:  # the decoder writes RGB itself: no conversion pass
+    # The decoder writes RGB itself (no conversion pass), except for TIFF: OpenCV 5.0's TIFF
+    # decoder returns garbled 16-bit pixels when asked for RGB.
+    if _DECODE_RGB_FLAGS is not None and bytes(data[:2]) not in (b"II", b"MM"):
         image = _decode(data, _DECODE_RGB_FLAGS, source)
         if image.ndim == 3 and image.shape[2] == 3:
             return image if image.dtype == np.uint8 else _to_uint8(image, source)
@@ -422,22 +428,33 @@ def write_image(path: str | os.PathLike[str], image_rgb: np.ndarray, quality: in
 def iter_image_files(
     root: str | os.PathLike[str],
     *,
-    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    extensions: Iterable[str] = LISTED_EXTENSIONS,
     include_hidden: bool = False,
     follow_symlinks: bool = False,
+    on_error: Callable[[OSError], None] | None = None,
 ) -> Iterator[Path]:
     """Yield the image files under ``root``, recursively, sorted by relative POSIX path.
 
     Extensions match case-insensitively. Names starting with ``.`` (hidden files and
     directories, macOS ``._*`` resource forks, temporary files of atomic writes) are skipped
-    unless ``include_hidden``. The order does not depend on the file system.
+    unless ``include_hidden``. The order does not depend on the file system. A folder that
+    cannot be listed (permission denied) is passed to ``on_error`` as its ``OSError``
+    (its ``filename`` is the folder); without ``on_error`` it is raised.
     """
     base = Path(root)
     if not base.is_dir():  # checked now, not at the first next()
         raise NotADirectoryError(f"{base}: not a directory")
     exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=follow_symlinks):
+
+    def unlisted(exc: OSError) -> None:
+        if on_error is None:
+            raise exc
+        on_error(exc)
+
+    for dirpath, dirnames, filenames in os.walk(
+        base, onerror=unlisted, followlinks=follow_symlinks
+    ):
         if not include_hidden:
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:

@@ -69,6 +69,7 @@ __all__ = [
     "RecordReader",
     "RecordSet",
     "RecordWriter",
+    "class_label",
     "frame_image_records",
     "frame_record",
     "pack",
@@ -220,6 +221,11 @@ class RecordReader:
     reading only frame and record headers; keys are then the records' ``IRHeader.id`` (the
     key insightface and ``im2rec`` write) when every record has one and they are unique, else
     the record positions 0, 1, 2… (:attr:`key_source` says which).
+
+    ``check_offsets``: refuse an index with any offset that is no record position (negative,
+    past the end, not a multiple of 4). With ``False`` only an index whose every offset is
+    bad is refused (it belongs to another file); reading a record with a bad offset raises
+    :class:`RecordIOError` for that record alone.
     """
 
     def __init__(
@@ -228,8 +234,11 @@ class RecordReader:
         idx_path: str | os.PathLike[str] | None = None,
         *,
         use_index: bool = True,
+        check_offsets: bool = True,
     ) -> None:
         self.rec_path = Path(rec_path)
+        self._check_offsets = check_offsets
+        self._ends: np.ndarray | None = None  # sorted distinct offsets (see span)
         if not self.rec_path.is_file():
             raise FileNotFoundError(f"{self.rec_path}: RecordIO file not found")
         self._fd: int | None = None
@@ -281,7 +290,7 @@ class RecordReader:
             table = np.array(rows, dtype=np.int64).reshape(-1, 2)
         keys, offsets = table[:, 0].copy(), table[:, 1].copy()
         bad = (offsets < 0) | (offsets + _FRAME.size > self._size) | (offsets % 4 != 0)
-        if bad.any():
+        if bad.any() and (self._check_offsets or bad.all()):
             i = int(np.flatnonzero(bad)[0])
             raise RecordIOError(
                 f"{idx_path}: key {keys[i]} has offset {offsets[i]}, which is not a record "
@@ -432,6 +441,11 @@ class RecordReader:
     def _read_frames(self, pos: int, read_at: Any = None) -> tuple[bytes, int]:
         """Read the record starting at ``pos``; return its data and the next record's offset."""
         read = read_at if read_at is not None else self._pread
+        if pos < 0 or pos % 4 or pos + _FRAME.size > self._size:
+            raise RecordIOError(
+                f"{self.rec_path}: offset {pos} is not a record position (the file has "
+                f"{self._size} bytes and records start at multiples of 4); wrong .idx"
+            )
         start = pos
         parts: list[bytes] = []
         first = True
@@ -458,6 +472,29 @@ class RecordReader:
     def read_at(self, offset: int) -> bytes:
         """Read the record whose first frame starts at byte ``offset``."""
         return self._read_frames(int(offset))[0]
+
+    def end_of(self, offset: int) -> int:
+        """The byte position just after the record whose first frame starts at ``offset``
+        (where the next record of a sequentially written file starts)."""
+        return self._read_frames(int(offset))[1]
+
+    def span(self, key: int) -> bytes:
+        """The bytes from record ``key``'s offset up to the next larger offset in the index
+        (or the end of the file), at most ``2**29 - 1``: what lies where the record should
+        be, readable or not; empty when the offset is outside the file.
+
+        An unreadable record (bad magic, length past the end, wrong ``.idx`` offset) is kept
+        in a rendered copy as these bytes.
+        """
+        offset = self.offset(key)
+        if offset < 0 or offset >= self._size:
+            return b""
+        if self._ends is None:
+            self._ends = np.unique(self._offsets)
+        j = int(np.searchsorted(self._ends, offset, side="right"))
+        end = int(self._ends[j]) if j < len(self._ends) else self._size
+        end = min(end, self._size, offset + MAX_RECORD_BYTES)
+        return self._pread(offset, end - offset)
 
     def read(self, key: int) -> bytes:
         """Read record ``key`` (the whole record: IRHeader + labels + payload)."""
@@ -550,10 +587,33 @@ class RecordReader:
         return f"RecordReader({str(self.rec_path)!r}, records={len(self)}, keys={self.key_source})"
 
 
-def _class_label(header: IRHeader, source: str) -> int:
-    value = float(header.label if header.flag == 0 else header.label[0])  # type: ignore[index]
+def class_label(header: IRHeader, source: str) -> int:
+    """The class of an image record: its ``label`` (``label[0]`` with array labels), which
+    must be a non-negative integer; anything else (1.7, inf, NaN, -1) raises
+    :class:`RecordIOError` naming ``source`` and the value.
+
+    Example:
+        >>> class_label(IRHeader(0, 3.0, 1), "train.rec#1")
+        3
+        >>> try:
+        ...     class_label(IRHeader(0, 1.7, 2), "train.rec#2")
+        ... except RecordIOError as exc:
+        ...     print(exc)
+        train.rec#2: label 1.7 is not a class index (a non-negative integer)
+    """
+    if header.flag == 0:
+        value = float(header.label)  # type: ignore[arg-type]
+    else:
+        labels = np.ravel(np.asarray(header.label, np.float64))
+        if not labels.size:
+            raise RecordIOError(f"{source}: the record has no label")
+        value = float(labels[0])
     if not math.isfinite(value) or value != int(value) or value < 0:
-        raise RecordIOError(f"{source}: label {value!r} is not a class index")
+        # labels are float32: show the shortest text that reads back as the stored value
+        shown = np.format_float_positional(np.float32(value), trim="-")
+        raise RecordIOError(
+            f"{source}: label {shown} is not a class index (a non-negative integer)"
+        )
     return int(value)
 
 
@@ -570,7 +630,7 @@ def read_face_record(reader: RecordReader, key: int) -> tuple[np.ndarray, int]:
         raise
     except RecordIOError as exc:
         raise RecordIOError(f"{source}: {exc}") from exc
-    label = _class_label(header, source)
+    label = class_label(header, source)
     return decode_image(payload, source=source), label
 
 
@@ -582,6 +642,11 @@ class RecordSet:
     must be all present or all absent, and no record may lie outside the announced ranges.
     Sets without a header record expose every key as an image. ``set[i]`` returns
     ``(image_rgb, label)`` for the ``i``-th image key.
+
+    A header record that cannot be read (bad magic, truncated) is rebuilt from the identity
+    records when the set has them (the last one ends where the images end); otherwise the
+    set is read as headerless. Either way :attr:`notes` says so. ``check_offsets``: see
+    :class:`RecordReader`.
     """
 
     def __init__(
@@ -590,11 +655,15 @@ class RecordSet:
         idx_path: str | os.PathLike[str] | None = None,
         *,
         use_index: bool = True,
+        check_offsets: bool = True,
     ) -> None:
         if isinstance(source, RecordReader):
             self.reader = source
         else:
-            self.reader = RecordReader(source, idx_path, use_index=use_index)
+            self.reader = RecordReader(
+                source, idx_path, use_index=use_index, check_offsets=check_offsets
+            )
+        self.notes: list[str] = []  # what was repaired or assumed while opening the set
         self.header: IRHeader | None = None
         self.num_classes: int | None = None
         self.identity_keys: np.ndarray = np.zeros(0, dtype=np.int64)
@@ -613,7 +682,11 @@ class RecordSet:
         if 0 not in self.reader:
             return None
         try:
-            header, payload = unpack(self.reader.read(0))
+            record = self.reader.read(0)
+        except RecordIOError as exc:  # the frame itself is broken
+            return self._rebuilt_header(exc)
+        try:
+            header, payload = unpack(record)
         except RecordIOError:
             return None  # not an image record: treat the set as headerless
         # insightface writes the header with array labels and an empty payload; an image
@@ -621,6 +694,41 @@ class RecordSet:
         if header.flag > 0 and not payload:
             return header
         return None
+
+    def _rebuilt_header(self, error: RecordIOError) -> IRHeader | None:
+        """The header an unreadable key 0 had, from the identity records: the last key's
+        record is the last identity record, whose range ends at ``first``; record ``first``
+        is the first identity record and starts at image 1. ``None`` (headerless) if not."""
+        where = self._where()
+        keys = self.reader.keys
+        last = int(keys.max())
+        try:
+            first = self._identity_range(last)[1]
+            start = self._identity_range(first)[0] if 1 <= first <= last else None
+        except RecordIOError:
+            start = None
+        if start != 1 or not np.isin(np.arange(first, last + 1), keys).all():
+            self.notes.append(
+                f"{where}: key 0 is unreadable ({error}) and no identity records follow the "
+                "images: read as a set without a header record, key 0 as an image record"
+            )
+            return None
+        self.notes.append(
+            f"{where}: the header record (key 0) is unreadable ({error}); rebuilt from the "
+            f"identity records: images 1..{first - 1}, identity records {first}..{last}"
+        )
+        return IRHeader(2, np.array([first, last + 1], np.float32), 0, 0)
+
+    def _identity_range(self, key: int) -> tuple[int, int]:
+        """``[start, end)`` of identity record ``key``; RecordIOError if it is not one."""
+        header, payload = unpack(self.reader.read(key))
+        labels = np.ravel(np.asarray(header.label, np.float64))
+        if header.flag < 2 or payload or not np.all(np.isfinite(labels[:2])):
+            raise RecordIOError(f"{self._where()}: key {key} is not an identity record")
+        start, end = float(labels[0]), float(labels[1])
+        if start != int(start) or end != int(end) or not 1 <= start < end:
+            raise RecordIOError(f"{self._where()}: key {key} is not an identity record")
+        return int(start), int(end)
 
     def _check_header(self, header: IRHeader) -> None:
         where = self._where()
@@ -722,6 +830,22 @@ class RecordSet:
         )
 
 
+def _fill_unknown(labels: np.ndarray) -> np.ndarray:
+    """Negative (unknown) labels replaced by the label before them, leading ones by the
+    first known label.
+
+    Example:
+        >>> _fill_unknown(np.array([-1, 4, -1, 5, -1])).tolist()
+        [4, 4, 4, 5, 5]
+    """
+    known = labels >= 0
+    if known.all() or not known.any():
+        return labels
+    last = np.maximum.accumulate(np.where(known, np.arange(labels.size), -1))
+    last[last < 0] = int(np.flatnonzero(known)[0])
+    return labels[last]
+
+
 class RecordWriter:
     """Write a RecordIO set (``.rec`` + ``.idx``) atomically.
 
@@ -773,8 +897,9 @@ class RecordWriter:
     ) -> None:
         """Append records framed by :func:`frame_image_records` (as worker processes prepare
         them): ``framed`` holds them back to back, record ``i`` being ``lengths[i]`` bytes
-        stored under ``keys[i]``; ``labels[i]`` is its class, or ``None`` if it is not an
-        image record."""
+        stored under ``keys[i]``; ``labels[i]`` is its class, ``None`` if it is not an image
+        record, or negative for an image record whose class is unknown (a record kept as it
+        was because it could not be read; see :meth:`write_header_record`)."""
         if self._rec.closed:
             raise ValueError(f"{self.rec_path}: writer is closed")
         if not len(keys) == len(lengths) == len(labels):
@@ -867,8 +992,11 @@ class RecordWriter:
         exactly ``1..N``: with ``identities=True`` each label must occupy one run of
         consecutive keys; one identity record per run (label ``[start, end)``) is written at
         keys ``N+1 .. N+C`` and the header label is ``(N+1, N+1+C)``, as insightface's
-        ``face2rec2.py`` does. With ``identities=False`` the header is ``(N+1, N+1)``. An
-        explicit ``label`` is written as given, without identity records.
+        ``face2rec2.py`` does. An image of unknown class (negative label, from
+        :meth:`write_framed`) is counted in the run of the key before it (the first run if
+        it comes first): identity records only list key ranges. With ``identities=False``
+        the header is ``(N+1, N+1)``. An explicit ``label`` is written as given, without
+        identity records.
         """
         if self._has_header or 0 in self._keys:
             raise RecordIOError(f"{self.rec_path}: key 0 (the header record) already written")
@@ -879,6 +1007,7 @@ class RecordWriter:
         labels = np.frombuffer(self._image_labels, dtype=np.int64)
         order = np.argsort(keys, kind="stable")
         keys, labels = keys[order], labels[order]
+        labels = _fill_unknown(labels)
         n = keys.size
         if not np.array_equal(keys, np.arange(1, n + 1)):
             raise RecordIOError(
