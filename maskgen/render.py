@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import colorsys
 import json
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +33,7 @@ import numpy as np
 from maskgen import appearance as app
 from maskgen import paint
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
+from maskgen.photo import PhotoLook, match_colours, photo_look
 from maskgen.shapes import (
     COVERAGES,
     GEOMETRY,
@@ -81,6 +83,13 @@ class MaskParams:
         valve: exhalation valve (families whose geometry has ``valve``: N95, KN95).
         geometry: the outline construction's version (:data:`maskgen.shapes.GEOMETRY_VERSIONS`).
         lighting: how ``shading`` measures the face's light (:data:`maskgen.paint.LIGHTING_MODELS`).
+        noise: the mask gets this multiple of the photo's own noise (0: a clean mask).
+        blur: the mask gets this multiple of the photo's own blur (0: as sharp as drawn).
+        color_match: how far the mask's colours take the photo's colour cast and, on a grey
+            or colourless photo, its colourlessness (0: the drawn colours as they are).
+            (:mod:`maskgen.photo` measures the photo around the face.) These three are off
+            in a hand-made ``MaskParams`` (its colours are meant literally) and on in the
+            draws of a default :class:`MaskSpec`.
 
     New draws get the current ``geometry`` and ``lighting``; a recorded draw without them is
     drawn as it was before they existed (:data:`LEGACY`), so old manifests replay as they
@@ -106,6 +115,9 @@ class MaskParams:
     valve: bool = False
     geometry: int = GEOMETRY_VERSION
     lighting: int = paint.LIGHTING_MODELS[-1]
+    noise: float = 0.0
+    blur: float = 0.0
+    color_match: float = 0.0
 
     def __post_init__(self) -> None:
         if self.family not in GEOMETRY:
@@ -121,6 +133,14 @@ class MaskParams:
             object.__setattr__(self, name, value)
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
+        for name in ("noise", "blur", "color_match"):
+            value = getattr(self, name)
+            if not (
+                math.isfinite(value) and 0.0 <= value <= (1.0 if name == "color_match" else 4.0)
+            ):
+                raise ValueError(
+                    f"{name} must be in [0, {1 if name == 'color_match' else 4}], got {value}"
+                )
         if self.lighting not in paint.LIGHTING_MODELS:
             known = paint.LIGHTING_MODELS
             raise ValueError(
@@ -251,6 +271,9 @@ class MaskSpec:
     valve_prob: float = 0.3
     geometry_levels: int = 3
     texture_variants: int = 64
+    noise: tuple[float, float] = (0.8, 1.2)
+    blur: tuple[float, float] = (0.8, 1.2)
+    color_match: tuple[float, float] = (0.7, 1.0)
 
     def __post_init__(self) -> None:
         for name, known in (("families", GEOMETRY), ("coverages", COVERAGES),
@@ -285,11 +308,14 @@ class MaskSpec:
     def sample(self, rng: np.random.Generator) -> MaskParams:
         """Draw one :class:`MaskParams` from ``rng``.
 
-        Always consumes the same amount of randomness (one vector of uniforms and one
-        integer), so a seeded stream of draws stays aligned whatever the options.
+        Always consumes the same amount of randomness (19 uniforms, one integer, then 3
+        uniforms for the photo's look), so a seeded stream of draws stays aligned whatever
+        the options.
         """
         u = rng.random(19).tolist()
         texture_seed = int(rng.integers(0, self.texture_variants or 2**31 - 1))
+        # Drawn after the others, so that the fields older versions drew keep their values.
+        look = rng.random(3).tolist()
         tables = self._tables  # type: ignore[attr-defined]
         family = _pick(tables["families"], u[0])
         coverage = _pick(tables["coverages"], u[1])
@@ -331,6 +357,9 @@ class MaskSpec:
             bottom_offset=bottom[0] + bottom[1] * g[3],
             straps=u[17] < self.straps_prob and geo.ear_loops,
             valve=u[18] < self.valve_prob and geo.valve,
+            noise=self.noise[0] + (self.noise[1] - self.noise[0]) * look[0],
+            blur=self.blur[0] + (self.blur[1] - self.blur[0]) * look[1],
+            color_match=self.color_match[0] + (self.color_match[1] - self.color_match[0]) * look[2],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -660,16 +689,79 @@ def paint_face(
     if cov.box is None or cov.alpha is None:
         return None, None
     x0, y0, x1, y1 = cov.box
-    _paint_box(image[y0:y1, x0:x1, :3], cov, params, _max_value(image.dtype))
+    max_value = _max_value(image.dtype)
+    look = None
+    if params.noise > 0 or params.blur > 0 or params.color_match > 0:
+        look = photo_look(image, _face_region(cov.outline, h, w), max_value)
+    roi = image[y0:y1, x0:x1, :3]
+    _paint_box(roi, cov, params, max_value, look)
+    if look is not None:
+        _photo_degradations(roi, cov, params, look, max_value)
     alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
     return cov.box, alpha
 
 
-def _paint_template(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float) -> None:
+def _face_region(outline: Outline, h: int, w: int) -> tuple[int, int, int, int]:
+    """Where the photo's look is measured: the face around the mask (from the eye line to
+    below the mouth, across the face), clipped to the image."""
+    frame = outline.frame
+    corners = frame.to_image(np.array([[-1.3, -0.6], [1.3, -0.6], [-1.3, 1.6], [1.3, 1.6]]))
+    lo, hi = np.floor(corners.min(0)), np.ceil(corners.max(0))
+    return (max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1])))
+
+
+#: A standard-normal field the masks' noise is cut from (fixed; offsets vary per draw).
+_NOISE_TILE = 512
+_NOISE: list[np.ndarray] = []
+
+
+def _noise_field(h: int, w: int, seed: int) -> np.ndarray:
+    if not _NOISE:
+        tile = np.random.default_rng(20261201).standard_normal((_NOISE_TILE, _NOISE_TILE))
+        _NOISE.append(tile.astype(np.float32))
+    oy, ox = (seed * 7919) % _NOISE_TILE, (seed * 104729 + 17) % _NOISE_TILE
+    rows = (oy + np.arange(h)) % _NOISE_TILE
+    cols = (ox + np.arange(w)) % _NOISE_TILE
+    return _NOISE[0][np.ix_(rows, cols)]
+
+
+def _photo_degradations(
+    roi: np.ndarray, cov: _Occlusion, params: MaskParams, look: PhotoLook, max_value: float
+) -> None:
+    """Give the painted mask the photo's blur (its edge and texture, and the skin just
+    around it) and then its noise (under the mask), in place."""
+    assert cov.alpha is not None
+    work = None
+    sigma = params.blur * look.blur
+    if sigma >= 0.3:
+        work = roi.astype(np.float32)
+        blurred = cv2.GaussianBlur(work, (0, 0), sigma)
+        reach = np.minimum(cov.alpha + 1.5 * cv2.GaussianBlur(cov.alpha, (0, 0), 2 * sigma), 1)
+        work += reach[..., None] * (blurred - work)
+    spread = params.noise * look.noise * max_value / 255.0
+    if spread >= 0.3 * max_value / 255.0:
+        h, w = cov.alpha.shape
+        grain = _noise_field(h, w, params.texture_seed + h * 31 + w) * np.float32(spread)
+        work = roi.astype(np.float32) if work is None else work
+        work += (cov.alpha * np.float32(params.opacity) * grain)[..., None]
+    if work is None:
+        return
+    if np.issubdtype(roi.dtype, np.integer):
+        work = np.clip(np.rint(work), 0, max_value)
+    roi[...] = work.astype(roi.dtype)
+
+
+def _paint_template(
+    roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float,
+    look: PhotoLook | None = None,
+) -> None:  # fmt: skip
     """Blend an image template's warped pixels into ``roi`` (in place), lit like the face
     (``shading``), with the ear loops in the strap colour over it."""
     assert cov.colour is not None and cov.alpha is not None
-    colour = cov.colour * np.float32(max_value / 255.0)
+    colour = cov.colour
+    if look is not None and params.color_match > 0:
+        colour = match_colours(colour, look, params.color_match)
+    colour = colour * np.float32(max_value / 255.0)
     if params.shading > 0:
         ratio = paint.lighting_ratio(roi, cov.alpha, params.shading, params.lighting)
         h, w = cov.alpha.shape
@@ -687,10 +779,14 @@ def _paint_template(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_va
     roi[...] = out.astype(roi.dtype)
 
 
-def _paint_box(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float) -> None:
-    """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place)."""
+def _paint_box(
+    roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: float,
+    look: PhotoLook | None = None,
+) -> None:  # fmt: skip
+    """Shade, texture and blend the mask of ``cov`` into ``roi`` (its box, in place); with
+    ``look``, its colours take the photo's (``params.color_match``)."""
     if cov.colour is not None:
-        _paint_template(roi, cov, params, max_value)
+        _paint_template(roi, cov, params, max_value, look)
         return
     # One table: primary, secondary, then each overlay's colour (built from Python floats:
     # a handful of tiny NumPy operations per image cost more than the arithmetic).
@@ -700,6 +796,8 @@ def _paint_box(roi: np.ndarray, cov: _Occlusion, params: MaskParams, max_value: 
         strap = params.strap_color
         table += [strap if tone is None else [c * tone for c in primary] for tone in cov.tones]
     colours = np.array(table, np.float32)
+    if look is not None and params.color_match > 0:
+        colours = match_colours(colours, look, params.color_match)
     if max_value != 255.0:
         colours *= np.float32(max_value / 255.0)
     tile = placement = None

@@ -49,7 +49,8 @@ from maskgen.augment.draws import (
 from maskgen.augment.functional import BatchGeometry, batch_geometry, mask_batch
 from maskgen.augment.keypoints import semantic_order
 from maskgen.landmarks import aligned_landmarks
-from maskgen.render import MaskParams, MaskSpec
+from maskgen.render import MaskParams, MaskSpec, paint_face
+from maskgen.shapes import GEOMETRY
 
 __all__ = ["RandomFaceMask"]
 
@@ -75,6 +76,31 @@ def _host_geometry(
     if landmarks is None:
         landmarks = torch.from_numpy(aligned_landmarks((H, W)))[None].expand(n, -1, -1)
     return batch_geometry(landmarks, params_to_draws(params), H, W, device)
+
+
+def _template_rows(params: dict[str, torch.Tensor]) -> list[int]:
+    """Samples whose family is an image template (painted by the CPU renderer)."""
+    names = list(GEOMETRY)
+    return [i for i, f in enumerate(params["family"].tolist()) if GEOMETRY[names[f]].template]
+
+
+def _paint_templates_on_cpu(
+    images: torch.Tensor, out: torch.Tensor, alpha: torch.Tensor, rows: list[int],
+    params: dict[str, torch.Tensor], landmarks: torch.Tensor | None,
+) -> None:  # fmt: skip
+    """Image-template samples, drawn by :func:`maskgen.render.paint_face` on a host copy of
+    each image and written back into ``out`` and ``alpha`` (not differentiable)."""
+    H, W = images.shape[2:]
+    for i in rows:
+        draw = params_to_draws({k: v[i : i + 1] for k, v in params.items()})[0]
+        lm = aligned_landmarks((H, W)) if landmarks is None else landmarks[i].cpu().numpy()
+        frame = images[i].detach().permute(1, 2, 0).to("cpu", torch.float32).numpy().copy()
+        box, cover = paint_face(frame, lm, draw)
+        out[i] = torch.from_numpy(frame).permute(2, 0, 1).to(out)
+        alpha[i].zero_()
+        if box is not None:
+            x0, y0, x1, y1 = box
+            alpha[i, 0, y0:y1, x0:x1] = torch.from_numpy(cover).to(alpha)
 
 
 class RandomFaceMask(IntensityAugmentationBase2D):
@@ -289,6 +315,9 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         images = input if rows is None else input[rows]
         geometry = _host_geometry(lm, p, (images.shape[0], H, W), input.device)
         out, alpha = mask_batch(images, geometry, p, tiles=tiles, subsamples=self.subsamples)
+        templated = _template_rows(p)
+        if templated:
+            _paint_templates_on_cpu(images, out, alpha, templated, p, lm)
         if rows is not None:  # kornia takes the other rows from the input (torch.where)
             out = torch.empty_like(input).index_copy_(0, rows, out)
             alpha = alpha.new_zeros(n, *alpha.shape[1:]).index_copy_(0, rows, alpha)

@@ -173,3 +173,27 @@ def test_template_check_draws_the_authoring_picture(tmp_path: Path) -> None:
     # the top edge is drawn green, the bottom edge red (BGR on disk)
     assert ((sheet[..., 1] > 150) & (sheet[..., 0] < 80) & (sheet[..., 2] < 80)).any()
     assert ((sheet[..., 2] > 180) & (sheet[..., 1] < 60)).any()
+
+
+def test_the_batched_augmentation_draws_templates_as_the_renderer_does() -> None:
+    import torch
+
+    from maskgen.augment import RandomFaceMask
+
+    faces = SyntheticFaces(2, 1, seed=5, size=160)
+    images = np.stack([faces[i][0] for i in range(2)])
+    lms = np.stack([faces[i][2] for i in range(2)])
+    draws = [MaskParams(family="template:floral_cloth", shading=0.6, straps=True),
+             MaskParams(family="surgical", color=(20, 40, 200))]  # fmt: skip
+    aug = RandomFaceMask(p=1.0)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    out = aug(x, params=aug.params_from_mask_params(draws, lms))
+    for k, draw in enumerate(draws):
+        ref = render(images[k], lms[k], draw)
+        got = (out[k].permute(1, 2, 0).numpy() * 255).round()
+        assert np.abs(got - ref.image).mean() < 1.0
+        iou = (
+            np.minimum(ref.alpha, aug.last_alpha[k, 0].numpy()).sum()
+            / np.maximum(ref.alpha, aug.last_alpha[k, 0].numpy()).sum()
+        )
+        assert iou > 0.95
