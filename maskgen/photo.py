@@ -191,3 +191,48 @@ def match_colours(rgb: np.ndarray, look: PhotoLook, strength: float) -> np.ndarr
         keep = 1 - strength * (1 - keep)
         out = luma[..., None] + (out - luma[..., None]) * keep[..., None]
     return out.astype(np.float32)
+
+
+#: Where a face's look is measured, in its frame (:class:`maskgen.shapes.FaceFrame` units):
+#: across the face, from above the eye line to below the mouth.
+REGION = ((-1.3, -0.6), (1.3, 1.6))
+#: Blur and noise under these (pixels; 0–255 units) are not worth applying.
+MIN_BLUR, MIN_NOISE = 0.3, 0.3
+#: The side of the standard-normal tile masks' noise is cut from (offsets vary per draw).
+NOISE_TILE = 512
+_NOISE: list[np.ndarray] = []
+
+
+def face_region(
+    origin: np.ndarray, ax: np.ndarray, unit: float, h: int, w: int
+) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) :data:`REGION` spans for a face frame (eye midpoint
+    ``origin``, eye-line direction ``ax``, ``unit`` pixels), clipped to an h×w image."""
+    ax = np.asarray(ax, np.float64)
+    ay = np.array([-ax[1], ax[0]])
+    (u0, v0), (u1, v1) = REGION
+    corners = np.array([origin + unit * (u * ax + v * ay) for u in (u0, u1) for v in (v0, v1)])
+    lo, hi = np.floor(corners.min(0)), np.ceil(corners.max(0))
+    return max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1]))
+
+
+def noise_tile() -> np.ndarray:
+    """The fixed standard-normal field (float32, NOISE_TILE²) masks' noise is cut from."""
+    if not _NOISE:
+        tile = np.random.default_rng(20261201).standard_normal((NOISE_TILE, NOISE_TILE))
+        _NOISE.append(tile.astype(np.float32))
+    return _NOISE[0]
+
+
+def noise_offsets(texture_seed: int, h: int, w: int) -> tuple[int, int]:
+    """Where in :func:`noise_tile` the noise of a draw's h×w box starts (rows, columns)."""
+    seed = texture_seed + h * 31 + w
+    return (seed * 7919) % NOISE_TILE, (seed * 104729 + 17) % NOISE_TILE
+
+
+def noise_field(h: int, w: int, texture_seed: int) -> np.ndarray:
+    """The noise (standard normal, h×w float32) of a draw over its box."""
+    oy, ox = noise_offsets(texture_seed, h, w)
+    rows = (oy + np.arange(h)) % NOISE_TILE
+    cols = (ox + np.arange(w)) % NOISE_TILE
+    return noise_tile()[np.ix_(rows, cols)]

@@ -33,7 +33,15 @@ import numpy as np
 from maskgen import appearance as app
 from maskgen import paint
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
-from maskgen.photo import PhotoLook, match_colours, photo_look
+from maskgen.photo import (
+    MIN_BLUR,
+    MIN_NOISE,
+    PhotoLook,
+    face_region,
+    match_colours,
+    noise_field,
+    photo_look,
+)
 from maskgen.shapes import (
     COVERAGES,
     GEOMETRY,
@@ -692,37 +700,14 @@ def paint_face(
     max_value = _max_value(image.dtype)
     look = None
     if params.noise > 0 or params.blur > 0 or params.color_match > 0:
-        look = photo_look(image, _face_region(cov.outline, h, w), max_value)
+        frame = cov.outline.frame
+        look = photo_look(image, face_region(frame.origin, frame.ax, frame.unit, h, w), max_value)
     roi = image[y0:y1, x0:x1, :3]
     _paint_box(roi, cov, params, max_value, look)
     if look is not None:
         _photo_degradations(roi, cov, params, look, max_value)
     alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
     return cov.box, alpha
-
-
-def _face_region(outline: Outline, h: int, w: int) -> tuple[int, int, int, int]:
-    """Where the photo's look is measured: the face around the mask (from the eye line to
-    below the mouth, across the face), clipped to the image."""
-    frame = outline.frame
-    corners = frame.to_image(np.array([[-1.3, -0.6], [1.3, -0.6], [-1.3, 1.6], [1.3, 1.6]]))
-    lo, hi = np.floor(corners.min(0)), np.ceil(corners.max(0))
-    return (max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1])))
-
-
-#: A standard-normal field the masks' noise is cut from (fixed; offsets vary per draw).
-_NOISE_TILE = 512
-_NOISE: list[np.ndarray] = []
-
-
-def _noise_field(h: int, w: int, seed: int) -> np.ndarray:
-    if not _NOISE:
-        tile = np.random.default_rng(20261201).standard_normal((_NOISE_TILE, _NOISE_TILE))
-        _NOISE.append(tile.astype(np.float32))
-    oy, ox = (seed * 7919) % _NOISE_TILE, (seed * 104729 + 17) % _NOISE_TILE
-    rows = (oy + np.arange(h)) % _NOISE_TILE
-    cols = (ox + np.arange(w)) % _NOISE_TILE
-    return _NOISE[0][np.ix_(rows, cols)]
 
 
 def _photo_degradations(
@@ -733,15 +718,15 @@ def _photo_degradations(
     assert cov.alpha is not None
     work = None
     sigma = params.blur * look.blur
-    if sigma >= 0.3:
+    if sigma >= MIN_BLUR:
         work = roi.astype(np.float32)
         blurred = cv2.GaussianBlur(work, (0, 0), sigma)
         reach = np.minimum(cov.alpha + 1.5 * cv2.GaussianBlur(cov.alpha, (0, 0), 2 * sigma), 1)
         work += reach[..., None] * (blurred - work)
     spread = params.noise * look.noise * max_value / 255.0
-    if spread >= 0.3 * max_value / 255.0:
+    if spread >= MIN_NOISE * max_value / 255.0:
         h, w = cov.alpha.shape
-        grain = _noise_field(h, w, params.texture_seed + h * 31 + w) * np.float32(spread)
+        grain = noise_field(h, w, params.texture_seed) * np.float32(spread)
         work = roi.astype(np.float32) if work is None else work
         work += (cov.alpha * np.float32(params.opacity) * grain)[..., None]
     if work is None:

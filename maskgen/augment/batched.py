@@ -46,7 +46,14 @@ from maskgen.augment.draws import (
     params_to_draws,
     sample_batch,
 )
-from maskgen.augment.functional import BatchGeometry, batch_geometry, mask_batch
+from maskgen.augment.functional import (
+    BatchGeometry,
+    apply_look,
+    batch_geometry,
+    mask_batch,
+    match_look_colours,
+    measure_looks,
+)
 from maskgen.augment.keypoints import semantic_order
 from maskgen.landmarks import aligned_landmarks
 from maskgen.render import MaskParams, MaskSpec, paint_face
@@ -314,7 +321,10 @@ class RandomFaceMask(IntensityAugmentationBase2D):
             tiles = self.tiles
         images = input if rows is None else input[rows]
         geometry = _host_geometry(lm, p, (images.shape[0], H, W), input.device)
-        out, alpha = mask_batch(images, geometry, p, tiles=tiles, subsamples=self.subsamples)
+        looks = measure_looks(images, geometry, p)  # the photo's noise, blur and colour
+        out, alpha = mask_batch(images, geometry, match_look_colours(p, looks), tiles=tiles,
+                                subsamples=self.subsamples)  # fmt: skip
+        out = apply_look(out, alpha, geometry, p, looks)
         templated = _template_rows(p)
         if templated:
             _paint_templates_on_cpu(images, out, alpha, templated, p, lm)

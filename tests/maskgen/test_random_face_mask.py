@@ -11,7 +11,13 @@ import torch
 
 from maskgen.appearance import TEXTURES
 from maskgen.augment import MaskedPairs, RandomFaceMask, draws_to_params
-from maskgen.augment.functional import batch_geometry, mask_batch
+from maskgen.augment.functional import (
+    apply_look,
+    batch_geometry,
+    mask_batch,
+    match_look_colours,
+    measure_looks,
+)
 from maskgen.landmarks import aligned_landmarks
 from maskgen.render import MaskParams, MaskSpec, render
 from maskgen.shapes import COVERAGES, GEOMETRY, FamilyGeometry, register_family
@@ -137,8 +143,12 @@ class TestRandomFaceMask:
         lm = np.stack([aligned_landmarks()] * 2)
         params = draws_to_params(draws)
         params["tile"] = aug._tile_index(params["texture"], params["texture_seed"])
-        functional, _ = mask_batch(x, batch_geometry(lm, draws, 112, 112), params,
-                                   tiles=aug.tiles)  # fmt: skip
+        geometry = batch_geometry(lm, draws, 112, 112)
+        looks = measure_looks(x, geometry, params)  # the photo's look: noise, blur, colour
+        assert all(look is not None for look in looks)  # default draws carry it
+        functional, alpha = mask_batch(x, geometry, match_look_colours(params, looks),
+                                       tiles=aug.tiles)  # fmt: skip
+        functional = apply_look(functional, alpha, geometry, params, looks)
         assert torch.equal(functional, out)
 
     def test_gradcheck(self) -> None:
