@@ -236,3 +236,12 @@ def noise_field(h: int, w: int, texture_seed: int) -> np.ndarray:
     rows = (oy + np.arange(h)) % NOISE_TILE
     cols = (ox + np.arange(w)) % NOISE_TILE
     return noise_tile()[np.ix_(rows, cols)]
+
+
+def blur_reach(alpha: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """How much of the blurred picture replaces the sharp one around a mask: 1 under it,
+    fading over the skin just outside (``spread``: the coverage blurred by twice the blur's
+    σ), cut to 0 below 1/255 so that the occlusion map covers every changed pixel."""
+    reach = np.minimum(alpha + np.float32(1.5) * spread, np.float32(1.0))
+    reach[reach < np.float32(1 / 255)] = 0
+    return reach

@@ -324,7 +324,7 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         looks = measure_looks(images, geometry, p)  # the photo's noise, blur and colour
         out, alpha = mask_batch(images, geometry, match_look_colours(p, looks), tiles=tiles,
                                 subsamples=self.subsamples)  # fmt: skip
-        out = apply_look(out, alpha, geometry, p, looks)
+        out, alpha = apply_look(out, alpha, geometry, p, looks)
         templated = _template_rows(p)
         if templated:
             _paint_templates_on_cpu(images, out, alpha, templated, p, lm)

@@ -113,7 +113,8 @@ def test_the_manifest_says_fitted_or_fallback(astronaut, tmp_path: Path):
     cv2.imwrite(str(folder / "blank.png"), np.full((112, 112, 3), 90, np.uint8))
     out = tmp_path / "out"
     render_dataset(folder, out, RenderOptions(landmarks="aligned-fit"), workers=1, progress=False)
-    records = [json.loads(line) for line in (meta_dir(out) / "manifest.jsonl").read_text().splitlines()]
+    lines = (meta_dir(out) / "manifest.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     faces = {Path(r["input"]).name: r["faces"][0] for r in records if r.get("faces")}
     assert faces["face.png"]["fit"] == "fitted" and "fit_reason" not in faces["face.png"]
     assert faces["blank.png"]["fit"] == "fallback"

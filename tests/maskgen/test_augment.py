@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -59,8 +60,11 @@ def test_parity_with_cpu_renderer(faces, textured: bool) -> None:
         diff = np.abs(ref.image[inner] / 255.0 - out[i].permute(1, 2, 0).numpy()[inner])
         assert diff.mean() * 255 < 2.5, (d, diff.mean() * 255)
         if not textured and d.family != "kn95":  # the 1-px KN95 seam is CPU-only
-            # Solid colour: rounding only (the 1-px KN95 seam is CPU-only, hence a percentile).
-            assert np.percentile(diff, 99) * 255 < 3, d
+            # Solid colour: rounding only. The photo's blur spreads the two rasterisers'
+            # anti-aliased edges a few pixels inwards: those are left out.
+            core = cv2.erode(inner.astype(np.uint8), np.ones((13, 13), np.uint8)) > 0
+            core_diff = np.abs(ref.image[core] / 255.0 - out[i].permute(1, 2, 0).numpy()[core])
+            assert np.percentile(core_diff, 99) * 255 < 3, d
 
 
 def test_parity_chin_masks(faces) -> None:

@@ -148,7 +148,7 @@ class TestRandomFaceMask:
         assert all(look is not None for look in looks)  # default draws carry it
         functional, alpha = mask_batch(x, geometry, match_look_colours(params, looks),
                                        tiles=aug.tiles)  # fmt: skip
-        functional = apply_look(functional, alpha, geometry, params, looks)
+        functional, _ = apply_look(functional, alpha, geometry, params, looks)
         assert torch.equal(functional, out)
 
     def test_gradcheck(self) -> None:
