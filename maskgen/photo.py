@@ -198,6 +198,8 @@ def match_colours(rgb: np.ndarray, look: PhotoLook, strength: float) -> np.ndarr
 REGION = ((-1.3, -0.6), (1.3, 1.6))
 #: Blur and noise under these (pixels; 0–255 units) are not worth applying.
 MIN_BLUR, MIN_NOISE = 0.3, 0.3
+#: Coverage under which the blur leaves a pixel alone (see :func:`blur_reach`).
+REACH_FLOOR = 1 / 255
 #: The side of the standard-normal tile masks' noise is cut from (offsets vary per draw).
 NOISE_TILE = 512
 _NOISE: list[np.ndarray] = []
@@ -239,9 +241,10 @@ def noise_field(h: int, w: int, texture_seed: int) -> np.ndarray:
 
 
 def blur_reach(alpha: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """How much of the blurred picture replaces the sharp one around a mask: 1 under it,
-    fading over the skin just outside (``spread``: the coverage blurred by twice the blur's
-    σ), cut to 0 below 1/255 so that the occlusion map covers every changed pixel."""
+    """How much of the blurred picture replaces the sharp one over a mask: 1 well inside it,
+    fading with ``spread`` (the coverage blurred by twice the blur's σ) to its soft edge,
+    and 0 where the mask does not reach (alpha under 1/255, which an 8-bit occlusion map
+    stores as 0), so that the occlusion map still bounds every pixel the mask changes."""
     reach = np.minimum(alpha + np.float32(1.5) * spread, np.float32(1.0))
-    reach[reach < np.float32(1 / 255)] = 0
+    reach[alpha < REACH_FLOOR] = 0
     return reach

@@ -705,28 +705,25 @@ def paint_face(
         look = photo_look(image, face_region(frame.origin, frame.ax, frame.unit, h, w), max_value)
     roi = image[y0:y1, x0:x1, :3]
     _paint_box(roi, cov, params, max_value, look)
-    halo = None if look is None else _photo_degradations(roi, cov, params, look, max_value)
+    if look is not None:
+        _photo_degradations(roi, cov, params, look, max_value)
     alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
-    if halo is not None:  # the occlusion map covers every pixel the mask changed
-        alpha = np.maximum(alpha, halo)
     return cov.box, alpha
 
 
 def _photo_degradations(
     roi: np.ndarray, cov: _Occlusion, params: MaskParams, look: PhotoLook, max_value: float
-) -> np.ndarray | None:
-    """Give the painted mask the photo's blur (its edge and texture, and the skin just
-    around it) and then its noise (under the mask), in place. Returns the blur's halo
-    (where it reaches beyond the mask, times the opacity), or ``None`` without blur."""
+) -> None:
+    """Give the painted mask the photo's blur (its texture and edge, within the occlusion
+    map) and then its noise (under the mask), in place."""
     assert cov.alpha is not None
-    work = halo = None
+    work = None
     sigma = params.blur * look.blur
     if sigma >= MIN_BLUR:
         work = roi.astype(np.float32)
         blurred = cv2.GaussianBlur(work, (0, 0), sigma)
         reach = blur_reach(cov.alpha, cv2.GaussianBlur(cov.alpha, (0, 0), 2 * sigma))
         work += reach[..., None] * (blurred - work)
-        halo = reach * np.float32(params.opacity)
     spread = params.noise * look.noise * max_value / 255.0
     if spread >= MIN_NOISE * max_value / 255.0:
         h, w = cov.alpha.shape
@@ -734,11 +731,10 @@ def _photo_degradations(
         work = roi.astype(np.float32) if work is None else work
         work += (cov.alpha * np.float32(params.opacity) * grain)[..., None]
     if work is None:
-        return None
+        return
     if np.issubdtype(roi.dtype, np.integer):
         work = np.clip(np.rint(work), 0, max_value)
     roi[...] = work.astype(roi.dtype)
-    return halo
 
 
 def _paint_template(

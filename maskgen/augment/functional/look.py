@@ -17,6 +17,7 @@ from maskgen.augment.functional.geometry import BatchGeometry
 from maskgen.photo import (
     MIN_BLUR,
     MIN_NOISE,
+    REACH_FLOOR,
     PhotoLook,
     face_region,
     match_colours,
@@ -107,8 +108,8 @@ def apply_look(
     looks: list[PhotoLook | None],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Blur each painted sample as its photo is blurred, then give it the photo's noise
-    under the mask, over its box (the CPU renderer's order and formulas); returns the
-    pixels and the occlusion maps grown by the blur's halo.
+    under the mask, over its box (the CPU renderer's order and formulas), within the
+    occlusion maps; returns the pixels and the (unchanged) maps.
 
     ``out`` ``(B, 3, H, W)`` in [0, 1]; ``alpha`` ``(B, 1, H, W)`` the occlusion maps
     (opacity applied).
@@ -121,7 +122,6 @@ def apply_look(
     seeds = params["texture_seed"].cpu().tolist()
     tile = None
     samples = list(out.unbind(0))
-    halos: list[tuple[int, tuple[int, int, int, int], torch.Tensor]] = []
     for i, look in enumerate(looks):
         if look is None:
             continue
@@ -135,9 +135,8 @@ def apply_look(
             blurred = _blur(roi, sigma)
             spread_a = _blur(a[None], 2 * sigma)[0]
             reach = torch.clamp(a + 1.5 * spread_a, max=1.0)
-            reach = torch.where(reach < 1 / 255, torch.zeros_like(reach), reach)
+            reach = torch.where(a >= REACH_FLOOR, reach, torch.zeros_like(reach))
             roi = roi + reach[None] * (blurred - roi)
-            halos.append((i, (y0, y1, x0, x1), reach * opacity[i]))
         spread = noise[i] * look.noise / 255.0
         if spread >= MIN_NOISE / 255.0:
             if tile is None:
@@ -152,8 +151,4 @@ def apply_look(
         sample = samples[i].clone()
         sample[:, y0:y1, x0:x1] = roi.clamp(0.0, 1.0)
         samples[i] = sample
-    if halos:  # the occlusion maps cover every pixel the masks changed
-        alpha = alpha.clone()
-        for i, (y0, y1, x0, x1), halo in halos:
-            alpha[i, 0, y0:y1, x0:x1] = torch.maximum(alpha[i, 0, y0:y1, x0:x1], halo.to(alpha))
     return torch.stack(samples), alpha
