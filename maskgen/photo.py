@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 #: Pixels sampled (at most) for each statistic.
-SAMPLES = 2048
+SAMPLES = 1024
 #: The cast is limited to gains in this range.
 GAIN_RANGE = (0.85, 1.18)
 #: Pixels less saturated than this count as grey or white objects for the cast.
@@ -109,9 +109,11 @@ def _measure(rgb: np.ndarray, scale: float, stride: int) -> tuple[float, float, 
             low = min(rgb[y, x, 0], rgb[y, x, 1], rgb[y, x, 2]) * scale
             saturation += (top - low) / max(top, 1.0)
             k += 1
-    noise = np.median(response) / _IMMERKAER
+    mid = n // 2
+    noise = np.partition(response, mid)[mid] / _IMMERKAER  # the median (upper, for even n)
     saturation /= n
-    threshold = np.quantile(d2, 0.95)
+    top = min(n - 1, int(0.95 * n))
+    threshold = np.partition(d2, top)[top]  # the 95th percentile
     e1 = 0.0
     e2 = 0.0
     m = 0
@@ -198,7 +200,7 @@ def match_colours(rgb: np.ndarray, look: PhotoLook, strength: float) -> np.ndarr
 REGION = ((-1.3, -0.6), (1.3, 1.6))
 #: Blur and noise under these (pixels; 0–255 units) are not worth applying.
 MIN_BLUR, MIN_NOISE = 0.3, 0.3
-#: Coverage under which the blur leaves a pixel alone (see :func:`blur_reach`).
+#: Coverage under which the photo's blur and noise leave a pixel alone (:func:`degrade_pixels`).
 REACH_FLOOR = 1 / 255
 #: The side of the standard-normal tile masks' noise is cut from (offsets vary per draw).
 NOISE_TILE = 512
@@ -210,20 +212,27 @@ def face_region(
 ) -> tuple[int, int, int, int]:
     """The box (x0, y0, x1, y1) :data:`REGION` spans for a face frame (eye midpoint
     ``origin``, eye-line direction ``ax``, ``unit`` pixels), clipped to an h×w image."""
-    ax = np.asarray(ax, np.float64)
-    ay = np.array([-ax[1], ax[0]])
+    ox, oy = float(origin[0]), float(origin[1])
+    cx, cy = float(ax[0]) * unit, float(ax[1]) * unit  # eye-line direction, scaled
     (u0, v0), (u1, v1) = REGION
-    corners = np.array([origin + unit * (u * ax + v * ay) for u in (u0, u1) for v in (v0, v1)])
-    lo, hi = np.floor(corners.min(0)), np.ceil(corners.max(0))
-    return max(0, int(lo[0])), max(0, int(lo[1])), min(w, int(hi[0])), min(h, int(hi[1]))
+    xs = [ox + u * cx - v * cy for u in (u0, u1) for v in (v0, v1)]
+    ys = [oy + u * cy + v * cx for u in (u0, u1) for v in (v0, v1)]
+    return (max(0, math.floor(min(xs))), max(0, math.floor(min(ys))),
+            min(w, math.ceil(max(xs))), min(h, math.ceil(max(ys))))  # fmt: skip
 
 
 def noise_tile() -> np.ndarray:
     """The fixed standard-normal field (float32, NOISE_TILE²) masks' noise is cut from."""
+    return _noise_tiles()[0]
+
+
+def _noise_tiles() -> tuple[np.ndarray, np.ndarray]:
+    """The tile, and the tile repeated 2×2 (boxes up to NOISE_TILE cut from it as views)."""
     if not _NOISE:
         tile = np.random.default_rng(20261201).standard_normal((NOISE_TILE, NOISE_TILE))
-        _NOISE.append(tile.astype(np.float32))
-    return _NOISE[0]
+        tile = tile.astype(np.float32)
+        _NOISE.extend([tile, np.tile(tile, (2, 2))])
+    return _NOISE[0], _NOISE[1]
 
 
 def noise_offsets(texture_seed: int, h: int, w: int) -> tuple[int, int]:
@@ -233,18 +242,47 @@ def noise_offsets(texture_seed: int, h: int, w: int) -> tuple[int, int]:
 
 
 def noise_field(h: int, w: int, texture_seed: int) -> np.ndarray:
-    """The noise (standard normal, h×w float32) of a draw over its box."""
+    """The noise (standard normal, h×w float32) of a draw over its box: rows and columns
+    from :func:`noise_offsets` on, wrapping around the tile."""
+    tile, doubled = _noise_tiles()
     oy, ox = noise_offsets(texture_seed, h, w)
+    if h <= NOISE_TILE and w <= NOISE_TILE:
+        return doubled[oy : oy + h, ox : ox + w]
     rows = (oy + np.arange(h)) % NOISE_TILE
     cols = (ox + np.arange(w)) % NOISE_TILE
-    return noise_tile()[np.ix_(rows, cols)]
+    return tile[np.ix_(rows, cols)]
 
 
-def blur_reach(alpha: np.ndarray, spread: np.ndarray) -> np.ndarray:
-    """How much of the blurred picture replaces the sharp one over a mask: 1 well inside it,
-    fading with ``spread`` (the coverage blurred by twice the blur's σ) to its soft edge,
-    and 0 where the mask does not reach (alpha under 1/255, which an 8-bit occlusion map
-    stores as 0), so that the occlusion map still bounds every pixel the mask changes."""
-    reach = np.minimum(alpha + np.float32(1.5) * spread, np.float32(1.0))
-    reach[alpha < REACH_FLOOR] = 0
-    return reach
+def blur_kernel_size(sigma: float) -> int:
+    """The Gaussian kernel the photo's blur uses: ±3σ (odd, at least 3)."""
+    return max(3, 2 * math.ceil(3 * sigma) + 1)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def degrade_pixels(
+    pixels: np.ndarray, blurred: np.ndarray, alpha: np.ndarray, grain: np.ndarray,
+    noise: float, top: float,
+) -> None:  # fmt: skip
+    """Give painted pixels (h rows of 3·w interleaved values, in place) the photo's blur and
+    noise over a mask: where the mask reaches (``alpha`` ≥ :data:`REACH_FLOOR`, what an
+    8-bit occlusion map stores as non-zero) the pixels become ``blurred`` (same layout;
+    empty: no blur), then get ``grain`` (h×w; empty: no noise) times ``noise`` × alpha
+    (opacity included by the caller); integer images (``top`` > 1.5) are rounded and
+    clipped to ``top``."""
+    h, w = alpha.shape
+    do_blur = blurred.shape[0] == h
+    do_noise = grain.shape[0] == h
+    integer = top > 1.5
+    for y in range(h):
+        for x in range(w):
+            a = alpha[y, x]
+            if a < REACH_FLOOR:
+                continue
+            n = grain[y, x] * noise * a if do_noise else 0.0
+            for c in range(3):
+                k = 3 * x + c
+                v = np.float32(blurred[y, k]) if do_blur else np.float32(pixels[y, k])
+                v += n
+                if integer:
+                    v = min(max(np.float32(np.rint(v)), 0.0), top)
+                pixels[y, k] = v

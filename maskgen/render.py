@@ -37,7 +37,8 @@ from maskgen.photo import (
     MIN_BLUR,
     MIN_NOISE,
     PhotoLook,
-    blur_reach,
+    blur_kernel_size,
+    degrade_pixels,
     face_region,
     match_colours,
     noise_field,
@@ -717,24 +718,24 @@ def _photo_degradations(
     """Give the painted mask the photo's blur (its texture and edge, within the occlusion
     map) and then its noise (under the mask), in place."""
     assert cov.alpha is not None
-    work = None
+    h, w = cov.alpha.shape
     sigma = params.blur * look.blur
-    if sigma >= MIN_BLUR:
-        work = roi.astype(np.float32)
-        blurred = cv2.GaussianBlur(work, (0, 0), sigma)
-        reach = blur_reach(cov.alpha, cv2.GaussianBlur(cov.alpha, (0, 0), 2 * sigma))
-        work += reach[..., None] * (blurred - work)
     spread = params.noise * look.noise * max_value / 255.0
-    if spread >= MIN_NOISE * max_value / 255.0:
-        h, w = cov.alpha.shape
-        grain = noise_field(h, w, params.texture_seed) * np.float32(spread)
-        work = roi.astype(np.float32) if work is None else work
-        work += (cov.alpha * np.float32(params.opacity) * grain)[..., None]
-    if work is None:
+    do_blur, do_noise = sigma >= MIN_BLUR, spread >= MIN_NOISE * max_value / 255.0
+    if not (do_blur or do_noise):
         return
-    if np.issubdtype(roi.dtype, np.integer):
-        work = np.clip(np.rint(work), 0, max_value)
-    roi[...] = work.astype(roi.dtype)
+    pixels, copied, _ = paint._interleaved(roi)
+    blurred = _EMPTY
+    if do_blur:  # in the storage order of the pixels, whatever it is
+        k = blur_kernel_size(sigma)
+        blurred = cv2.GaussianBlur(pixels.reshape(h, w, 3), (k, k), sigma).reshape(h, 3 * w)
+    grain = noise_field(h, w, params.texture_seed) if do_noise else _EMPTY
+    degrade_pixels(pixels, blurred, cov.alpha, grain, spread * params.opacity, max_value)
+    if copied:
+        roi[..., :3] = pixels.reshape(h, w, 3)
+
+
+_EMPTY = np.zeros((0, 0), np.float32)
 
 
 def _paint_template(

@@ -19,6 +19,7 @@ from maskgen.photo import (
     MIN_NOISE,
     REACH_FLOOR,
     PhotoLook,
+    blur_kernel_size,
     face_region,
     match_colours,
     noise_offsets,
@@ -77,8 +78,8 @@ def match_look_colours(
 
 
 def _gaussian(sigma: float) -> torch.Tensor:
-    """OpenCV's Gaussian kernel for a float image and ``sigma`` (size round(8σ + 1), odd)."""
-    size = max(3, round(sigma * 8 + 1) | 1)
+    """The CPU renderer's Gaussian kernel (:func:`maskgen.photo.blur_kernel_size` taps)."""
+    size = blur_kernel_size(sigma)
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     k = torch.exp(-(x * x) / (2 * sigma * sigma))
     return (k / k.sum()).to(torch.float32)
@@ -131,12 +132,9 @@ def apply_look(
         roi = samples[i][:, y0:y1, x0:x1]
         a = alpha[i, 0, y0:y1, x0:x1] / max(opacity[i], 1e-6)  # the map before opacity
         sigma = blur[i] * look.blur
-        if sigma >= MIN_BLUR:
-            blurred = _blur(roi, sigma)
-            spread_a = _blur(a[None], 2 * sigma)[0]
-            reach = torch.clamp(a + 1.5 * spread_a, max=1.0)
-            reach = torch.where(a >= REACH_FLOOR, reach, torch.zeros_like(reach))
-            roi = roi + reach[None] * (blurred - roi)
+        if sigma >= MIN_BLUR:  # the blurred picture wherever the mask reaches
+            reach = (a >= REACH_FLOOR).to(roi.dtype)
+            roi = roi + reach[None] * (_blur(roi, sigma) - roi)
         spread = noise[i] * look.noise / 255.0
         if spread >= MIN_NOISE / 255.0:
             if tile is None:
