@@ -131,10 +131,13 @@ def _weights(text: str | None, option: str) -> dict[str, float] | None:
 
 
 def _spec(families: str | None, coverage: str | None, palettes: str | None,
-          textures: str | None, random_colors: float | None) -> MaskSpec:  # fmt: skip
+          textures: str | None, random_colors: float | None,
+          photo_look: bool = True) -> MaskSpec:  # fmt: skip
     from maskgen.render import MaskSpec
 
     overrides: dict[str, object] = {}
+    if not photo_look:  # masks without the photo's noise, blur and colour
+        overrides.update(noise=(0.0, 0.0), blur=(0.0, 0.0), color_match=(0.0, 0.0))
     for key, text, option in (
         ("families", families, "--families"),
         ("coverages", coverage, "--coverage"),
@@ -164,6 +167,9 @@ def render_command(
     palettes: str = typer.Option(None, help="Colour palettes, e.g. medical_blue,black."),
     textures: str = typer.Option(None, help="Textures, e.g. none,pleats,grain."),
     random_colors: float = typer.Option(None, min=0, max=1, help="Share of random colours."),
+    photo_look: bool = typer.Option(
+        True, help="Give masks the photo's own noise, blur and colour cast (faster without)."
+    ),
     p: float = typer.Option(1.0, "--p", min=0, max=1, help="Probability that an output is masked."),
     variants: int = typer.Option(1, min=1, help="Outputs per input image."),
     seed: int = typer.Option(0, help="Global seed (each item's draws derive from it and its key)."),
@@ -202,7 +208,7 @@ def render_command(
 
     try:
         options = RenderOptions(
-            spec=_spec(families, coverage, palettes, textures, random_colors),
+            spec=_spec(families, coverage, palettes, textures, random_colors, photo_look),
             p=p, variants=variants, seed=seed, landmarks=landmarks,
             landmarks_dir=str(landmarks_dir) if landmarks_dir else None,
             fa_weights=fa_weights, fa_detector=fa_detector,

@@ -139,3 +139,29 @@ def test_the_noise_replays_exactly() -> None:
     np.testing.assert_array_equal(a.image, b.image)
     c = render(photo, lm, MaskParams(**{**_grey(noise=1.0).to_dict(), "texture_seed": 9}))
     assert not np.array_equal(a.image, c.image)
+
+
+def test_maskgen_render_draws_the_look_unless_told_not_to(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from maskgen.cli import app
+    from maskgen.dataset.options import meta_dir
+    from maskgen.synthetic import SyntheticFaces
+
+    src = tmp_path / "in"
+    src.mkdir()
+    faces = SyntheticFaces(2, 1, seed=1)
+    for i in range(2):
+        cv2.imwrite(str(src / f"{i}.png"), faces[i][0][:, :, ::-1])
+    looks = {}
+    for flag in ("--photo-look", "--no-photo-look"):
+        out = tmp_path / flag
+        args = ["render", str(src), str(out), "--landmarks", "aligned", "--workers", "1",
+                "--no-progress", flag]  # fmt: skip
+        assert CliRunner().invoke(app, args).exit_code == 0
+        lines = (meta_dir(out) / "manifest.jsonl").read_text().splitlines()
+        looks[flag] = [json.loads(x)["faces"][0]["params"]["noise"] for x in lines]
+    assert all(v >= 0.8 for v in looks["--photo-look"])
+    assert looks["--no-photo-look"] == [0.0, 0.0]
