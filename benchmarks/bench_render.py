@@ -130,8 +130,10 @@ def main() -> None:
         cv2.setNumThreads(1)
         rec = tmp / "crops" / "train.rec"
         make_rec(rec, args.crops)
+        no_look = {"noise": (0.0, 0.0), "blur": (0.0, 0.0), "color_match": (0.0, 0.0)}
         specs = {
             "default MaskSpec": MaskSpec(),
+            "default MaskSpec without the photo's look (--no-photo-look)": MaskSpec(**no_look),
             "solid colour (no texture, no shading)": MaskSpec(
                 textures={"none": 1}, shading=(0.0, 0.0)
             ),
