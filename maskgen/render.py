@@ -282,7 +282,7 @@ class MaskSpec:
     geometry_levels: int = 3
     texture_variants: int = 64
     noise: tuple[float, float] = (0.8, 1.2)
-    blur: tuple[float, float] = (0.8, 1.2)
+    blur: tuple[float, float] = (0.6, 1.0)
     color_match: tuple[float, float] = (0.7, 1.0)
 
     def __post_init__(self) -> None:

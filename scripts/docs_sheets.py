@@ -1,0 +1,97 @@
+"""Draw the documentation pictures of the realism work (``docs/images/``), from data anyone
+has: ``skimage.data.astronaut()`` and the built-in synthetic faces.
+
+- ``realism_astronaut.png``: the astronaut as photographed, in grey, and blurred with noise;
+  each with a mask drawn as stop 11 drew it (lighting model 1, no look) and as now
+  (lighting model 2 with the photo's noise, blur and colour), at full resolution and
+  aligned to 112×112 (shown ×2).
+- ``templates.png``: the two shipped image templates and the canonical layout vs the fitted
+  one on turned synthetic faces.
+
+Run: ``python scripts/docs_sheets.py`` (writes both files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data
+
+from maskgen.landmarks import (
+    ARCFACE_112,
+    DlibDetector,
+    similarity_transform,
+    to_five,
+)
+from maskgen.render import MaskParams, render
+from maskgen.synthetic import draw_wild_face, sample_identity
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
+
+
+def _label(tile: np.ndarray, text: str) -> np.ndarray:
+    tile = tile.copy()
+    cv2.putText(tile, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+    return tile
+
+
+def realism_sheet() -> np.ndarray:
+    image = data.astronaut()
+    face = max(DlibDetector(upsample=1).detect(image), key=lambda f: f.box_area)
+    lm = face.landmarks
+    grey = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    noisy = cv2.GaussianBlur(image.astype(np.float32), (0, 0), 1.6)
+    noisy += np.random.default_rng(0).normal(0, 8, image.shape[:2])[..., None]
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    draw = MaskParams(family="surgical", color=(141, 191, 226), texture="pleats",
+                      shading=0.8, straps=True, texture_seed=5)  # fmt: skip
+    old = MaskParams(**{**draw.to_dict(), "lighting": 1})
+    new = MaskParams(**{**draw.to_dict(), "noise": 1.0, "blur": 1.0, "color_match": 1.0})
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    pad = (x1 - x0) // 2
+    crop = (slice(max(0, y0 - pad), y1 + pad), slice(max(0, x0 - pad), x1 + pad))
+    M = similarity_transform(to_five(lm), ARCFACE_112)
+    rows = []
+    for name, photo in (("photo", image), ("grey photo", grey), ("blur 1.6 + noise 8", noisy)):
+        tiles = []
+        for tag, params in (("stop 11", old), ("now", new)):
+            out = render(photo, lm, params).image
+            full = cv2.resize(out[crop], (224, 224), interpolation=cv2.INTER_AREA)
+            tiles.append(_label(full, f"{name}: {tag}"))
+        for tag, params in (("stop 11", old), ("now", new)):
+            out = render(photo, lm, params).image
+            small = cv2.warpAffine(out, M, (112, 112), flags=cv2.INTER_AREA)
+            tiles.append(_label(cv2.resize(small, (224, 224), interpolation=cv2.INTER_NEAREST),
+                                f"112: {tag}"))  # fmt: skip
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def template_sheet() -> np.ndarray:
+    rows = []
+    for family in ("template:floral_cloth", "template:pleated_print", "cloth"):
+        tiles = []
+        for yaw, coverage in ((-35.0, "high"), (0.0, "high"), (30.0, "medium"), (0.0, "low")):
+            rng = np.random.default_rng(4)
+            image, lm = draw_wild_face(sample_identity(rng), rng, size=(320, 320), yaw=yaw,
+                                       pitch=0.0, roll=0.0, face_frac=0.55)  # fmt: skip
+            params = MaskParams(family=family, coverage=coverage, shading=0.6, straps=True,
+                                color=(40, 60, 110))  # fmt: skip
+            out = cv2.resize(render(image, lm, params).image, (224, 224), cv2.INTER_AREA)
+            tiles.append(_label(out, f"{family.split(':')[-1]} {coverage} yaw {yaw:+.0f}"))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, sheet in (("realism_astronaut.png", realism_sheet()),
+                        ("templates.png", template_sheet())):  # fmt: skip
+        cv2.imwrite(str(OUT / name), sheet[:, :, ::-1])
+        print(f"wrote {OUT / name}")
+
+
+if __name__ == "__main__":
+    main()
