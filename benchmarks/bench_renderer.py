@@ -46,6 +46,12 @@ def _params(spec: MaskSpec, count: int, **overrides) -> list[MaskParams]:
     return out
 
 
+def _no_look(params: MaskParams) -> MaskParams:
+    """The draw without the photo's noise, blur and colour (``--no-photo-look``)."""
+    return MaskParams.from_dict({**params.to_dict(), "noise": 0.0, "blur": 0.0,
+                                 "color_match": 0.0})  # fmt: skip
+
+
 def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render_state().clear()
     render(image, lm, params)
@@ -88,6 +94,9 @@ def main() -> None:
         ),
         "aligned 112, canonical layout, solid": _rate(
             render, items(canonical, solid), args.seconds
+        ),
+        "aligned 112, canonical layout, solid, without the photo's look": _rate(
+            render, items(canonical, [_no_look(p) for p in solid]), args.seconds
         ),
         "aligned 112, canonical layout, texture+shading": _rate(
             render, items(canonical, textured), args.seconds
