@@ -88,7 +88,7 @@ def floral_cloth() -> np.ndarray:
     hem = np.zeros((H, W), np.uint8)
     inner = _inside(poly, 9) & ~_inside(poly, 11)
     hem[inner] = 255
-    dashes = ((np.mgrid[:H, :W][1] // 7 + np.mgrid[:H, :W][0] // 7) % 2 == 0)
+    dashes = (np.mgrid[:H, :W][1] // 7 + np.mgrid[:H, :W][0] // 7) % 2 == 0
     img[(hem > 0) & dashes] = (210, 215, 225)
     seam = np.abs(np.mgrid[:H, :W][1] - 256) < 2
     img[seam] *= 0.6
