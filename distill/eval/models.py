@@ -7,7 +7,7 @@ import os
 
 from torch import nn
 
-from distill.checkpoint import CheckpointError, load_backbone
+from distill.checkpoint import CheckpointError, load_backbone, non_finite_tensor
 
 __all__ = ["CheckpointError", "load_model"]
 
@@ -20,6 +20,14 @@ def load_model(path: str | os.PathLike[str], arch: str | None = None) -> nn.Modu
         arch: the backbone name of a state dict whose architecture the keys do not tell
             (the embedding size is read from the weights); ``None`` infers it.
 
-    Raises ``FileNotFoundError`` or :class:`CheckpointError` with the file and the problem.
+    Raises ``FileNotFoundError`` or :class:`CheckpointError` with the file and the problem
+    (weights that hold NaN or inf included: they would score every pair alike).
     """
-    return load_backbone(path, arch=arch)
+    model = load_backbone(path, arch=arch)
+    name = non_finite_tensor(model.state_dict())
+    if name is not None:
+        raise CheckpointError(
+            f"{path}: tensor {name} is not finite (it holds NaN or inf): the weights are "
+            "unusable, e.g. saved by a training that diverged"
+        )
+    return model

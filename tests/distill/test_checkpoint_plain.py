@@ -280,3 +280,19 @@ def test_distill_train_with_a_public_teacher(tmp_path: Path, backbone_pth: Path)
     assert bad.exit_code == 2 and "do not fit TinyFaceNet" in bad.output
     assert bad.output.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_distill_eval_refuses_weights_that_are_not_finite(tmp_path) -> None:
+    import torch
+
+    from distill.backbones import create_backbone
+    from distill.eval.models import CheckpointError, load_model
+
+    model = create_backbone("tiny", embedding_size=16)
+    state = model.state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = torch.full_like(state[first], float("nan"))
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"tensor {first} is not finite"):
+        load_model(path, arch="tiny")
