@@ -5,8 +5,10 @@ has: ``skimage.data.astronaut()`` and the built-in synthetic faces.
   each with a mask drawn as stop 11 drew it (lighting model 1, no look) and as now
   (lighting model 2 with the photo's noise, blur and colour), at full resolution and
   aligned to 112×112 (shown ×2).
-- ``templates.png``: the two shipped image templates and the canonical layout vs the fitted
-  one on turned synthetic faces.
+- ``templates.png``: the two shipped image templates and a drawn cloth mask on a synthetic
+  face at three poses and two coverages.
+- ``families_by_yaw.png``: every built-in family and shipped template at yaw −45…45° on one
+  synthetic identity (exact landmarks), high coverage, with ear loops.
 
 Run: ``python scripts/docs_sheets.py`` (writes both files).
 """
@@ -85,10 +87,31 @@ def template_sheet() -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def yaw_sheet() -> np.ndarray:
+    from maskgen.shapes import FAMILIES
+
+    families = [*FAMILIES, "template:floral_cloth", "template:pleated_print"]
+    rows = []
+    for family in families:
+        tiles = []
+        for yaw in (-45.0, -30.0, -15.0, 0.0, 15.0, 30.0, 45.0):
+            rng = np.random.default_rng(11)
+            image, lm = draw_wild_face(sample_identity(rng), rng, size=(320, 320), yaw=yaw,
+                                       pitch=0.0, roll=0.0, face_frac=0.55)  # fmt: skip
+            params = MaskParams(family=family, coverage="high", shading=0.7, straps=True,
+                                color=(120, 170, 215), texture_seed=3)  # fmt: skip
+            out = cv2.resize(render(image, lm, params).image[20:300, 20:300], (144, 144),
+                             interpolation=cv2.INTER_AREA)  # fmt: skip
+            tiles.append(_label(out, f"{family.split(':')[-1]} {yaw:+.0f}"))
+        rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, sheet in (("realism_astronaut.png", realism_sheet()),
-                        ("templates.png", template_sheet())):  # fmt: skip
+                        ("templates.png", template_sheet()),
+                        ("families_by_yaw.png", yaw_sheet())):  # fmt: skip
         cv2.imwrite(str(OUT / name), sheet[:, :, ::-1])
         print(f"wrote {OUT / name}")
 
