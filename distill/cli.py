@@ -216,11 +216,13 @@ def train(
         fail(exc, 1)
     if report:
         acc = report["verdict"]["accuracy"]
-        for model in ("teacher", "student"):
+        for model in acc:
             typer.echo(
                 f"{model:8s} NM-NM {100 * acc[model]['nm-nm']:6.2f} %  "
                 f"M-NM {100 * acc[model]['m-nm']:6.2f} %  M-M {100 * acc[model]['m-m']:6.2f} %"
             )
+        if "ablation" in report:
+            typer.echo(f"ablation: {report['ablation']['text']}")
         verdict = "PASSED" if report["verdict"]["passed"] else "NOT PASSED"
         typer.echo(f"criteria {verdict}; report: {Path(cfg.train.output) / 'report.md'}")
 

@@ -232,6 +232,9 @@ class TrainConfig:
         allow_changes: with ``resume``, accept a changed config: every change is logged
             (``key: old → new``) and the previous ``config.yaml`` is kept as
             ``config.yaml.<n>.bak``.
+        ablation: also train the augmentation-only student (``student.distill_weight = 0``,
+            same data, masking, initialisation and schedule, the same teacher) into
+            ``<output>/augment`` and report it beside the distilled one.
     """
 
     output: str = "runs/distill-demo"
@@ -245,6 +248,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     resume: bool = False
     allow_changes: bool = False
+    ablation: bool = True
 
 
 @dataclass

@@ -6,6 +6,13 @@ student → evaluation on a verification pack of *held-out* synthetic identities
 ``report.json`` / ``report.md`` stating whether the student beats the teacher on M-M and
 M-NM accuracy while losing at most 1 point on NM-NM.
 
+With ``train.ablation`` (on in the demo) the run also trains the *augmentation-only*
+student: the student stage again with ``student.distill_weight = 0`` (same data, masking,
+initialisation and schedule, the same teacher) into ``<output>/augment``. The report then
+has one row per model (teacher, augmentation-only student, distilled student) and a verdict
+computed from the numbers: does distillation beat mask augmentation alone, by how much, and
+is the difference within the fold noise or beyond it.
+
 Evaluation runs through :func:`distill.eval.evaluate_models` on a pack of held-out
 identities under NM-NM, M-NM (the second image of every pair masked) and M-M (both masked,
 independent draws); the mask draws are fixed by ``eval.mask_seed`` and written to
@@ -20,8 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,16 +39,26 @@ from distill.checkpoint import load_backbone
 from distill.config import Config
 from distill.data import build_synthetic_pack
 from distill.eval import PROTOCOLS, evaluate_models
+from distill.training.results import TrainResult
 from maskgen.io import atomic_write_text, load_bin
 from maskgen.render import MaskSpec
 
 __all__ = [
+    "AUGMENT",
     "PROTOCOLS",
     "run",
     "write_report",
 ]
 
 log = logging.getLogger("distill")
+
+#: the key, in the report, of the augmentation-only student (``distill_weight = 0``).
+AUGMENT = "augment"
+_LABELS = {
+    "teacher": "teacher (clean)",
+    AUGMENT: "augmentation only (w = 0)",
+    "student": "distilled student",
+}
 
 
 def _evaluate(
@@ -78,6 +97,81 @@ def _verdict(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return {"accuracy": acc, "checks": checks, "passed": all(checks.values())}
 
 
+def _ablation(results: dict[str, dict[str, dict[str, Any]]], weight: float) -> dict[str, Any]:
+    """Distilled student minus augmentation-only student, per protocol, against the fold noise.
+
+    The noise of a difference is ``sqrt(std_a² + std_s²)`` of the two 10-fold accuracy stds
+    (points): a difference at most that large is "within the fold noise".
+
+    >>> r = {m: {p: {"accuracy_mean": a, "accuracy_std": 0.01, "eer": 0.1} for p in PROTOCOLS}
+    ...      for m, a in (("augment", 0.90), ("student", 0.95))}
+    >>> v = _ablation(r, 100.0)
+    >>> v["protocols"]["m-m"]["difference_points"], v["distillation_helps"]
+    (5.0, True)
+    """
+    aug, dis = results[AUGMENT], results["student"]
+    per: dict[str, dict[str, Any]] = {}
+    for p in PROTOCOLS:
+        diff = 100 * (dis[p]["accuracy_mean"] - aug[p]["accuracy_mean"])
+        noise = 100 * math.hypot(aug[p]["accuracy_std"], dis[p]["accuracy_std"])
+        per[p] = {
+            "difference_points": round(diff, 4),
+            "fold_noise_points": round(noise, 4),
+            "beyond_noise": abs(diff) > noise,
+            "eer_difference_points": round(100 * (dis[p]["eer"] - aug[p]["eer"]), 4),
+        }
+    masked = [per[p] for p in ("m-nm", "m-m")]
+    helps = any(d["beyond_noise"] and d["difference_points"] > 0 for d in masked)
+    hurts = any(d["beyond_noise"] and d["difference_points"] < 0 for d in masked)
+    return {
+        "distill_weight": weight,
+        "protocols": per,
+        "distillation_helps": helps and not hurts,
+        "text": _ablation_text(per, weight, helps, hurts),
+    }
+
+
+def _ablation_text(per: dict[str, dict[str, Any]], weight: float, helps: bool, hurts: bool) -> str:
+    """The verdict in plain words."""
+    parts = []
+    for p in PROTOCOLS:
+        d = per[p]
+        where = "beyond" if d["beyond_noise"] else "within"
+        parts.append(
+            f"{p.upper()} {d['difference_points']:+.2f} points ({where} the fold noise of "
+            f"±{d['fold_noise_points']:.2f}; EER {d['eer_difference_points']:+.2f} points)"
+        )
+    if helps and not hurts:
+        head = "distillation beats augmentation alone beyond the fold noise on masked pairs"
+    elif hurts and not helps:
+        head = "augmentation alone beats distillation beyond the fold noise on masked pairs"
+    elif helps and hurts:
+        head = "mixed: distillation is better on one masked protocol and worse on the other"
+    else:
+        head = (
+            "distillation does not measurably beat augmentation alone: every masked-pair "
+            "difference is within the fold noise"
+        )
+    w = f"{weight:g}"
+    return f"{head}. Distilled (w = {w}) minus augmentation-only (w = 0): " + "; ".join(parts) + "."
+
+
+def _model_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The Markdown table: one row per model, accuracy ± fold std, EER and FMR100 per protocol."""
+    cols = [f"{p.upper()} acc %" for p in PROTOCOLS]
+    cols += [f"{p.upper()} EER %" for p in PROTOCOLS] + [f"{p.upper()} FMR100 %" for p in PROTOCOLS]
+    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for model, per in results.items():
+        acc = [
+            f"{100 * per[p]['accuracy_mean']:.2f} ± {100 * per[p]['accuracy_std']:.2f}"
+            for p in PROTOCOLS
+        ]
+        eer = [f"{100 * per[p]['eer']:.2f}" for p in PROTOCOLS]
+        fmr = [f"{100 * per[p]['fmr100']:.2f}" for p in PROTOCOLS]
+        lines.append(f"| {_LABELS.get(model, model)} | " + " | ".join(acc + eer + fmr) + " |")
+    return lines
+
+
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` under ``out``."""
     json_path = atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -85,6 +179,10 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     lines.append(f"Pack: `{report['pack']['path']}` ({report['pack']['num_pairs']} pairs)  ")
     lines.append(f"Wall time: {report['wall_time_s']:.1f} s")
     lines.append("")
+    lines += _model_rows(report["results"])
+    if "ablation" in report:
+        lines += ["", f"**Ablation**: {report['ablation']['text']}"]
+    lines += ["", "Every protocol (accuracy: 10-fold mean ± std; all values in %, FDR plain):", ""]
     lines.append("| model | protocol | accuracy (10-fold) | EER | FMR100 | FMR1000 | FDR |")
     lines.append("|---|---|---|---|---|---|---|")
     for model, per in report["results"].items():
@@ -96,7 +194,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
                 f"{100 * r['fmr100']:.2f} | {100 * r['fmr1000']:.2f} | {r['fdr']:.2f} |"
             )
     if "verdict" in report:
-        lines += ["", "Criteria (accuracy):", ""]
+        lines += ["", "Criteria, distilled student vs teacher (accuracy):", ""]
         labels = {
             "student_beats_teacher_m_m": "student beats teacher on M-M",
             "student_beats_teacher_m_nm": "student beats teacher on M-NM",
@@ -107,6 +205,38 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
         lines += ["", f"**{'PASSED' if report['verdict']['passed'] else 'NOT PASSED'}**"]
     md_path = atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     return json_path, md_path
+
+
+def _train_augment_only(
+    cfg: Config, result: TrainResult, overwrite: bool, progress: bool | None
+) -> TrainResult | None:
+    """``train.ablation``: the student stage again with ``distill_weight = 0``.
+
+    Same data, masking, initialisation (the teacher this run trained or was given) and
+    schedule; the seeds of a stage depend only on its role, so the two students differ in the
+    weight alone. It is its own run in ``<output>/augment`` (config, log, checkpoint), so
+    ``--resume`` and ``--overwrite`` work on it as on the main run. None when not asked for,
+    when no student is trained, or when the student already has weight 0.
+    """
+    from distill.training import train
+    from distill.training.logs import setup_logging
+
+    if not cfg.train.ablation or result.student_checkpoint is None:
+        return None
+    if cfg.student.distill_weight == 0:
+        log.info("ablation skipped: the student already has student.distill_weight = 0")
+        return None
+    aug = copy.deepcopy(cfg)
+    aug.student.distill_weight = 0.0
+    aug.teacher.checkpoint = str(result.teacher_checkpoint)
+    aug.train.output = str(result.output / AUGMENT)
+    aug.train.ablation = False
+    aug.eval.enabled = False
+    if result.rank == 0:
+        log.info("ablation: the augmentation-only student (w = 0) into %s", aug.train.output)
+    augment = train(aug, overwrite=overwrite, progress=progress)
+    setup_logging(result.output, result.rank == 0)  # back to the main run's train.log
+    return augment
 
 
 def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -> dict[str, Any]:
@@ -124,6 +254,7 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
     if synthetic_pack and cfg.eval.seed == cfg.data.seed:
         raise ValueError("eval.seed must differ from data.seed (held-out identities)")
     result = train(cfg, overwrite=overwrite, progress=progress, plan=plan)
+    augment = _train_augment_only(cfg, result, overwrite, progress)
     if result.rank != 0:
         return {}
     if not cfg.eval.enabled or result.student_checkpoint is None:
@@ -146,17 +277,20 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
         return {}
     t_eval = time.perf_counter()
     spec = MaskSpec.from_dict(cfg.masking.spec) if cfg.masking.spec else MaskSpec()
-    checkpoints = {"teacher": result.teacher_checkpoint, "student": result.student_checkpoint}
+    checkpoints = {"teacher": result.teacher_checkpoint}
+    if augment is not None:
+        checkpoints[AUGMENT] = augment.student_checkpoint
+    checkpoints["student"] = result.student_checkpoint
     results, evaluator = _evaluate(checkpoints, pack, eval_dir, cfg, spec)
+    stages = [(s.role, s) for s in result.stages]
+    if augment is not None:
+        stages.append((AUGMENT, augment.stages[-1]))
     report: dict[str, Any] = {
         "pack": pack_info,
-        "checkpoints": {
-            "teacher": str(result.teacher_checkpoint),
-            "student": str(result.student_checkpoint),
-        },
+        "checkpoints": {name: str(path) for name, path in checkpoints.items()},
         "stages": [
             {
-                "role": s.role,
+                "role": role,
                 "epochs": s.epochs,
                 "steps": s.steps,
                 "seconds": s.seconds,
@@ -164,7 +298,7 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
                 "final_loss": s.final_loss,
                 "skipped": s.skipped,
             }
-            for s in result.stages
+            for role, s in stages
         ],
         "evaluator": evaluator,
         "results": results,
@@ -172,13 +306,17 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
         "evaluation_seconds": time.perf_counter() - t_eval,
         "wall_time_s": time.perf_counter() - t0,
     }
+    if augment is not None:
+        report["ablation"] = _ablation(results, cfg.student.distill_weight)
     _, md_path = write_report(report, out)
     acc = report["verdict"]["accuracy"]
-    for model in ("teacher", "student"):
+    for model in checkpoints:
         log.info(
             "%s accuracy: NM-NM %.2f %%, M-NM %.2f %%, M-M %.2f %%",
             model, 100 * acc[model]["nm-nm"], 100 * acc[model]["m-nm"], 100 * acc[model]["m-m"],
         )  # fmt: skip
+    if "ablation" in report:
+        log.info("ablation: %s", report["ablation"]["text"])
     log.info(
         "criteria %s; report %s (%.0f s in all)",
         "PASSED" if report["verdict"]["passed"] else "NOT PASSED",

@@ -366,7 +366,7 @@ def test_cli_train_end_to_end_with_report(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "criteria" in result.output and "M-NM" in result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert set(report["results"]) == {"teacher", "student"}
+    assert set(report["results"]) == {"teacher", "augment", "student"}  # train.ablation
     assert set(report["results"]["student"]) == {"nm-nm", "m-nm", "m-m"}
     assert (tmp_path / "run" / "report.md").is_file()
     # unknown keys: a config error, exit code 2 and the valid keys in the message; nothing written
