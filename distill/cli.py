@@ -132,14 +132,22 @@ def eval_command(
         help="Backbone of state dicts whose keys do not tell it (e.g. iresnet50); "
         "by default inferred from the keys.",
     ),
+    mask_spec: Path = typer.Option(
+        None,
+        "--mask-spec",
+        help="JSON/YAML MaskSpec (MaskSpec.to_dict keys) the masks are drawn from, e.g. mask "
+        "types unseen in training; the protocol file records it.",
+    ),
     progress: bool = progress_option(),
 ) -> None:
     """Score models on masked-face verification sets under NM-NM, M-NM and M-M."""
     import torch
 
     from distill.eval import evaluate_models, load_dataset, load_model, parse_protocols
+    from distill.eval.run import load_mask_spec
 
     protos = parse_protocols(protocols)
+    draw_spec = load_mask_spec(mask_spec) if mask_spec is not None else None
     check_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -158,6 +166,7 @@ def eval_command(
         batch_size=batch_size,
         device=device,
         landmarks=landmarks,
+        mask_spec=draw_spec,
         progress=show_progress(progress),
     )
     typer.echo(report.table())

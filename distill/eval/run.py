@@ -9,6 +9,7 @@ scored (:func:`_score_protocol`); then assemble (and write) the :class:`Report`.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -37,12 +38,42 @@ from maskgen.protocol import (
 )
 from maskgen.render import MaskSpec
 
-__all__ = ["evaluate_models"]
+__all__ = ["evaluate_models", "load_mask_spec"]
 
 #: ``stacklevel`` that attributes a warning raised in :func:`_check_masked_digest` to the
 #: caller of :func:`evaluate_models` (_check_masked_digest ← _score_protocol ← _evaluate_set
 #: ← evaluate_models ← caller).
 _CALLER_STACKLEVEL = 5
+
+
+def load_mask_spec(path: str | os.PathLike[str]) -> MaskSpec:
+    """A :class:`~maskgen.render.MaskSpec` from a JSON or YAML file (the mapping
+    :meth:`MaskSpec.to_dict` writes; keys it leaves out keep their defaults).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unparsable, not a mapping, or an invalid spec (naming the file).
+    """
+    import yaml  # JSON is YAML too
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"mask spec {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"mask spec {p}: not JSON/YAML ({exc})".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"mask spec {p}: expected a mapping of MaskSpec fields")
+    try:
+        return MaskSpec.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"mask spec {p}: {exc}") from exc
+
+
+def _same_spec(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal as JSON (tuples and lists alike)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def evaluate_models(
@@ -76,7 +107,9 @@ def evaluate_models(
         landmarks: ``"auto"`` (aligned for ``.bin`` packs and 112×112 folders, else
             ``"dlib"``), ``"aligned"``, a detector backend name, or a function image →
             landmarks / ``None`` (used when drawing a new protocol).
-        mask_spec: distribution of new draws (default :class:`MaskSpec`).
+        mask_spec: distribution of new draws (default :class:`MaskSpec`); the protocol file
+            records it. When given with an existing protocol file, it must be the spec that
+            file was drawn with.
         n_folds: accuracy folds (10; fewer if a set has fewer scored pairs).
         progress: show tqdm progress bars.
     """
@@ -93,6 +126,11 @@ def evaluate_models(
     protocol, entries, save_to = _prepare_protocol(
         datasets, protos, seed, protocol_file, spec, landmarks, progress
     )
+    if mask_spec is not None and not _same_spec(protocol.mask_spec, spec.to_dict()):
+        raise ValueError(
+            f"protocol file {protocol.path or protocol_file} was drawn with another mask spec "
+            "than the one given; use a new protocol file for a new spec"
+        )
     dev = torch.device(device) if device is not None else None
     run = _Run(models, protos, landmarks, batch_size, dev, n_folds, progress)
     results: list[EvalResult] = []

@@ -362,3 +362,42 @@ def test_prefetched_batches_match_inline_batches(tmp_path: Path, faces) -> None:
     for (p1, x1, f1), (p2, x2, f2) in zip(inline, threaded, strict=True):
         assert p1 == p2 and f1 == f2 and np.array_equal(x1, x2)
     assert list(inline[0][2]) == [3]
+
+
+# ----------------------------------------------------------------------------------------------
+# Unseen masks: --mask-spec
+# ----------------------------------------------------------------------------------------------
+
+
+def test_cli_mask_spec_draws_from_it_and_the_protocol_records_it(tmp_path: Path, faces) -> None:
+    pack = _pack(tmp_path, faces, n_pairs=12, name="synth.bin")
+    a = _checkpoint(tmp_path / "teacher.pt", seed=0)
+    unseen = MaskSpec(families={"gaiter": 1.0}, coverages={"chin": 1.0})
+    spec_file = tmp_path / "unseen.yaml"
+    spec_file.write_text(json.dumps({"families": {"gaiter": 1.0}, "coverages": {"chin": 1.0}}))
+    out = tmp_path / "out"
+    args = ["eval", str(a), "--data", str(pack), "--out", str(out), "--no-progress",
+            "--batch-size", "16", "--mask-spec", str(spec_file)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    proto = json.loads((out / "protocol.json").read_text())
+    assert proto["mask_spec"] == json.loads(json.dumps(unseen.to_dict()))
+    draws = [d for d in proto["datasets"]["synth"]["protocols"]["m-m"] if d]
+    assert draws and all(d["family"] == "gaiter" and d["coverage"] == "chin" for d in draws)
+    # the default spec draws other masks on the same pack and seed
+    res_default = CliRunner().invoke(app, [*args[:-2], "--out", str(tmp_path / "default")])
+    assert res_default.exit_code == 0, res_default.output
+    default = json.loads((tmp_path / "default" / "protocol.json").read_text())
+    fams = {d["family"] for d in default["datasets"]["synth"]["protocols"]["m-m"] if d}
+    assert fams != {"gaiter"}
+    # reusing that protocol file with another spec is refused
+    other = [*args[:-2], "--protocol-file", str(out / "protocol.json"), "--mask-spec"]
+    default_spec = tmp_path / "default.json"
+    default_spec.write_text(json.dumps(MaskSpec().to_dict()))
+    refused = CliRunner().invoke(app, [*other, str(default_spec)])
+    assert refused.exit_code == 2 and "another mask spec" in refused.output
+    # a bad spec: one line naming the file
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"families": {"balaclava": 1.0}}))
+    res_bad = CliRunner().invoke(app, [*args[:-1], str(bad)])
+    assert res_bad.exit_code == 2 and "bad.json" in res_bad.output
