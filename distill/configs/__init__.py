@@ -1,12 +1,15 @@
 """The training configs shipped with distill, usable by name: ``distill train ms1mv2_r50``.
 
 ``demo`` spells out the defaults (the built-in CPU demo); ``ms1mv2_r50`` is the MaskInv
-recipe on MS1MV2 with an iresnet50 and ElasticFace-Arc+. In a checkout the same files are
-reachable as ``configs/<name>.yaml``.
+recipe on MS1MV2 with an iresnet50 and ElasticFace-Arc+; ``maskinv_kd_r100`` (w = 100) and
+``maskinv_hg_r100`` (w = 3000) are the two recipes of the public MaskInv code (iresnet100,
+ElasticFace-Arc, 4 × 128 images, 26 epochs) and ``maskinv_aug_r100`` their
+augmentation-only counterpart (w = 0); see ``docs/evaluation.md``. In a checkout the same
+files are reachable as ``configs/<name>.yaml``.
 
 Example:
     >>> list_configs()
-    ['demo', 'ms1mv2_r50']
+    ['demo', 'maskinv_aug_r100', 'maskinv_hg_r100', 'maskinv_kd_r100', 'ms1mv2_r50']
     >>> config_path("ms1mv2_r50").name
     'ms1mv2_r50.yaml'
 """

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from distill.checkpoint import load_checkpoint
-from distill.config import Config, apply_overrides, load_config
+from distill.config import Config, apply_overrides, config_to_dict, load_config
 from distill.configs import config_path, list_configs
 from distill.demo import AUGMENT, run
 
@@ -67,6 +67,7 @@ def test_ablation_trains_the_weight_zero_student(ablation_run: tuple[Path, dict]
 def test_report_has_three_rows_and_a_verdict(ablation_run: tuple[Path, dict]) -> None:
     out, report = ablation_run
     saved = json.loads((out / "report.json").read_text())
+    assert saved["ablation"] == report["ablation"]
     assert list(saved["results"]) == ["teacher", AUGMENT, "student"]
     ab = saved["ablation"]
     assert set(ab["protocols"]) == {"nm-nm", "m-nm", "m-m"}
@@ -99,3 +100,22 @@ def test_every_shipped_config_loads() -> None:
     )
     for name in names:
         load_config(config_path(name)).validate()
+
+
+def test_maskinv_recipes_differ_only_in_the_weight() -> None:
+    cfgs = {n: load_config(config_path(f"maskinv_{n}_r100")) for n in ("kd", "hg", "aug")}
+    assert {n: c.student.distill_weight for n, c in cfgs.items()} == {
+        "kd": 100.0,
+        "hg": 3000.0,
+        "aug": 0.0,
+    }
+    for c in cfgs.values():
+        assert (c.model.backbone, c.model.head) == ("iresnet100", "elasticarcface")
+        assert c.train.batch_size == 4 * 128 and c.student.epochs == 26
+        assert list(c.optim.milestones) == [7, 13, 19, 24]  # the 8th, 14th, 20th, 25th epochs
+    base = dict(config_to_dict(cfgs["kd"]))
+    for n in ("hg", "aug"):
+        other = config_to_dict(cfgs[n])
+        for section in base:
+            if section not in ("student", "train"):
+                assert other[section] == base[section], (n, section)
