@@ -98,16 +98,31 @@ def _circle(cx: float, cy: float, r: float, reverse: bool = False) -> np.ndarray
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
 
 
-#: Extra half-width (pixels) of strokes: OpenCV's anti-aliased lines of width ``t`` cover
-#: about ``t + 2`` pixels across (measured against the CPU renderer's ear loops).
-STROKE_AA = 1.0
+#: The extra half-width (pixels) of a 1-px stroke, see :func:`stroke_half_width`.
+STROKE_AA = 0.75
+
+
+def stroke_half_width(thickness: int) -> float:
+    """Half the width of the polygon that covers what OpenCV's anti-aliased polyline of
+    ``thickness`` covers: 0.75 px for 1-px lines; thicker lines are drawn as if their
+    thickness were rounded up to an odd number, plus 0.75 px a side. (Fitted by occlusion
+    IoU of the CPU renderer's ear loops on faces of 112–448 px, thicknesses 1–6: 0.85–0.97,
+    against 0.46 for a 1-px line at the old fixed +1 px.)
+
+    Example:
+        >>> [stroke_half_width(t) for t in (1, 2, 3, 4, 5)]
+        [0.75, 1.75, 2.75, 2.75, 3.75]
+    """
+    if thickness <= 1:
+        return STROKE_AA
+    return (thickness + 1) // 2 + STROKE_AA
 
 
 def _details(outline: Outline, unit: float) -> list[tuple[int, np.ndarray]]:
     """(layer, polygon) of every detail of an outline, in the CPU renderer's sizes."""
     out: list[tuple[int, np.ndarray]] = []
     if outline.seam is not None:
-        out.append((_SEAM, stroke_polygon(outline.seam, seam_width(unit) / 2 + STROKE_AA)))
+        out.append((_SEAM, stroke_polygon(outline.seam, stroke_half_width(seam_width(unit)))))
     if outline.valve is not None:
         cx, cy, r = outline.valve
         out.append((_VALVE, _circle(cx, cy, r + 0.5)))
@@ -116,7 +131,7 @@ def _details(outline: Outline, unit: float) -> list[tuple[int, np.ndarray]]:
         outer, inner = _circle(cx, cy, r + half), _circle(cx, cy, max(r - half, 0.0), True)
         out.append((_RIM, np.concatenate([outer, outer[:1], inner, inner[:1]])))
     if outline.straps:
-        loops = stroke_polygon(np.stack(outline.straps), loop_width(unit) / 2 + STROKE_AA)
+        loops = stroke_polygon(np.stack(outline.straps), stroke_half_width(loop_width(unit)))
         out += [(_LOOPS, loop) for loop in loops]
     return out
 
