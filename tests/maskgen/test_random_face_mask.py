@@ -193,3 +193,23 @@ def test_rasteriser_draws_several_polygons_into_one_map() -> None:
     assert float(maps[0].sum()) == 32.0 and float(maps[1].sum()) == 16.0
     union = rasterize_polygons(polys[[0, 2]], 20, 20, owner=torch.tensor([0, 0]), outputs=1)
     assert float(union.sum()) == 16.0 + 16.0 - 4.0  # overlap counted once
+
+
+def test_the_look_for_the_whole_batch_equals_the_look_box_by_box(faces) -> None:
+    """The accelerator form (whole frames, one grouped blur, one noise gather) agrees with
+    the CPU form (box by box, as the renderer) away from the boxes' edges."""
+    images, lms = faces
+    x = _tensor(images)
+    draws = [MaskParams(family="surgical", texture="none", shading=0.5, noise=1.2, blur=1.5,
+                        color_match=1.0, texture_seed=k) for k in range(len(images))]  # fmt: skip
+    geometry = batch_geometry(lms, draws, SIZE, SIZE)
+    params = draws_to_params(draws)
+    looks = measure_looks(x, geometry, params)
+    painted, alpha = mask_batch(x, geometry, match_look_colours(params, looks))
+    boxwise, _ = apply_look(painted, alpha, geometry, params, looks, per_sample=True)
+    batched, _ = apply_look(painted, alpha, geometry, params, looks, per_sample=False)
+    assert not torch.equal(boxwise, painted)  # the look did something
+    for i, (x0, y0, x1, y1) in enumerate(geometry.box.long().tolist()):
+        inner = (slice(None), slice(y0 + 8, y1 - 8), slice(x0 + 8, x1 - 8))
+        diff = (boxwise[i][inner] - batched[i][inner]).abs()
+        assert diff.max() < 1.5 / 255, (i, float(diff.max()) * 255)
