@@ -18,6 +18,7 @@ from distill.eval.pairs import PairsSet
 from maskgen.io import BinPack, ImageReadError
 from maskgen.landmarks import ARCFACE_112, similarity_transform, to_five
 from maskgen.protocol import DatasetProtocol, protocol_draws, protocol_landmarks
+from maskgen.protocol import image_key as image_key_of_pack
 from maskgen.render import MaskParams, MaskSpec, render
 
 __all__ = ["INPUT_SIZE", "LandmarkFn"]
@@ -127,7 +128,7 @@ def image_key(dataset: BinPack | PairsSet, i: int) -> str:
     """The key ``maskgen render`` and ``maskgen landmarks`` give image ``i`` of a set: its
     index (``000017``) in a ``.bin`` pack, its path in a pairs set (a landmark cache made
     on the image folder resolves it against that folder)."""
-    return str(dataset.paths[i]) if isinstance(dataset, PairsSet) else f"{i:06d}"
+    return str(dataset.paths[i]) if isinstance(dataset, PairsSet) else image_key_of_pack(i)
 
 
 def _detect_all(

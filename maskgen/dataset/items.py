@@ -155,7 +155,7 @@ def detect(ctx: Context, item: Item, image: np.ndarray) -> Detected:
 
 
 def _select(ctx: Context, item: Item, image: np.ndarray) -> Detected:
-    from maskgen.landmarks import select_faces
+    from maskgen.landmarks.selection import are_detections, select_faces
 
     backend = _STATE.backend(ctx.options)
     options = ctx.options
@@ -163,14 +163,10 @@ def _select(ctx: Context, item: Item, image: np.ndarray) -> Detected:
         found = backend.detect(image, item.key)
     except (FileNotFoundError, ValueError) as exc:
         return Detected([], [], [], "landmarks", str(exc))
-    # Layouts and fits on aligned crops (``aligned``, ``aligned-fit``) are no detections:
-    # no skin check (grey crops would fail it).
-    detected = options.landmarks not in ("aligned", "aligned-fit", "file") and not (
-        found and (found[0].backend == "aligned" or found[0].fit)
-    )
     kept, reasons = select_faces(
-        image, found, mode=options.faces, min_face=options.min_face, check_skin=detected
-    )
+        image, found, mode=options.faces, min_face=options.min_face,
+        check_skin=are_detections(options.landmarks, found),
+    )  # fmt: skip
     if kept:
         return _quantise_faces(kept)
     if not found:

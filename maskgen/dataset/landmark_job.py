@@ -43,8 +43,6 @@ __all__ = ["BLOCK", "fit_landmarks", "parts_dir"]
 
 #: Items per block (and part file).
 BLOCK = 512
-#: Backends that place a layout on aligned crops rather than detect faces: no skin check.
-_LAYOUTS = ("aligned", "aligned-fit", "file")
 _STATE = worker_state()
 
 
@@ -63,7 +61,7 @@ def _fingerprint(keys: Sequence[str]) -> str:
 
 def _fit_item(source: Source, item: Item, options: RenderOptions) -> tuple[np.ndarray, int, str]:
     """One item's landmarks, status code and reason (empty when fitted)."""
-    from maskgen.landmarks import select_faces
+    from maskgen.landmarks.selection import are_detections, select_faces
 
     nothing = np.full((68, 2), np.nan, np.float32)
     try:
@@ -72,8 +70,8 @@ def _fit_item(source: Source, item: Item, options: RenderOptions) -> tuple[np.nd
         faces = _STATE.backend(options).detect(image, item.key)
     except (ImageReadError, RecordIOError, OSError, ValueError) as exc:
         return nothing, STATUS.index("failed"), str(exc)
-    layout = options.landmarks in _LAYOUTS or bool(faces and faces[0].fit)
-    kept, reasons = select_faces(image, faces, mode="largest", check_skin=not layout)
+    check_skin = are_detections(options.landmarks, faces)
+    kept, reasons = select_faces(image, faces, mode="largest", check_skin=check_skin)
     if not kept:
         why = "; ".join(reasons) or f"no face found ({options.landmarks})"
         return nothing, STATUS.index("no_face"), why

@@ -26,6 +26,7 @@ from maskgen.io import (
     load_bin,
     unpack,
 )
+from maskgen.protocol import image_key
 
 __all__ = [
     "BinSource",
@@ -110,7 +111,7 @@ class BinSource:
 
     def items(self) -> Iterator[Item]:
         for i, data in enumerate(self.pack.images):
-            yield Item(i, f"{i:06d}", data)
+            yield Item(i, image_key(i), data)
 
     def load(self, item: Item) -> tuple[bytes, int | None]:
         assert item.data is not None

@@ -21,6 +21,24 @@ SKIN_CB = (77.0, 127.0)
 ACHROMATIC = 4.0
 
 
+#: Backends that place a known layout on aligned crops (or read given landmarks) rather than
+#: detect faces: their faces get no skin check (a grey crop would fail it).
+LAYOUT_BACKENDS: tuple[str, ...] = ("aligned", "aligned-fit", "file")
+
+
+def are_detections(backend: str, faces: Sequence[Face]) -> bool:
+    """Whether ``faces`` from backend ``backend`` are detections (to be skin-checked) rather
+    than a layout: not a :data:`LAYOUT_BACKENDS` backend, and no face that comes from the
+    aligned layout or an aligned fit (e.g. read back from a landmark cache).
+
+    >>> are_detections("dlib", []), are_detections("aligned-fit", [])
+    (True, False)
+    """
+    if backend in LAYOUT_BACKENDS:
+        return False
+    return not (faces and (faces[0].backend == "aligned" or faces[0].fit))
+
+
 def skin_fraction(image: np.ndarray, landmarks: np.ndarray) -> float | None:
     """Fraction of skin-coloured pixels inside the hull of a face's landmarks.
 
