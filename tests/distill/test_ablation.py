@@ -8,36 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_cfg
 
 from distill.checkpoint import load_checkpoint
-from distill.config import Config, apply_overrides, config_to_dict, load_config
+from distill.config import Config, config_to_dict, load_config
 from distill.configs import config_path, list_configs
 from distill.demo import AUGMENT, run
 
-TINY = "{widths: [8, 8, 16, 16], blocks: [0, 0, 0, 0]}"
-
 
 def _tiny(out: Path, *extra: str) -> Config:
-    return apply_overrides(
-        Config(),
-        [
-            f"train.output={out}",
-            "data.num_identities=8",
-            "data.images_per_identity=6",
-            "data.num_workers=0",
-            "model.embedding_size=16",
-            f"model.kwargs={TINY}",
-            "train.batch_size=16",
-            "optim.base_batch_size=16",
-            "teacher.epochs=1",
-            "student.epochs=2",
-            "train.threads=1",
-            "eval.num_identities=10",
-            "eval.images_per_identity=2",
-            "eval.num_pairs=20",
-            *extra,
-        ],
-    )
+    # train.log_every at its default: the ablation runs are checked as they were written.
+    return tiny_cfg(out, "teacher.epochs=1", "train.log_every=10", "eval.num_identities=10",
+                    "eval.images_per_identity=2", "eval.num_pairs=20", *extra)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

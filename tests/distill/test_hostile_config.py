@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny import TINY_SETS
 from typer.testing import CliRunner
 
 import distill.training.stage as stage_mod
@@ -27,30 +28,18 @@ from distill.cli import app
 from distill.config import Config, ConfigError, apply_overrides, config_to_dict, valid_keys
 from distill.training import TrainingDivergedError, train
 
-TINY = "{widths: [8, 8, 16, 16], blocks: [0, 0, 0, 0]}"
-TINY_SETS = (
-    "data.num_identities=8",
-    "data.images_per_identity=6",
-    "data.num_workers=0",
-    "model.embedding_size=16",
-    f"model.kwargs={TINY}",
-    "train.batch_size=16",
-    "optim.base_batch_size=16",
-    "teacher.epochs=1",
-    "student.epochs=0",
-    "train.log_every=1",
-    "train.threads=1",
-)
+#: A teacher-only run of 1 epoch (also the ``--set`` arguments of the CLI tests).
+HOSTILE_SETS = (*TINY_SETS, "teacher.epochs=1", "student.epochs=0")
 
 
 def tiny_cfg(out: Path, *extra: str) -> Config:
-    """8 identities × 6 images, batch 16 → 3 steps per epoch; a teacher-only run of 1 epoch."""
-    return apply_overrides(Config(), [f"train.output={out}", *TINY_SETS, *extra])
+    """The shared tiny configuration as a teacher-only run of 1 epoch."""
+    return apply_overrides(Config(), [f"train.output={out}", *HOSTILE_SETS, *extra])
 
 
 def _cli(out: Path, *args: str) -> Any:
     argv = ["train", "--out", str(out), "--no-progress"]
-    for s in TINY_SETS:
+    for s in HOSTILE_SETS:
         argv += ["--set", s]
     return CliRunner().invoke(app, [*argv, *args])
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny import TINY, tiny_cfg
 
 import distill.training.stage as stage_mod
 from distill.checkpoint import (
@@ -19,7 +20,7 @@ from distill.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
-from distill.config import Config, apply_overrides
+from distill.config import Config
 from distill.data import (
     DatasetError,
     GlobalBatchSampler,
@@ -33,30 +34,6 @@ from distill.training import OutputExistsError, TrainingDivergedError, train
 from distill.training.distributed import free_port
 from maskgen.augment import MaskedPairs
 from maskgen.io import RecordWriter, load_bin
-
-TINY = "{widths: [8, 8, 16, 16], blocks: [0, 0, 0, 0]}"
-
-
-def tiny_cfg(out: Path, *extra: str) -> Config:
-    """8 identities × 6 images, batch 16 → 3 steps per epoch; a very small tiny net."""
-    return apply_overrides(
-        Config(),
-        [
-            f"train.output={out}",
-            "data.num_identities=8",
-            "data.images_per_identity=6",
-            "data.num_workers=0",
-            "model.embedding_size=16",
-            f"model.kwargs={TINY}",
-            "train.batch_size=16",
-            "optim.base_batch_size=16",
-            "teacher.epochs=2",
-            "student.epochs=2",
-            "train.log_every=1",
-            "train.threads=1",
-            *extra,
-        ],
-    )
 
 
 @pytest.fixture(scope="module")
