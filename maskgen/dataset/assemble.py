@@ -29,7 +29,8 @@ __all__ = ["assemble", "protocol_file", "remove_assembly_temps"]
 
 
 def assemble(ctx: Context, source: Any) -> bool:
-    """Write the final ``.rec``/``.bin`` once every block's part exists; True if written."""
+    """Write the final ``.rec``/``.bin`` (or ``.tar`` shards) once every block's part
+    exists; True if written."""
     n_blocks = math.ceil(len(source) / ctx.options.block_size)
     parts = [part_path(ctx.meta, b) for b in range(n_blocks)]
     if not all(p.is_file() for p in parts):
@@ -37,7 +38,17 @@ def assemble(ctx: Context, source: Any) -> bool:
     done = ctx.meta / "assembled.json"
     stamp = json.dumps({"parts": n_blocks, "output": ctx.output.name}) + "\n"
     with assembly_lock(ctx.meta, str(ctx.output)):
-        if done.is_file() and ctx.output.is_file() and done.read_text() == stamp:
+        if ctx.out_kind == "tar":
+            from maskgen.dataset.tarshards import assemble_tar, outputs_present
+
+            present = outputs_present(ctx, source)
+        else:
+            present = ctx.output.is_file()
+        if done.is_file() and present and done.read_text() == stamp:
+            return True
+        if ctx.out_kind == "tar":
+            assemble_tar(ctx, source, parts)
+            atomic_write_text(done, stamp)
             return True
         remove_assembly_temps(ctx.output)
         if ctx.out_kind == "rec":

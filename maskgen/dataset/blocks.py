@@ -2,7 +2,8 @@
 
 Folder blocks are processed item by item (each output is its own file). ``.rec``/``.bin``
 blocks are read in one go where the source can, processed in phases (decode all → mask all
-→ encode all) and written as one part file (:mod:`maskgen.dataset.parts`).
+→ encode all) and written as one part file (:mod:`maskgen.dataset.parts`); ``.tar`` blocks
+likewise, their part written by :mod:`maskgen.dataset.tarshards`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def process_block(
                 stop_if_orphaned(ctx.main_pid, ctx.main_host)
                 results.append(process_item(ctx, it))
         return results
+    if ctx.out_kind == "tar":
+        from maskgen.dataset.tarshards import process_tar_block
+
+        return process_tar_block(ctx, block, items, skip)  # type: ignore[arg-type]
     load_many = getattr(ctx.source, "load_many", None)
     loaded: list[Any] = [None] * len(items)
     if load_many is not None:

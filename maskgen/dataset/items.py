@@ -182,8 +182,8 @@ def load(
     what the source's ``load_many`` gave for it (``None``: load it here).
 
     A file with several frames fails as ``unsupported`` (only its first frame would be
-    masked). For folder outputs, an image with 16-bit samples or alpha is a :class:`Deep`
-    image, or ``unsupported`` when the output format would drop them."""
+    masked). For folder and ``.tar`` outputs, an image with 16-bit samples or alpha is a
+    :class:`Deep` image, or ``unsupported`` when the output format would drop them."""
     raw, label = b"", None
     try:
         if isinstance(loaded, Exception):
@@ -197,7 +197,7 @@ def load(
                 f"{where}: multi-frame image ({frames} frames): only the first frame would "
                 "be masked"
             )
-        deep = ctx.out_kind == "folder" and may_hold_more(raw)
+        deep = ctx.out_kind in ("folder", "tar") and may_hold_more(raw)
         # With aligned crops nothing but the renderer and the encoder reads the pixels, and
         # both take OpenCV's BGR order through a reversed view: no conversion either way.
         bgr = ctx.options.landmarks == "aligned" and not deep

@@ -18,6 +18,7 @@ __all__ = [
     "FOLDER_BLOCK",
     "PACKED_BLOCK",
     "PROTOCOLS",
+    "TAR_BLOCK",
     "RenderOptions",
     "default_max_pixels",
     "meta_dir",
@@ -34,6 +35,9 @@ FOLDER_BLOCK = 64
 #: Default items per block for ``.rec``/``.bin`` outputs: items are small crops, and every
 #: block ends with an fsynced part file (about 3 ms), so blocks are larger.
 PACKED_BLOCK = 1024
+#: Default samples per block for ``.tar`` outputs: a block's input and output bytes are held
+#: at once, and webdataset shards often hold full-size photos.
+TAR_BLOCK = 256
 
 
 #: Bytes a worker holds per pixel of an image it renders (decoded RGB, a painted copy, the
@@ -60,14 +64,17 @@ def default_max_pixels(workers: int | None) -> int:
 
 
 def output_kind(path: str | os.PathLike[str]) -> str:
-    """``"bin"``, ``"rec"`` or ``"folder"`` from a path's suffix.
+    """``"bin"``, ``"rec"``, ``"tar"`` or ``"folder"`` from a path's suffix (a folder output
+    of ``.tar`` shards is ``"tar"`` too: the runner decides that from the input).
 
     Example:
         >>> output_kind("lfw.bin"), output_kind("train.rec"), output_kind("out/dir")
         ('bin', 'rec', 'folder')
+        >>> output_kind("masked-000000.tar")
+        'tar'
     """
     suffix = Path(path).suffix.lower()
-    return {".bin": "bin", ".rec": "rec"}.get(suffix, "folder")
+    return {".bin": "bin", ".rec": "rec", ".tar": "tar"}.get(suffix, "folder")
 
 
 def meta_dir(output: str | os.PathLike[str]) -> Path:

@@ -29,6 +29,7 @@ from maskgen.dataset.naming import occlusion_name, out_name
 from maskgen.dataset.options import (
     FOLDER_BLOCK,
     PACKED_BLOCK,
+    TAR_BLOCK,
     RenderOptions,
     default_max_pixels,
     meta_dir,
@@ -36,7 +37,8 @@ from maskgen.dataset.options import (
 )
 from maskgen.dataset.parts import part_path
 from maskgen.dataset.paths import check_output_paths
-from maskgen.dataset.sources import Item, Source, open_source
+from maskgen.dataset.sources import Item, Source, TarSource, open_source
+from maskgen.dataset.tarshards import check_tar_output
 from maskgen.io import atomic_write_text
 from maskgen.io.atomic import temp_file_target
 
@@ -70,6 +72,8 @@ def iter_blocks(
 
 
 def _validate(source: Source, out_kind: str, options: RenderOptions) -> None:
+    if out_kind == "tar" and source.kind != "tar":
+        raise ValueError("a .tar output needs .tar shards as input (webdataset samples)")
     if out_kind == "bin" and source.kind != "bin":
         raise ValueError("a .bin output needs a .bin input (pairs and flags come from it)")
     if out_kind == "rec" and source.kind != "rec":
@@ -104,16 +108,20 @@ def render_dataset(
     (read-only folder, disk full: what is written stays valid and a rerun resumes).
     """
     options = options or RenderOptions()
+    source = open_source(input_path)
     out_kind = output_kind(output)
+    if source.kind == "tar" and out_kind == "folder":
+        out_kind = "tar"  # shards in, a folder of shards out
     if options.protocol is None and out_kind == "bin":
         options = replace(options, protocol="m-m")
     if options.block_size == 0:
-        block = FOLDER_BLOCK if out_kind == "folder" else PACKED_BLOCK
+        block = {"folder": FOLDER_BLOCK, "tar": TAR_BLOCK}.get(out_kind, PACKED_BLOCK)
         options = replace(options, block_size=block)
-    source = open_source(input_path)
     _validate(source, out_kind, options)
     output = Path(output)
     check_output_paths(Path(input_path), output, source.kind)
+    if isinstance(source, TarSource):
+        check_tar_output(Path(input_path), output, source)
     if max_pixels is None:
         max_pixels = default_max_pixels(workers)
     meta = meta_dir(output)
