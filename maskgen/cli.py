@@ -2,7 +2,8 @@
 
 Commands: ``preview`` (contact sheet of every shape × coverage × colour), ``demo`` (mask the
 built-in synthetic faces to disk), ``replay`` (re-render a manifest record from its params),
-``render`` (mask a whole dataset: folder, ``.bin`` or ``.rec``; see ``docs/render.md``).
+``render`` (mask a whole dataset: folder, ``.bin``, ``.rec`` or webdataset ``.tar`` shards;
+see ``docs/render.md``).
 ``--version`` and ``--debug`` (show tracebacks) come before the command; usage and input errors
 exit 2 with one ``error:`` line. Also ``python -m maskgen``.
 """
@@ -158,8 +159,10 @@ def _spec(families: str | None, coverage: str | None, palettes: str | None,
 @app.command("render")
 @cli_errors()
 def render_command(
-    input_path: Path = typer.Argument(..., exists=True, help="Folder, .bin pack or .rec set."),
-    output: Path = typer.Argument(..., help="Folder, .bin or .rec to write."),
+    input_path: Path = typer.Argument(
+        ..., help="Folder, .bin pack, .rec set or .tar shards (a folder, data-{000..009}.tar)."
+    ),
+    output: Path = typer.Argument(..., help="Folder, .bin, .rec or .tar to write."),
     families: str = typer.Option(
         None, help="Shape families, e.g. surgical,kn95 or surgical=3,n95=1."
     ),
