@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from maskgen._assets import asset_json
+from maskgen.surface import PosedFace, SurfaceMesh, posed_faces, surface_mesh
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,10 @@ class Outline:
         top_count: how many of the polygon's first points are its top edge (left corner →
             nose anchor → right corner); the rest is the bottom edge back to the left corner
             (:func:`maskgen.mesh.mask_mesh` spans the surface between the two).
+        posed: the posed face a version-3 outline lies on (:mod:`maskgen.surface`), else
+            ``None`` (the outline lies flat in the image plane).
+        frontal: a version-3 outline's polygon on the frontal face (pixels, same vertices),
+            from which its surface is lifted (:meth:`surface`).
     """
 
     polygon: np.ndarray
@@ -229,6 +234,20 @@ class Outline:
     valve: tuple[float, float, float] | None = None
     straps: tuple[np.ndarray, ...] = field(default_factory=tuple)
     top_count: int = 5
+    posed: PosedFace | None = None
+    frontal: np.ndarray | None = None
+
+    def surface(self, columns: int = 24, rows: int = 8) -> SurfaceMesh | None:
+        """The posed fabric between the top and bottom edges (version 3 only, else
+        ``None``): vertices, camera-frame normals and surface coordinates on a grid."""
+        if self.posed is None or self.frontal is None:
+            return None
+        from maskgen.mesh import chain_grid
+
+        k = self.top_count
+        top = self.frontal[:k]
+        bottom = np.concatenate([self.frontal[k - 1 :], self.frontal[:1]])[::-1]
+        return surface_mesh(self.posed, chain_grid(top, bottom, columns, rows))
 
 
 def catmull_rom_closed(points: np.ndarray, samples: int = 6) -> np.ndarray:
@@ -249,8 +268,15 @@ def catmull_rom_closed(points: np.ndarray, samples: int = 6) -> np.ndarray:
 SMOOTH_SAMPLES = 5
 #: Versions of the outline construction (:attr:`maskgen.render.MaskParams.geometry`):
 #: 1 = stop 10's; 2 keeps a low mask's side corners above the chin on short faces and its
-#: cheeks between its corners.
-GEOMETRY_VERSIONS: tuple[int, ...] = (1, 2)
+#: cheeks between its corners; 3 builds version 2 on the frontal face and lays it on the
+#: posed 3D surface (:mod:`maskgen.surface`).
+GEOMETRY_VERSIONS: tuple[int, ...] = (1, 2, 3)
+#: The first version built on the posed surface.
+POSED_GEOMETRY = 3
+#: Version 3 splits each straight outline segment into this many, so edges follow the surface.
+POSED_SUBDIVISION = 3
+#: Points along a posed seam.
+POSED_SEAM_POINTS = 9
 #: The version new draws get.
 GEOMETRY_VERSION = GEOMETRY_VERSIONS[-1]
 #: How far above the chin (face units) a mask's side corners stay at the least (version 2).
@@ -521,15 +547,17 @@ def mask_outlines(
     """
     lm = np.asarray(landmarks, np.float32)
     B = len(lm)
-    versions = np.full(B, GEOMETRY_VERSION) if geometry is None else geometry
+    versions = np.full(B, GEOMETRY_VERSION) if geometry is None else np.asarray(geometry)
+    versions = versions.reshape(B)
+    posed, built = _frontal(lm, versions)
     jitter = (np.asarray(v, np.float64).reshape(B)
               for v in (width, top_offset, bottom_offset, versions))  # fmt: skip
     table = _table(families, coverages, *jitter)
     geos = [GEOMETRY[f] for f in families]
     smooth = np.array([g.smooth for g in geos], bool)
-    origin, ax, ay, unit = _frames(lm)
+    origin, ax, ay, unit = _frames(built)
     to_face = np.stack([ax, ay], 2) / unit[:, None, None]
-    L = np.matmul(lm.astype(np.float64) - origin[:, None], to_face)
+    L = np.matmul(built.astype(np.float64) - origin[:, None], to_face)
     vertices = np.empty((B, _TOP + _BOTTOM, 2))
     count, anchor = np.empty(B, np.intp), np.empty((B, 2))
     sides, bounds = np.empty((B, 2, 2)), np.empty((B, 4))
@@ -546,18 +574,72 @@ def mask_outlines(
         valves = _to_image(c, origin, to_image)[:, 0]
     has_loops = np.asarray(straps, bool).reshape(B)
     if has_loops.any():
-        loops, shown = _ear_loops(L, side_l, side_r)
+        # Which loops show is read off the face as photographed (a frontal view shows both).
+        seen = L if built is lm else _face_coordinates(lm)
+        loops, _ = _ear_loops(L, side_l, side_r)
+        _, shown = _ear_loops(seen, side_l, side_r)
         loops_px = _to_image(loops.reshape(B, 32, 2), origin, to_image).reshape(B, 4, 8, 2)
+    frames = (origin, ax, ay, unit) if built is lm else _frames(lm)
     out = []
     for i in range(B):
-        frame = FaceFrame(origin[i], ax[i], ay[i], float(unit[i]))
-        valve_px = None
-        if has_valve[i]:
-            valve_px = (float(valves[i, 0]), float(valves[i, 1]), 0.14 * frame.unit)
-        lines = tuple(loops_px[i, k] for k in range(4) if shown[i, k]) if has_loops[i] else ()
+        frame = FaceFrame(frames[0][i], frames[1][i], frames[2][i], float(frames[3][i]))
         top_count = (_TOP - 1) * (SMOOTH_SAMPLES if smooth[i] else 1) + 1
-        out.append(Outline(images[i], frame, seams[i], valve_px, lines, top_count))
+        centre = None
+        if has_valve[i]:
+            centre = valves[i]
+        lines = tuple(loops_px[i, k] for k in range(4) if shown[i, k]) if has_loops[i] else ()
+        face = posed[i]
+        if face is None:
+            polygon, seam, frontal = images[i], seams[i], None
+        else:
+            frontal = images[i] if smooth[i] else _subdivide(images[i], POSED_SUBDIVISION)
+            top_count = top_count if smooth[i] else (top_count - 1) * POSED_SUBDIVISION + 1
+            polygon = face.place(frontal)
+            seam = None if seams[i] is None else face.place(_resample(seams[i], POSED_SEAM_POINTS))
+            centre = None if centre is None else face.place(centre[None])[0]
+            lines = tuple(face.place(line) for line in lines)
+        valve_px = None
+        if centre is not None:
+            valve_px = (float(centre[0]), float(centre[1]), 0.14 * frame.unit)
+        out.append(Outline(polygon, frame, seam, valve_px, lines, top_count, face, frontal))
     return out
+
+
+def _frontal(lm: np.ndarray, versions: np.ndarray) -> tuple[list[PosedFace | None], np.ndarray]:
+    """The posed faces of the draws built on the posed surface (``None`` for the others) and
+    the landmarks every outline is constructed on: the frontal landmarks for those draws,
+    the landmarks themselves (the same array) when there are none."""
+    rows = np.flatnonzero(versions >= POSED_GEOMETRY)
+    posed: list[PosedFace | None] = [None] * len(lm)
+    if not len(rows):
+        return posed, lm
+    built = lm.copy()
+    for i, face in zip(rows, posed_faces(lm[rows]), strict=True):
+        posed[i] = face
+        built[i] = face.frontal_landmarks()
+    return posed, built
+
+
+def _face_coordinates(lm: np.ndarray) -> np.ndarray:
+    """Landmarks ``(B, 68, 2)`` in their own face frames."""
+    origin, ax, ay, unit = _frames(lm)
+    to_face = np.stack([ax, ay], 2) / unit[:, None, None]
+    return np.matmul(lm.astype(np.float64) - origin[:, None], to_face)
+
+
+def _subdivide(polygon: np.ndarray, pieces: int) -> np.ndarray:
+    """A closed polygon with every segment split into ``pieces`` equal ones."""
+    nxt = np.roll(polygon, -1, axis=0)
+    t = (np.arange(pieces) / pieces)[None, :, None]
+    return (polygon[:, None] + (nxt - polygon)[:, None] * t).reshape(-1, 2).astype(polygon.dtype)
+
+
+def _resample(line: np.ndarray, n: int) -> np.ndarray:
+    """``n`` points evenly spaced by arc length along a polyline."""
+    steps = np.hypot(*np.diff(line, axis=0).T.astype(np.float64))
+    s = np.concatenate([[0.0], np.cumsum(steps)])
+    at = np.linspace(0.0, s[-1], n)
+    return np.column_stack([np.interp(at, s, line[:, 0]), np.interp(at, s, line[:, 1])])
 
 
 def _smooth_and_clip(

@@ -1,0 +1,311 @@
+"""Posed 3D mask surfaces: a face's 68 landmarks → a 3D lower face, posed and projected.
+
+Geometry version 3 (:data:`maskgen.shapes.GEOMETRY_VERSIONS`) builds every mask on the face
+seen *from the front* and then lays it on the face as posed in the photo:
+
+1. **Pose.** A scaled-orthographic fit ``x ≈ s·R[:2]·X + t`` of the landmarks to the generic
+   3D face (:mod:`maskgen.landmarks.pose`, ``templates/face_3d.json``) gives scale ``s``,
+   rotation ``R`` and shift ``t``.
+2. **This face in 3D.** Each landmark's 3D point is the generic one moved, parallel to the
+   image plane, by its residual: ``X_i + R[:2]ᵀ·r_i / s``. Projected, these points are the
+   landmarks exactly; seen from the front (``s·X[:, :2] + t``) they are the *frontal
+   landmarks* the 2D outline construction of :mod:`maskgen.shapes` runs on, free of yaw,
+   pitch and roll.
+3. **The fabric.** The mask is a surface ``z(x, y)`` over the lower face, tied to this face's
+   points: along the midline it spans the upper hull of the profile (nose bridge → nose tip →
+   chin, stretched over the lips as fabric is), below the chin it runs back towards the neck;
+   across, each height is an elliptic arc from the jaw (its depth, a vertical tangent) to the
+   midline, continued backwards beyond the jaw (ear loops, outsets).
+4. **Posing.** Every frontal point of a mask (outline, seam, valve, ear loops, mesh) is lifted
+   onto the surface, rotated and projected. Where a turned head hides part of the arc, the
+   point slides back along its height to the silhouette: on a turned face the outline follows
+   the near cheek and ends at the far side's visible edge.
+
+The surface also gives normals (camera frame: x right, y down, z towards the viewer) and
+surface coordinates (3D arc lengths) for shading and textures (:func:`surface_mesh`).
+
+A frontal face is its own frontal view: with ``R = I`` the frontal landmarks are the landmarks
+and version 3 places every point where version 2 does.
+
+Example:
+    >>> import numpy as np
+    >>> from maskgen.landmarks import aligned_landmarks
+    >>> posed = posed_faces(aligned_landmarks()[None])[0]
+    >>> bool(np.abs(posed.place(posed.frontal_landmarks()) - aligned_landmarks()).max() < 0.5)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from maskgen.landmarks.pose import _operator, face_3d
+
+__all__ = ["PosedFace", "SurfaceMesh", "posed_faces", "surface_mesh"]
+
+#: Midline points the fabric spans (nose bridge to chin): its profile's upper hull.
+PROFILE = (27, 28, 29, 30, 33, 51, 62, 66, 57, 8)
+#: Midline points of the face itself, under the nose (bridge root, nose base, lips, chin).
+BASE_PROFILE = (27, 33, 51, 57, 8)
+#: Jaw points that bound the fabric's cross-sections on each side (ear level to the jaw's
+#: corner; further down, the sides keep the corner's width and depth). Fabric beyond the
+#: jaw hangs from the jaw's widest point like a curtain: never deeper than that point until
+#: it is wider than it.
+LEFT_SIDE, RIGHT_SIDE = (0, 1, 2, 3, 4, 5), (16, 15, 14, 13, 12, 11)
+#: How steeply the fabric runs back beyond the jaw (depth per unit of width).
+BEYOND_JAW_SLOPE = 2.0
+#: ... and on the far side of a face turned by ``FULLY_TURNED`` degrees or more, this steeply
+#: (behind the silhouette; in between, the slope grows with the yaw).
+MAX_BEYOND_SLOPE = 8.0
+FULLY_TURNED = 10.0
+#: How steeply it runs back under the chin (depth per unit of height).
+UNDER_CHIN_SLOPE = 1.0
+#: Samples along a height when looking for the silhouette.
+SILHOUETTE_SAMPLES = 48
+#: The far side's arc ends at most this far down the unit circle (cosine of its end angle):
+#: beyond about 38° of yaw it cannot turn as steeply as the line of sight, and the fabric's
+#: silhouette falls a little inside the jaw landmarks.
+MAX_ARC_END = 0.995
+_EPS = 1e-3  # finite-difference step for normals (inter-ocular units)
+
+
+def _rotations(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale ``(B,)``, rotation ``(B, 3, 3)`` and shift ``(B, 2)`` of the scaled-orthographic
+    pose fit (:mod:`maskgen.landmarks.pose`) of ``(B, 68, 2)`` landmarks."""
+    lm = np.asarray(landmarks, np.float64)
+    rows = lm.reshape(len(lm), 136) @ _operator().T
+    a, b = rows[:, :3], rows[:, 3:]
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    scale = 0.5 * (na + nb)
+    a, b = a / na[:, None], b / nb[:, None]
+    c, d = a + b, a - b
+    c = c / np.linalg.norm(c, axis=1, keepdims=True) * math.sqrt(0.5)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True) * math.sqrt(0.5)
+    r1, r2 = c + d, c - d
+    rotation = np.stack([r1, r2, np.cross(r1, r2)], 1)
+    generic = face_3d().points
+    projected = np.einsum("bij,nj->bni", rotation[:, :2], generic) * scale[:, None, None]
+    shift = (lm - projected).mean(1)
+    return scale, rotation, shift
+
+
+def _upper_hull(y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The upper convex hull of profile points ``(y, z)``, sorted by ``y``."""
+    order = np.argsort(y, kind="stable")
+    hull: list[int] = []
+    for i in order:
+        while len(hull) >= 2:
+            j, k = hull[-2], hull[-1]
+            cross = (y[k] - y[j]) * (z[i] - z[j]) - (z[k] - z[j]) * (y[i] - y[j])
+            if cross < 0:  # k lies below the chord j → i
+                break
+            hull.pop()
+        hull.append(int(i))
+    return y[hull], z[hull]
+
+
+@dataclass(frozen=True)
+class PosedFace:
+    """One face in 3D: its pose and the fabric surface over its lower face.
+
+    Attributes:
+        scale: pixels per inter-ocular unit.
+        rotation: ``(3, 3)`` model → camera rotation (rows: image x, image y, towards viewer).
+        shift: ``(2,)`` pixel translation.
+        points: ``(68, 3)`` this face's landmarks in 3D (model units: inter-ocular distance,
+            x to the face's image right, y down, z towards the viewer).
+    """
+
+    scale: float
+    rotation: np.ndarray
+    shift: np.ndarray
+    points: np.ndarray
+
+    def frontal_landmarks(self) -> np.ndarray:
+        """The landmarks seen from the front at the face's scale: ``(68, 2)`` pixels."""
+        return (self.points[:, :2] * self.scale + self.shift).astype(np.float32)
+
+    @cached_property
+    def _profile(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        p = self.points[list(PROFILE)]
+        hull_y, hull_z = _upper_hull(p[:, 1], p[:, 2])
+        order = np.argsort(p[:, 1], kind="stable")
+        base = self.points[list(BASE_PROFILE)]
+        base_y, base_z = _upper_hull(base[:, 1], base[:, 2])
+        return hull_y, hull_z, p[order, 1], p[order, 0], base_y, base_z
+
+    @cached_property
+    def _sides(self) -> tuple[np.ndarray, ...]:
+        out = []
+        for chain in (LEFT_SIDE, RIGHT_SIDE):
+            p = self.points[list(chain)]
+            y = np.maximum.accumulate(p[:, 1])  # heights must rise for interpolation
+            widest = p[np.argmax(np.abs(p[:, 0] - self.points[8, 0]))]
+            out += [y, p[:, 0], p[:, 2], widest[0], widest[2]]
+        return tuple(out)
+
+    def _midline(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Midline x, the fabric's ridge depth and the face's own depth under it, at heights
+        ``y`` (model units); under the chin both run back towards the neck."""
+        hull_y, hull_z, mid_y, mid_x, base_y, base_z = self._profile
+        under = np.maximum(y - hull_y[-1], 0.0) * UNDER_CHIN_SLOPE
+        ridge = np.interp(y, hull_y, hull_z) - under
+        base = np.minimum(np.interp(y, base_y, base_z) - under, ridge)
+        return np.interp(y, mid_y, mid_x), ridge, base
+
+    def _cross_section(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+        """For model points: the midline x, the side (−1 left, +1 right), the half width,
+        the jaw's depth, and the ridge's and the face's midline depths at their heights."""
+        ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz = self._sides
+        x_mid, ridge, base = self._midline(y)
+        side = np.where(x < x_mid, -1.0, 1.0)
+        jaw_x = np.where(side < 0, np.interp(y, ly, lx), np.interp(y, ry, rx))
+        jaw_z = np.where(side < 0, np.interp(y, ly, lz), np.interp(y, ry, rz))
+        half = np.maximum(np.abs(jaw_x - x_mid), 1e-3)
+        widest = np.maximum(np.abs(np.where(side < 0, lwx, rwx) - x_mid), half)
+        widest_z = np.where(side < 0, lwz, rwz)
+        # Under the chin the fabric meets the neck's sides.
+        return (x_mid, side, half, jaw_z, np.maximum(ridge, jaw_z), np.maximum(base, jaw_z),
+                widest, widest_z)  # fmt: skip
+
+    def lift(self, xy: np.ndarray) -> np.ndarray:
+        """Model points ``(N, 2)`` (frontal, model units) → on the fabric ``(N, 3)``.
+
+        Across each height the face is an elliptic arc from its own midline depth to the jaw;
+        the fabric is stretched from the ridge (nose, lips, chin) straight to where that line
+        touches the arc, lies on the arc, and runs back beyond the jaw. On the near side the
+        arc meets the jaw with a vertical tangent; on the far side it meets it along the line
+        of sight, so that the far jaw landmarks (which follow a turned face's silhouette) are
+        the fabric's silhouette too.
+        """
+        xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+        x_mid, side, half, jaw_z, ridge, base, widest, widest_z = self._cross_section(x, y)
+        t = np.abs(x - x_mid) / half
+        depth = np.maximum(base - jaw_z, 1e-6)
+        view_x, view_z = self.rotation[2, 0], self.rotation[2, 2]
+        far = side * view_x < 0
+        cot = view_z / max(abs(view_x), 1e-9)  # the line of sight's slope across the face
+        ratio = cot * half / depth - 1.0
+        end = np.where(far, np.minimum(1.0 / np.maximum(ratio, 1.0), MAX_ARC_END), 0.0)
+        span = np.sqrt(1.0 - end * end)  # the arc is the unit circle up to (span, end)
+        at = t * span
+        peak = end + (ridge - jaw_z) * (1.0 - end) / depth
+        unit = np.sqrt(np.clip(1.0 - at * at, 0.0, 1.0))
+        tented = peak > 1.0
+        peak = np.maximum(peak, 1.0)
+        touch = np.sqrt(1.0 - 1.0 / (peak * peak))
+        line = peak + (1.0 / peak - peak) * at / np.maximum(touch, 1e-9)
+        unit = np.where(tented & (at < touch), line, unit)
+        on_face = jaw_z + depth * (unit - end) / (1.0 - end)
+        turned = min(abs(view_x) / math.sin(math.radians(FULLY_TURNED)), 1.0)
+        steeper = BEYOND_JAW_SLOPE + (MAX_BEYOND_SLOPE - BEYOND_JAW_SLOPE) * turned
+        slope = np.where(far, steeper, BEYOND_JAW_SLOPE)
+        off = np.abs(x - x_mid)
+        beyond = np.maximum(
+            jaw_z - slope * (off - half),
+            np.minimum(widest_z, jaw_z) - slope * np.maximum(off - widest, 0.0),
+        )
+        return np.column_stack([x, y, np.where(t <= 1.0, on_face, beyond)])
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """3D model points ``(N, 3)`` → pixels ``(N, 2)`` (float64)."""
+        return self.scale * (np.asarray(points, np.float64) @ self.rotation[:2].T) + self.shift
+
+    def to_model(self, frontal_px: np.ndarray) -> np.ndarray:
+        """Frontal pixels ``(N, 2)`` → frontal model points."""
+        return (np.asarray(frontal_px, np.float64).reshape(-1, 2) - self.shift) / self.scale
+
+    def visible(self, xy: np.ndarray) -> np.ndarray:
+        """Model points ``(N, 2)`` moved back along their heights to the silhouette where the
+        pose hides them: the visible point of the fabric nearest to each."""
+        xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+        x_mid, side = self._cross_section(x, y)[:2]
+        reach = np.abs(x - x_mid)
+        t = np.linspace(0.0, 1.0, SILHOUETTE_SAMPLES)[None, :] * reach[:, None]
+        samples = np.stack([x_mid[:, None] + side[:, None] * t,
+                            np.broadcast_to(y[:, None], t.shape)], -1)  # fmt: skip
+        projected = self.project(self.lift(samples.reshape(-1, 2))).reshape(*t.shape, 2)
+        across = self.scale * self.rotation[:2, 0]
+        across = across / max(float(np.hypot(*across)), 1e-9)
+        outward = side[:, None] * (projected @ across)
+        k = np.argmax(outward, axis=1)
+        moved = k < SILHOUETTE_SAMPLES - 1
+        out = xy.copy()
+        out[moved, 0] = x_mid[moved] + side[moved] * t[moved, k[moved]]
+        return out
+
+    def place(self, frontal_px: np.ndarray) -> np.ndarray:
+        """Frontal pixels ``(N, 2)`` → where they lie on the posed face: ``(N, 2)`` float32."""
+        xy = self.visible(self.to_model(frontal_px))
+        return self.project(self.lift(xy)).astype(np.float32)
+
+    def normals(self, xy: np.ndarray) -> np.ndarray:
+        """Unit fabric normals at model points ``(N, 2)`` in the camera frame ``(N, 3)``."""
+        xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        dx, dy = np.array([_EPS, 0.0]), np.array([0.0, _EPS])
+        zx = (self.lift(xy + dx)[:, 2] - self.lift(xy - dx)[:, 2]) / (2 * _EPS)
+        zy = (self.lift(xy + dy)[:, 2] - self.lift(xy - dy)[:, 2]) / (2 * _EPS)
+        n = np.column_stack([-zx, -zy, np.ones_like(zx)])
+        n /= np.linalg.norm(n, axis=1, keepdims=True)
+        return n @ self.rotation.T
+
+
+def posed_faces(landmarks: np.ndarray) -> list[PosedFace]:
+    """The posed 3D face of every landmark set ``(B, 68, 2)`` (pixels).
+
+    Example:
+        >>> from maskgen.synthetic import draw_wild_face, sample_identity
+        >>> ident = sample_identity(np.random.default_rng(0))
+        >>> _, lm = draw_wild_face(ident, np.random.default_rng(1), (240, 320), yaw=30,
+        ...                        pitch=0, roll=0, postprocess=False)
+        >>> face = posed_faces(lm[None])[0]
+        >>> bool(np.abs(face.project(face.points) - lm).max() < 1e-3)
+        True
+    """
+    lm = np.asarray(landmarks, np.float64)
+    scale, rotation, shift = _rotations(lm)
+    generic = face_3d().points
+    out = []
+    for i in range(len(lm)):
+        residual = lm[i] - (scale[i] * generic @ rotation[i, :2].T + shift[i])
+        points = generic + residual @ rotation[i, :2] / scale[i]
+        out.append(PosedFace(float(scale[i]), rotation[i], shift[i], points))
+    return out
+
+
+@dataclass(frozen=True)
+class SurfaceMesh:
+    """A posed mask's surface: a grid of ``columns × (rows + 1)`` vertices.
+
+    Attributes:
+        vertices: ``(C, R + 1, 2)`` float32 pixels (hidden vertices moved to the silhouette).
+        normals: ``(C, R + 1, 3)`` unit normals in the camera frame (z towards the viewer).
+        arc: ``(C, R + 1, 2)`` surface coordinates: 3D arc length across (from the mask's
+            middle column) and down (from its top edge), in inter-ocular units.
+    """
+
+    vertices: np.ndarray
+    normals: np.ndarray
+    arc: np.ndarray
+
+
+def surface_mesh(posed: PosedFace, frontal_grid: np.ndarray) -> SurfaceMesh:
+    """Lift a frontal grid of the mask (``(C, R + 1, 2)`` frontal pixels, e.g.
+    :func:`maskgen.mesh.chain_grid` of the frontal outline's edges) onto the posed surface."""
+    c, r = frontal_grid.shape[:2]
+    model = posed.to_model(frontal_grid.reshape(-1, 2))
+    points = posed.lift(model).reshape(c, r, 3)
+    across = np.concatenate([np.zeros((1, r)), np.cumsum(
+        np.linalg.norm(np.diff(points, axis=0), axis=2), axis=0)])  # fmt: skip
+    across -= across[c // 2]
+    down = np.concatenate([np.zeros((c, 1)), np.cumsum(
+        np.linalg.norm(np.diff(points, axis=1), axis=2), axis=1)], axis=1)  # fmt: skip
+    pixels = posed.project(posed.lift(posed.visible(model))).reshape(c, r, 2)
+    normals = posed.normals(model).reshape(c, r, 3)
+    return SurfaceMesh(pixels.astype(np.float32), normals, np.stack([across, down], -1))
