@@ -463,9 +463,12 @@ class TarSource:
             return [OSError(exc.errno, exc.strerror, str(path)) for _ in run]
         return [blob[it.start - start : it.end - start] for it in run]
 
-    def split(self, item: TarItem, span: bytes | OSError) -> tuple[bytes, int | None]:
-        """The image member's bytes out of the item's ``span`` (no label); raises
-        :class:`TarSampleError` for a sample that cannot be rendered."""
+    def split(
+        self, item: TarItem, span: bytes | OSError, members: list[Member] | None = None
+    ) -> tuple[bytes, int | None]:
+        """The image member's bytes out of the item's ``span`` (no label; ``members``: the
+        span's, if known); raises :class:`TarSampleError` for a sample that cannot be
+        rendered."""
         where = self.describe(item)
         if isinstance(span, OSError):
             raise span
@@ -473,7 +476,7 @@ class TarSource:
             raise TarSampleError(f"{where}: {item.left_out}; left out of the output")
         if item.kept is not None:
             raise TarSampleError(f"{where}: {item.kept[1]}; kept as it was", item.kept[0])
-        for m in sample_members(span):
+        for m in sample_members(span) if members is None else members:
             if m.name == item.member:
                 data = span[m.data : m.data + m.size]
                 if not data:

@@ -30,7 +30,7 @@ from maskgen.dataset.sources import Item, TarItem, TarSource, sample_members
 from maskgen.dataset.state import stop_if_orphaned
 from maskgen.io import AtomicFile
 from maskgen.io.atomic import temp_file_target
-from maskgen.io.tarshard import end_of_archive, member_header, padded, split_name
+from maskgen.io.tarshard import Member, end_of_archive, member_header, padded, split_name
 
 __all__ = [
     "assemble_tar",
@@ -99,13 +99,20 @@ def tar_out_name(ctx: Context, item: Item, variant: int) -> str:
     return f"{shard}#{_image_name(ctx, item, variant, not kept)}"
 
 
-def _compose(ctx: Context, item: TarItem, span: bytes, variant: int, image: bytes | None) -> bytes:
-    """Output ``variant`` of a sample as tar members; ``image``: the image member's new
-    bytes (``None``: the sample as it was)."""
+def _compose(
+    ctx: Context,
+    item: TarItem,
+    span: bytes,
+    members: list[Member],
+    variant: int,
+    image: bytes | None,
+) -> bytes:
+    """Output ``variant`` of a sample (``span``, its bytes; ``members``, its members) as tar
+    members; ``image``: the image member's new bytes (``None``: the sample as it was)."""
     variants = ctx.options.variants
     sample = item.sample
     pieces: list[bytes] = []
-    for m in sample_members(span):
+    for m in members:
         raw = span[m.offset : m.end]
         split = split_name(m.name) if m.regular else None
         if split is None or split[0] != sample:  # a member of no sample
@@ -134,22 +141,26 @@ def process_tar_block(
     stop_if_orphaned(ctx.main_pid, ctx.main_host)
     source: TarSource = ctx.source
     spans = source.read_spans(items)
+    members = [
+        sample_members(span) if isinstance(span, bytes) and not item.left_out else []
+        for item, span in zip(items, spans, strict=True)
+    ]
     loaded: list[Any] = []
-    for item, span in zip(items, spans, strict=True):
+    for item, span, found in zip(items, spans, members, strict=True):
         try:
-            loaded.append(source.split(item, span))
+            loaded.append(source.split(item, span, found))
         except Exception as exc:  # re-raised by items.load, with its item
             loaded.append(exc)
     results = _process_in_phases(ctx, items, loaded)
     metas: list[dict[str, Any]] = []
     pieces: list[bytes] = []
-    for item, span, res in zip(items, spans, results, strict=True):
+    for item, span, found, res in zip(items, spans, members, results, strict=True):
         if item.left_out or isinstance(span, OSError):
             res.lines, res.outputs = [], []
             continue
         for variant, (data, _, _) in enumerate(res.outputs):
             image = None if res.failure is not None else data
-            pieces.append(_compose(ctx, item, span, variant, image))
+            pieces.append(_compose(ctx, item, span, found, variant, image))
             metas.append({"shard": item.shard})
         if res.failure is not None and ctx.options.format:
             res.lines = [_kept_name(ctx, item, v, line) for v, line in enumerate(res.lines)]

@@ -341,3 +341,23 @@ def test_a_lost_shard_and_a_killed_assembly_are_rewritten_the_same(tmp_path: Pat
     assert again["done"] == 0 and again["assembled"]
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
     assert not stale.exists()
+
+
+def test_shards_and_workers_give_the_bytes_of_one_run(tmp_path: Path) -> None:
+    _shards(tmp_path / "in", 2, 5)
+    one, split = tmp_path / "one", tmp_path / "split"
+    render_dataset(tmp_path / "in", one, ALIGNED, workers=1, progress=False)
+    first = render_dataset(tmp_path / "in", split, ALIGNED, workers=2, shard=(0, 2),
+                           progress=False)  # fmt: skip
+    assert not first["assembled"] and not list(split.glob("*.tar"))
+    last = render_dataset(tmp_path / "in", split, ALIGNED, workers=2, shard=(1, 2),
+                          progress=False)  # fmt: skip
+    assert last["assembled"]
+    for shard in ("data-000000.tar", "data-000001.tar"):
+        assert (one / shard).read_bytes() == (split / shard).read_bytes()
+    lines = sorted(
+        line
+        for i in range(2)
+        for line in (meta_dir(split) / f"manifest.shard-{i}-of-2.jsonl").read_text().splitlines()
+    )
+    assert lines == sorted((meta_dir(one) / "manifest.jsonl").read_text().splitlines())
