@@ -61,6 +61,69 @@ _ONE = 1 << _SHIFT
 _AA = cv2.LINE_AA
 
 
+@dataclass(frozen=True)
+class Variation:
+    """How much one identity's aligned crops vary (the within-identity spread).
+
+    The defaults are the built-in spread (what :func:`draw_aligned_face` draws when given no
+    ``variation``), and with them every image is byte-identical to one drawn without it.
+
+    Attributes:
+        yaw, pitch, roll: pose ranges in degrees (uniform in ±range).
+        expression: scale of the mouth opening, the smile's deviation and the gaze.
+        lighting: scale of the directional light gradient, the brightness change and the
+            colour tint of the finishing pass.
+        occlusion: probability of one random occluder (an ellipse or a bar of a muted
+            colour, e.g. a hand, hair or an object) over the face, drawn after the face.
+
+    Example:
+        >>> Variation.from_dict({"yaw": 30}).yaw, Variation().is_default()
+        (30.0, True)
+    """
+
+    yaw: float = 15.0
+    pitch: float = 8.0
+    roll: float = 8.0
+    expression: float = 1.0
+    lighting: float = 1.0
+    occlusion: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"variation.{f.name} must be a number, got {value!r}")
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"variation.{f.name} must be finite and >= 0, got {value!r}")
+            object.__setattr__(self, f.name, float(value))
+        if self.occlusion > 1:
+            raise ValueError(f"variation.occlusion is a probability, got {self.occlusion!r}")
+
+    def is_default(self) -> bool:
+        """Whether this is the built-in spread."""
+        return self == Variation()
+
+    def to_dict(self) -> dict[str, float]:
+        """The fields as a plain dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Variation:
+        """A variation from a mapping; keys left out keep their defaults.
+
+        Raises:
+            ValueError: on an unknown key or a value that is not a finite number >= 0.
+        """
+        data = dict(data or {})
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ValueError(
+                f"unknown variation key {unknown[0]!r}; valid keys: {', '.join(names)}"
+            )
+        return cls(**data)
+
+
 # --------------------------------------------------------------------------------------------
 # Identity
 # --------------------------------------------------------------------------------------------
@@ -903,20 +966,25 @@ def _sample_pose(
     rng: np.random.Generator,
     given: tuple[float | None, ...],
     ranges: tuple[float, float, float],
+    expression: float = 1.0,
 ) -> _Pose:
     """Draw the pose values not ``given`` (yaw, pitch, roll, mouth_open, smile).
 
     The same number of draws is made whatever is given, so the stream stays aligned.
+    ``expression`` scales the mouth opening, the smile's deviation and the gaze (1 leaves
+    every value exactly as it is).
     """
     yaw, pitch, roll, mouth_open, smile = given
     d = rng.uniform(-1, 1, 8)
+    e = float(expression)  # x * 1.0 == x exactly, so the default changes nothing
+    opening = float((d[3] > 0.4) * (d[4] + 1) * 0.07 * e)
     return _Pose(
         yaw=float(d[0] * ranges[0]) if yaw is None else float(yaw),
         pitch=float(d[1] * ranges[1]) if pitch is None else float(pitch),
         roll=float(d[2] * ranges[2]) if roll is None else float(roll),
-        mouth_open=float((d[3] > 0.4) * (d[4] + 1) * 0.07) if mouth_open is None else mouth_open,
-        smile=float(d[5] * 0.03 + 0.02) if smile is None else float(smile),
-        gaze=np.array([d[6] * 0.1, d[7] * 0.04]),
+        mouth_open=opening if mouth_open is None else mouth_open,
+        smile=float(d[5] * 0.03 * e + 0.02) if smile is None else float(smile),
+        gaze=np.array([d[6] * 0.1 * e, d[7] * 0.04 * e]),
     )
 
 
@@ -1154,11 +1222,14 @@ def _noise(h: int, w: int, fy: float, fx: float) -> np.ndarray:
     return bank[oy : oy + h, ox : ox + w]
 
 
-def _finish(img: np.ndarray, rng: np.random.Generator, enabled: bool = True) -> np.ndarray:
+def _finish(
+    img: np.ndarray, rng: np.random.Generator, enabled: bool = True, lighting: float = 1.0
+) -> np.ndarray:
     """Lighting (directional gradient, brightness, tint), blur and sensor noise.
 
     Integer OpenCV arithmetic throughout (fixed-point gain with 7 fractional bits): several
-    times faster than a float pipeline on large images.
+    times faster than a float pipeline on large images. ``lighting`` scales the gradient,
+    the brightness change and the tint (1 leaves every value exactly as it is).
     """
     v = rng.uniform(-1, 1, 9)
     if not enabled:
@@ -1167,16 +1238,17 @@ def _finish(img: np.ndarray, rng: np.random.Generator, enabled: bool = True) -> 
     sigma = 0.45 * (v[0] + 1)
     if sigma > 0.35:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
-    strength = 0.2 * (v[2] + 1)
+    strength = 0.2 * (v[2] + 1) * lighting
     gx = np.float32(128 * strength * np.cos(np.pi * v[1]) / w)
     gy = np.float32(128 * strength * np.sin(np.pi * v[1]) / h)
     gain = (np.arange(h, dtype=np.float32) - h / 2)[:, None] * gy
     gain = gain + (
-        (np.arange(w, dtype=np.float32) - w / 2) * gx + np.float32(128 * (1 + 0.15 * v[3]))
+        (np.arange(w, dtype=np.float32) - w / 2) * gx
+        + np.float32(128 * (1 + 0.15 * v[3] * lighting))
     )
     gain8 = np.clip(gain, 0, 255).astype(np.uint8)
     out = cv2.multiply(img, cv2.merge([gain8, gain8, gain8]), scale=1 / 128)
-    out = cv2.multiply(out, (1 + 0.04 * v[4], 1.0, 1 - 0.04 * v[4], 0.0))
+    out = cv2.multiply(out, (1 + 0.04 * v[4] * lighting, 1.0, 1 - 0.04 * v[4] * lighting, 0.0))
     noise_sd = 3.0 * (v[5] + 1)
     bank = _noise(h, w, (v[6] + 1) / 2, (v[7] + 1) / 2)
     return cv2.addWeighted(out, 1.0, bank, noise_sd / 32, -128 * noise_sd / 32)
@@ -1199,10 +1271,12 @@ def draw_aligned_face(
     align_noise: float = 0.6,
     size: int = ARCFACE_SIZE,
     postprocess: bool = True,
+    variation: Variation | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render an ArcFace-aligned crop of ``identity`` and its 68 landmarks.
 
-    Pose angles are in degrees; ``None`` draws them (yaw ±15°, pitch ±8°, roll ±8°). The
+    Pose angles are in degrees; ``None`` draws them (yaw ±15°, pitch ±8°, roll ±8°, or the
+    ranges of ``variation``). The
     face is first aligned by the similarity transform from its 5 points to the ArcFace
     template (scaled to ``size``), then rolled about the template's nose tip, so an explicit
     ``roll`` survives alignment (positive: the image-right eye moves down). For a frontal
@@ -1210,11 +1284,16 @@ def draw_aligned_face(
     itself adds a small tilt (about 1° at 35° yaw), as it does on real crops. ``align_noise``
     is the spread (pixels at 112) of a random shift plus 2 % scale jitter; 0 = exact.
     ``mouth_open`` (0..0.15) and ``smile`` (-0.02..0.06) are in inter-ocular units.
-    ``postprocess`` switches lighting, blur and noise on or off.
+    ``postprocess`` switches lighting, blur and noise on or off. ``variation``
+    (:class:`Variation`) widens or narrows the within-identity spread: pose ranges,
+    expression, lighting and random occluders; ``None`` or the default :class:`Variation`
+    draw exactly the same image.
 
     Returns a ``size``×``size``×3 ``uint8`` RGB image and ``float32`` (68, 2) landmarks.
     """
-    pose = _sample_pose(rng, (yaw, pitch, roll, mouth_open, smile), (15.0, 8.0, 8.0))
+    var = Variation() if variation is None else variation
+    ranges = (var.yaw, var.pitch, var.roll)
+    pose = _sample_pose(rng, (yaw, pitch, roll, mouth_open, smile), ranges, var.expression)
     look = _sample_look(identity, rng)
     jit = rng.standard_normal(3) * align_noise
     projected, slices = _posed(identity, pose)
@@ -1229,9 +1308,29 @@ def draw_aligned_face(
     canvas = _gradient(rng, 2 * size, 2 * size, (2, 2))
     unit = float(np.sqrt(abs(np.linalg.det(canvas_M[:, :2]))))
     _draw(canvas, _to_canvas(projected, slices, canvas_M), identity, look, unit)
+    if var.occlusion > 0 and rng.random() < var.occlusion:  # no draw at all by default
+        _occlude(canvas, rng, 2 * size / ARCFACE_SIZE)
     img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
-    img = _finish(img, rng, postprocess)
+    img = _finish(img, rng, postprocess, var.lighting)
     return img, _affine(lm2, M).astype(np.float32)
+
+
+def _occlude(canvas: np.ndarray, rng: np.random.Generator, scale: float) -> None:
+    """One occluder over the face of an aligned canvas: an ellipse (a hand, a hair strand,
+    an object) or a bar, of a muted colour, centred in the face area (``scale`` = canvas
+    pixels per pixel of the 112 crop)."""
+    v = rng.uniform(0, 1, 8)
+    centre = (scale * (24 + 64 * v[0]), scale * (30 + 70 * v[1]))
+    axes = (scale * (10 + 18 * v[2]), scale * (5 + 12 * v[3]))
+    color = tuple(float(c) for c in 40 + 170 * rng.uniform(0, 1, 3))
+    fixed = (round(centre[0] * _ONE), round(centre[1] * _ONE))
+    size = (max(1, round(axes[0] * _ONE)), max(1, round(axes[1] * _ONE)))
+    angle = 180 * v[4]
+    if v[5] < 0.6:
+        cv2.ellipse(canvas, fixed, size, angle, 0, 360, color, -1, _AA, _SHIFT)
+    else:
+        box = cv2.boxPoints(((centre[0], centre[1]), (2 * axes[0], axes[1]), angle))
+        _poly(canvas, np.rint(box * _ONE).astype(np.int32), color)
 
 
 def _wild_affine(
@@ -1311,7 +1410,8 @@ class SyntheticFaces:
     Item ``i`` shows identity ``i // images_per_identity`` and depends only on
     ``(seed, i)``, so it is identical whatever order or worker reads it. ``kind`` is
     ``"aligned"`` (``size``: crop side, default 112) or ``"wild"`` (``size``: (height,
-    width), default (480, 640)).
+    width), default (480, 640)). ``variation`` (a :class:`Variation` or its dict, aligned
+    crops only) sets the within-identity spread; ``None`` is the built-in one.
 
     Example:
         >>> ds = SyntheticFaces(3, 2, seed=5)
@@ -1326,9 +1426,15 @@ class SyntheticFaces:
         seed: int = 0,
         kind: str = "aligned",
         size: int | tuple[int, int] | None = None,
+        variation: Variation | dict[str, Any] | None = None,
     ) -> None:
         if kind not in ("aligned", "wild"):
             raise ValueError(f"kind must be 'aligned' or 'wild', got {kind!r}")
+        if not isinstance(variation, Variation):
+            variation = Variation.from_dict(variation)
+        if kind == "wild" and not variation.is_default():
+            raise ValueError("variation applies to aligned crops only (kind='aligned')")
+        self.variation = variation
         if num_identities < 1 or images_per_identity < 1:
             raise ValueError("num_identities and images_per_identity must be >= 1")
         self.num_identities = int(num_identities)
@@ -1361,7 +1467,7 @@ class SyntheticFaces:
         ident = self.identity(label)
         if self.kind == "aligned":
             size = self.size if isinstance(self.size, int) else int(self.size[0])
-            img, lm = draw_aligned_face(ident, rng, size=size)
+            img, lm = draw_aligned_face(ident, rng, size=size, variation=self.variation)
         else:
             hw = self.size if isinstance(self.size, tuple) else (int(self.size), int(self.size))
             img, lm = draw_wild_face(ident, rng, (int(hw[0]), int(hw[1])))
