@@ -39,10 +39,14 @@ _NO_TILE = np.zeros((2, 2, 1), np.float32)
 _NO_OVERLAYS = np.zeros((0, 1, 1), np.uint8)
 _NO_OVERLAY_COLOURS = np.zeros((0, 3), np.float32)
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+_NO_TEXELS = np.zeros((0, 0, 2), np.float64)
+_NO_RELIEF = np.zeros((0, 0), np.float32)
 # Cached tiles and overlays are read-only, and numba compiles one specialisation per
 # writability: the stand-ins are read-only too, so all calls share one.
 _NO_TILE.setflags(write=False)
 _NO_OVERLAYS.setflags(write=False)
+_NO_TEXELS.setflags(write=False)
+_NO_RELIEF.setflags(write=False)
 
 
 @njit(cache=True, nogil=True)
@@ -274,6 +278,38 @@ def _sample_row(
             mix[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
 
 
+@njit(cache=True, nogil=True)
+def _sample_points(
+    tile: np.ndarray, texels: np.ndarray, shift: float, shade: np.ndarray, mix: np.ndarray
+) -> None:
+    """:func:`_sample_row` at per-pixel tile coordinates ``texels`` (n, 2) (a surface's)."""
+    wrap = np.uint64(tile.shape[0] - 2)
+    one = np.uint64(1)
+    last = tile.shape[2] - 1
+    for j in range(shade.shape[0]):
+        u = texels[j, 0] + shift
+        v = texels[j, 1] + shift
+        iu = np.int64(u)
+        iv = np.int64(v)
+        tu = np.float32(u - iu)
+        tv = np.float32(v - iv)
+        cu = np.uint64(iu) & wrap
+        cv = np.uint64(iv) & wrap
+        s00 = tile[cv, cu, last]
+        s01 = tile[cv, cu + one, last]
+        s10 = tile[cv + one, cu, last]
+        s11 = tile[cv + one, cu + one, last]
+        upper = s00 + tu * (s01 - s00)
+        shade[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+        if last == 1:
+            s00 = tile[cv, cu, 0]
+            s01 = tile[cv, cu + one, 0]
+            s10 = tile[cv + one, cu, 0]
+            s11 = tile[cv + one, cu + one, 0]
+            upper = s00 + tu * (s01 - s00)
+            mix[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _blend_row(
     row: np.ndarray, colour: np.ndarray, cover: np.ndarray, top: float, rounding: float
@@ -303,6 +339,8 @@ def _paint(
     shading: float,
     bgr: bool,
     lighting: int,
+    texels: np.ndarray,
+    relief: np.ndarray,
 ) -> None:
     # Row by row, over the row's covered span: shade and mix into span buffers, the colour
     # and the coverage into interleaved span buffers, then one blend into the row. float32
@@ -311,6 +349,8 @@ def _paint(
     # the span start ran 2.5 times slower; a fused per-pixel loop in float64, twice).
     h, w = alpha.shape
     textured = tile.shape[0] > 2
+    on_surface = texels.shape[0] > 0
+    embossed = relief.shape[0] > 0
     lit = shading > 0.0
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
@@ -349,10 +389,20 @@ def _paint(
         shade, mix = shade_buf[:n], mix_buf[:n]
         colour, cover = colour_buf[: 3 * n], cover_buf[: 3 * n]
         cover_row = alpha[y, start:stop]
-        if textured:
+        if textured and on_surface:
+            _sample_points(tile, texels[y, start:stop], shift, shade, mix)
+        elif textured:
             u0 = m[0] * start + m[1] * y + m[2] + shift
             v0 = m[3] * start + m[4] * y + m[5] + shift
             _sample_row(tile, u0, m[0], v0, m[3], shade, mix)
+        if embossed:
+            bump = relief[y, start:stop]
+            if textured:
+                for j in range(n):
+                    shade[j] *= bump[j]
+            else:
+                for j in range(n):
+                    shade[j] = bump[j]
         if lit:
             r0 = ly[y]
             r1 = min(r0 + 1, rows - 1)
@@ -361,7 +411,7 @@ def _paint(
             left, right, frac = lx[start:stop], lx1[start:stop], fx[start:stop]
             for j in range(n):
                 lit_j = light_row[left[j]] + frac[j] * (light_row[right[j]] - light_row[left[j]])
-                shade[j] = shade[j] * lit_j if textured else lit_j
+                shade[j] = shade[j] * lit_j if textured or embossed else lit_j
         for j in range(n):
             s = shade[j]
             t = mix[j]
@@ -397,6 +447,8 @@ def paint_mask(
     overlay_colours: np.ndarray | None = None,
     max_value: float = 255.0,
     lighting: int = LIGHTING_MODELS[-1],
+    texels: np.ndarray | None = None,
+    relief: np.ndarray | None = None,
 ) -> None:
     """Paint a mask into ``roi`` in place.
 
@@ -417,6 +469,9 @@ def paint_mask(
             order (seams, valves, ear loops), with ``overlay_colours`` (k, 3) float32.
         max_value: the image's white (255 for uint8, 65535 for uint16, 1 for float).
         lighting: the lighting model (:data:`LIGHTING_MODELS`).
+        texels: (h, w, 2) float64 tile coordinates of every pixel (a posed surface's; they
+            replace ``tile_map``), wrapped like it; ``None``: ``tile_map``.
+        relief: (h, w) float32 factor on the shade (the fabric's own shading); ``None``: 1.
     """
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
@@ -438,6 +493,8 @@ def paint_mask(
         float(shading),
         bgr,
         int(lighting),
+        _NO_TEXELS if texels is None else np.asarray(texels, np.float64),
+        _NO_RELIEF if relief is None else np.asarray(relief, np.float32),
     )
     if copied:
         roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)

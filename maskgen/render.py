@@ -25,13 +25,14 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from maskgen import appearance as app
-from maskgen import paint
+from maskgen import fabric, paint
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
 from maskgen.photo import (
     MIN_BLUR,
@@ -100,6 +101,12 @@ class MaskParams:
             (:mod:`maskgen.photo` measures the photo around the face.) These three are off
             in a hand-made ``MaskParams`` (its colours are meant literally) and on in the
             draws of a default :class:`MaskSpec`.
+        fabric: strength of the fabric's own shading on a posed surface (geometry 3):
+            Lambert light from the face's light direction at the surface normals
+            (:mod:`maskgen.fabric`; 0: none).
+        contact_shadow: strength of the soft shadow on the skin just outside the mask's
+            edge and ear loops (0: none). Both are off in a hand-made ``MaskParams`` and on
+            in the draws of a default :class:`MaskSpec`.
 
     New draws get the current ``geometry`` and ``lighting``; a recorded draw without them is
     drawn as it was before they existed (:data:`LEGACY`), so old manifests replay as they
@@ -128,6 +135,8 @@ class MaskParams:
     noise: float = 0.0
     blur: float = 0.0
     color_match: float = 0.0
+    fabric: float = 0.0
+    contact_shadow: float = 0.0
 
     def __post_init__(self) -> None:
         if self.family not in GEOMETRY:
@@ -143,14 +152,11 @@ class MaskParams:
             object.__setattr__(self, name, value)
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
-        for name in ("noise", "blur", "color_match"):
+        for name in ("noise", "blur", "color_match", "fabric", "contact_shadow"):
             value = getattr(self, name)
-            if not (
-                math.isfinite(value) and 0.0 <= value <= (1.0 if name == "color_match" else 4.0)
-            ):
-                raise ValueError(
-                    f"{name} must be in [0, {1 if name == 'color_match' else 4}], got {value}"
-                )
+            top = 4.0 if name in ("noise", "blur") else 1.0
+            if not (math.isfinite(value) and 0.0 <= value <= top):
+                raise ValueError(f"{name} must be in [0, {top:g}], got {value}")
         if self.lighting not in paint.LIGHTING_MODELS:
             known = paint.LIGHTING_MODELS
             raise ValueError(
@@ -284,6 +290,8 @@ class MaskSpec:
     noise: tuple[float, float] = (0.8, 1.2)
     blur: tuple[float, float] = (0.6, 1.0)
     color_match: tuple[float, float] = (0.7, 1.0)
+    fabric: tuple[float, float] = (0.6, 1.0)
+    contact_shadow: tuple[float, float] = (0.3, 0.7)
 
     def __post_init__(self) -> None:
         for name, known in (("families", GEOMETRY), ("coverages", COVERAGES),
@@ -318,7 +326,7 @@ class MaskSpec:
     def sample(self, rng: np.random.Generator) -> MaskParams:
         """Draw one :class:`MaskParams` from ``rng``.
 
-        Always consumes the same amount of randomness (19 uniforms, one integer, then 3
+        Always consumes the same amount of randomness (19 uniforms, one integer, then 3 + 2
         uniforms for the photo's look), so a seeded stream of draws stays aligned whatever
         the options.
         """
@@ -326,6 +334,7 @@ class MaskSpec:
         texture_seed = int(rng.integers(0, self.texture_variants or 2**31 - 1))
         # Drawn after the others, so that the fields older versions drew keep their values.
         look = rng.random(3).tolist()
+        surface = rng.random(2).tolist()
         tables = self._tables  # type: ignore[attr-defined]
         family = _pick(tables["families"], u[0])
         coverage = _pick(tables["coverages"], u[1])
@@ -370,6 +379,9 @@ class MaskSpec:
             noise=self.noise[0] + (self.noise[1] - self.noise[0]) * look[0],
             blur=self.blur[0] + (self.blur[1] - self.blur[0]) * look[1],
             color_match=self.color_match[0] + (self.color_match[1] - self.color_match[0]) * look[2],
+            fabric=self.fabric[0] + (self.fabric[1] - self.fabric[0]) * surface[0],
+            contact_shadow=self.contact_shadow[0]
+            + (self.contact_shadow[1] - self.contact_shadow[0]) * surface[1],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -470,6 +482,18 @@ class _Occlusion:
     overlays: np.ndarray | None = None  # (k, h, w) uint8 detail coverages, painted in order
     tones: tuple[float | None, ...] = ()  # one per overlay: factor of primary, None = straps
     colour: np.ndarray | None = None  # (h, w, 3) float32 0–255: an image template's pixels
+    shadow: np.ndarray | None = None  # (h, w) float32 contact shadow band on the skin
+
+    @cached_property
+    def surface(self) -> np.ndarray | None:
+        """The posed surface's maps over the box (:func:`maskgen.fabric.surface_maps`), made
+        on first use (textures and fabric shading), or ``None`` for a flat outline."""
+        mesh = self.outline.surface() if self.box is not None and self.colour is None else None
+        if mesh is None:
+            return None
+        maps = fabric.surface_maps(mesh, self.box)  # type: ignore[arg-type]
+        maps.setflags(write=False)
+        return maps
 
 
 class _OcclusionCache:
@@ -609,13 +633,17 @@ def mask_geometry(face: _Face, params: MaskParams) -> Outline:
 
 
 def mask_box(outline: Outline, unit: float, params: MaskParams, h: int, w: int) -> Box | None:
-    """The box a draw touches on an h×w image (outline, ear loops and the soft edge)."""
-    return _bbox(outline, 2 * params.edge_softness * unit + 2, h, w)
+    """The box a draw touches on an h×w image (outline, ear loops, the soft edge and, for a
+    draw with one, the contact shadow)."""
+    pad = 2 * params.edge_softness * unit + 2
+    if params.contact_shadow > 0:
+        pad = max(pad, fabric.shadow_reach(unit))
+    return _bbox(outline, pad, h, w)
 
 
 def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
     """Outline, bounding box and soft-edged occlusion map of a draw, cached by geometry."""
-    key = (*_geometry_key(face, params), h, w, params.edge_softness)
+    key = (*_geometry_key(face, params), h, w, params.edge_softness, params.contact_shadow > 0)
     cache = _STATE.occlusions
     cached = cache.get(key)
     if cached is not None:
@@ -663,7 +691,11 @@ def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
     if layers:
         overlays = np.stack(layers)
         overlays.setflags(write=False)
-    result = _Occlusion(outline, box, alpha, overlays, tuple(tones), colour)
+    shadow = None
+    if params.contact_shadow > 0:
+        shadow = fabric.contact_shadow(alpha8, unit)
+        shadow.setflags(write=False)
+    result = _Occlusion(outline, box, alpha, overlays, tuple(tones), colour, shadow)
     cache.put(key, result)
     return result
 
@@ -706,6 +738,8 @@ def paint_face(
         look = photo_look(image, face_region(frame.origin, frame.ax, frame.unit, h, w), max_value)
     roi = image[y0:y1, x0:x1, :3]
     _paint_box(roi, cov, params, max_value, look)
+    if params.contact_shadow > 0 and cov.shadow is not None:
+        _darken(roi, cov.shadow, params.contact_shadow * fabric.SHADOW_DEPTH * params.opacity)
     if look is not None:
         _photo_degradations(roi, cov, params, look, max_value)
     alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
@@ -736,6 +770,15 @@ def _photo_degradations(
 
 
 _EMPTY = np.zeros((0, 0), np.float32)
+
+
+def _darken(roi: np.ndarray, band: np.ndarray, depth: float) -> None:
+    """Multiply ``roi`` by ``1 − depth·band`` in place (the contact shadow on the skin)."""
+    factor = (1.0 - np.float32(depth) * band)[..., None]
+    out = roi.astype(np.float32) * factor
+    if np.issubdtype(roi.dtype, np.integer):
+        out = np.rint(out)
+    roi[...] = out.astype(roi.dtype)
 
 
 def _paint_template(
@@ -787,14 +830,23 @@ def _paint_box(
         colours = match_colours(colours, look, params.color_match)
     if max_value != 255.0:
         colours *= np.float32(max_value / 255.0)
-    tile = placement = None
+    tile = placement = texels = relief = None
+    frame = cov.outline.frame
     if params.texture != "none":
-        frame = cov.outline.frame
         tile = app.padded_tile(
             params.texture, params.texture_seed, params.texture not in app.TWO_TONE_TEXTURES
         )
-        placement = app.tile_map(frame.origin, frame.ax, params.texture_scale * frame.unit,
-                                 params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
+        posed = cov.outline.posed
+        if cov.surface is not None and posed is not None:
+            period = params.texture_scale * frame.unit
+            period = params.texture_scale * frame.unit
+            texels = fabric.surface_texels(cov.surface, posed.scale, period, params.texture_angle)
+        else:
+            placement = app.tile_map(frame.origin, frame.ax, params.texture_scale * frame.unit,
+                                     params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
+    if params.fabric > 0 and cov.surface is not None:
+        light = fabric.light_direction(roi, cov.alpha, frame.ax, max_value)  # type: ignore[arg-type]
+        relief = fabric.fabric_relief(cov.surface, cov.alpha, light, params.fabric)  # type: ignore[arg-type]
     paint.paint_mask(
         roi,
         cov.alpha,  # type: ignore[arg-type]
@@ -807,6 +859,8 @@ def _paint_box(
         overlay_colours=colours[2:],
         max_value=max_value,
         lighting=params.lighting,
+        texels=texels,
+        relief=relief,
     )
 
 

@@ -286,8 +286,9 @@ class SurfaceMesh:
     Attributes:
         vertices: ``(C, R + 1, 2)`` float32 pixels (hidden vertices moved to the silhouette).
         normals: ``(C, R + 1, 3)`` unit normals in the camera frame (z towards the viewer).
-        arc: ``(C, R + 1, 2)`` surface coordinates: 3D arc length across (from the mask's
-            middle column) and down (from its top edge), in inter-ocular units.
+        arc: ``(C, R + 1, 2)`` surface coordinates in inter-ocular units: 3D arc length
+            across (from the mask's middle column) and height on the face (from the top of
+            its middle column), so that textures wrap round the cheeks and pleats stay level.
     """
 
     vertices: np.ndarray
@@ -304,8 +305,7 @@ def surface_mesh(posed: PosedFace, frontal_grid: np.ndarray) -> SurfaceMesh:
     across = np.concatenate([np.zeros((1, r)), np.cumsum(
         np.linalg.norm(np.diff(points, axis=0), axis=2), axis=0)])  # fmt: skip
     across -= across[c // 2]
-    down = np.concatenate([np.zeros((c, 1)), np.cumsum(
-        np.linalg.norm(np.diff(points, axis=1), axis=2), axis=1)], axis=1)  # fmt: skip
+    down = points[..., 1] - points[c // 2, 0, 1]
     pixels = posed.project(posed.lift(posed.visible(model))).reshape(c, r, 2)
     normals = posed.normals(model).reshape(c, r, 3)
     return SurfaceMesh(pixels.astype(np.float32), normals, np.stack([across, down], -1))

@@ -178,13 +178,21 @@ def _affines(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return maps, ok
 
 
+def face_grid(outline: Outline, rows: int) -> np.ndarray:
+    """The ``(COLUMNS, rows + 1, 2)`` pixel grid a template's grid is laid onto: the posed
+    surface's (geometry 3) or the flat outline's."""
+    surface = outline.surface(COLUMNS, rows)
+    grid = outline_grid(outline, COLUMNS, rows) if surface is None else surface.vertices
+    return grid.astype(np.float64)
+
+
 def warp_template(
     template: MaskTemplate, outline: Outline, shape: tuple[int, int], offset: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The template laid onto ``outline`` over a box of ``shape`` = (h, w) at ``offset`` =
     (x0, y0): its colour (h, w, 3) float32 in 0–255 and its coverage (h, w) float32 in 0–1."""
     rows = template.grid.shape[1] - 1
-    face = outline_grid(outline, COLUMNS, rows).reshape(-1, 2) - np.asarray(offset, np.float64)
+    face = face_grid(outline, rows).reshape(-1, 2) - np.asarray(offset, np.float64)
     tris = grid_triangles(COLUMNS, rows)
     maps, ok = _affines(template.grid.reshape(-1, 2)[tris], face[tris])
     owner = np.full(shape, -1, np.int32)

@@ -14,7 +14,6 @@ from maskgen.cli import app
 from maskgen.dataset import RenderOptions, render_dataset
 from maskgen.dataset.options import meta_dir
 from maskgen.landmarks import aligned_landmarks
-from maskgen.mesh import outline_grid
 from maskgen.render import MaskParams, MaskSpec, render
 from maskgen.shapes import GEOMETRY, FamilyGeometry, mask_outline, register_family
 from maskgen.synthetic import SyntheticFaces
@@ -22,6 +21,7 @@ from maskgen.template import (
     COLUMNS,
     TemplateError,
     check_sheet,
+    face_grid,
     load_template,
     warp_template,
 )
@@ -73,17 +73,18 @@ def test_template_cells_land_on_the_matching_cells_of_the_face(tmp_path: Path) -
     """Every grid node of the face's mask shows the template pixel of the same node."""
     template = load_template(_gradient_template(tmp_path / "g"))
     lm = aligned_landmarks(224)
-    outline = mask_outline(lm, "surgical", "high")
-    colour, cover = warp_template(template, outline, (300, 300), (0, 0))
-    nodes = outline_grid(outline, COLUMNS, template.grid.shape[1] - 1)[1:-1, 1:-1].reshape(-1, 2)
-    expected = template.grid[1:-1, 1:-1].reshape(-1, 2)
-    h, w = template.rgba.shape[:2]
-    for (x, y), (tx, ty) in zip(nodes, expected, strict=True):
-        xi, yi = round(float(x)), round(float(y))
-        assert cover[yi, xi] > 0.99
-        # Rounding to a face pixel moves up to ~1.5 template pixels, the 8-bit colour ~1.3.
-        assert abs(colour[yi, xi, 0] / 255 * (w - 1) - tx) <= 4
-        assert abs(colour[yi, xi, 1] / 255 * (h - 1) - ty) <= 4
+    for version in (2, 3):  # flat in the image plane, and on the posed surface
+        outline = mask_outline(lm, "surgical", "high", geometry=version)
+        colour, cover = warp_template(template, outline, (300, 300), (0, 0))
+        nodes = face_grid(outline, template.grid.shape[1] - 1)[1:-1, 1:-1].reshape(-1, 2)
+        expected = template.grid[1:-1, 1:-1].reshape(-1, 2)
+        h, w = template.rgba.shape[:2]
+        for (x, y), (tx, ty) in zip(nodes, expected, strict=True):
+            xi, yi = round(float(x)), round(float(y))
+            assert cover[yi, xi] > 0.99
+            # Rounding to a face pixel moves up to ~1.5 template pixels, the 8-bit colour ~1.3.
+            assert abs(colour[yi, xi, 0] / 255 * (w - 1) - tx) <= 4
+            assert abs(colour[yi, xi, 1] / 255 * (h - 1) - ty) <= 4
 
 
 def test_templates_follow_the_draws_coverage_and_shading() -> None:

@@ -1,0 +1,219 @@
+"""The posed fabric's appearance: surface maps, the face's light direction, Lambert shading,
+surface-following texture coordinates and the contact shadow on the skin.
+
+A version-3 outline (:mod:`maskgen.surface`) carries a surface mesh: camera-frame normals
+and surface coordinates (3D arc lengths) on a grid. :func:`surface_maps` rasterises them
+over a mask's box; from them
+
+- :func:`surface_texels` lays the texture tile in surface coordinates, so checks and pleats
+  bend round the cheeks and are foreshortened on the far side of a turned face;
+- :func:`fabric_relief` shades the fabric: ambient plus Lambert light from a direction
+  estimated from the face (:func:`light_direction`), normalised to a mean of 1 under the
+  mask, so the face's own lighting (:mod:`maskgen.paint`) still sets its brightness and
+  this adds the curvature: the fabric darkens as it turns away from the light and towards
+  the silhouette.
+
+:func:`contact_shadow` is a soft dark band on the skin just outside the mask's edge and ear
+loops (the fabric standing off the skin), for every geometry version.
+
+Example:
+    >>> import numpy as np
+    >>> from maskgen.landmarks import aligned_landmarks
+    >>> from maskgen.shapes import mask_outline
+    >>> outline = mask_outline(aligned_landmarks(), "surgical", "high", geometry=3)
+    >>> maps = surface_maps(outline.surface(), (10, 30, 100, 110))
+    >>> maps.shape, bool(maps[40, 46, 4] > 0.5)  # (h, w, arc u, arc v, nx, ny, nz)
+    ((80, 90, 5), True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from numba import njit
+
+from maskgen.appearance import TILE
+from maskgen.mesh import grid_triangles
+from maskgen.surface import SurfaceMesh
+
+__all__ = ["contact_shadow", "fabric_relief", "light_direction", "surface_maps", "surface_texels"]
+
+#: Share of the fabric's light that does not depend on its orientation.
+AMBIENT = 0.45
+#: Light directions lean at most this far from the line of sight (degrees).
+MAX_LIGHT_TILT = 60.0
+#: Contact shadow: its width (Gaussian sigma, face units) and its depth at full strength.
+SHADOW_SIGMA = 0.04
+SHADOW_DEPTH = 0.35
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _rasterise(vertices: np.ndarray, triangles: np.ndarray, values: np.ndarray,
+               out: np.ndarray, owner: np.ndarray) -> None:  # fmt: skip
+    """Barycentric interpolation of per-vertex ``values`` over every triangle's pixels
+    (pixel centres at +0.5), the first triangle to cover a pixel keeping it."""
+    h, w = owner.shape
+    k = values.shape[1]
+    for t in range(triangles.shape[0]):
+        a, b, c = triangles[t, 0], triangles[t, 1], triangles[t, 2]
+        ax, ay = vertices[a, 0], vertices[a, 1]
+        bx, by = vertices[b, 0], vertices[b, 1]
+        cx, cy = vertices[c, 0], vertices[c, 1]
+        det = (bx - ax) * (cy - ay) - (cx - ax) * (by - ay)
+        if abs(det) < 1e-9:
+            continue
+        x0 = max(math.floor(min(ax, bx, cx) - 0.5), 0)
+        x1 = min(math.ceil(max(ax, bx, cx) - 0.5), w - 1)
+        y0 = max(math.floor(min(ay, by, cy) - 0.5), 0)
+        y1 = min(math.ceil(max(ay, by, cy) - 0.5), h - 1)
+        for y in range(y0, y1 + 1):
+            py = y + 0.5
+            for x in range(x0, x1 + 1):
+                if owner[y, x]:
+                    continue
+                px = x + 0.5
+                wb = ((px - ax) * (cy - ay) - (cx - ax) * (py - ay)) / det
+                wc = ((bx - ax) * (py - ay) - (px - ax) * (by - ay)) / det
+                wa = 1.0 - wb - wc
+                if wa < -1e-6 or wb < -1e-6 or wc < -1e-6:
+                    continue
+                owner[y, x] = True
+                for q in range(k):
+                    out[y, x, q] = wa * values[a, q] + wb * values[b, q] + wc * values[c, q]
+
+
+@njit(cache=True, nogil=True)
+def _extend(out: np.ndarray, owner: np.ndarray) -> None:
+    """Give uncovered pixels (the soft edge's fringe) their row's nearest covered value, and
+    rows without any the nearest covered row's."""
+    h, w = owner.shape
+    filled = np.zeros(h, np.bool_)
+    for y in range(h):
+        last = -1
+        for x in range(w):
+            if owner[y, x]:
+                if last < 0:
+                    for z in range(x):
+                        out[y, z] = out[y, x]
+                last = x
+            elif last >= 0:
+                out[y, x] = out[y, last]
+        filled[y] = last >= 0
+    for y in range(h):
+        if filled[y]:
+            continue
+        best = -1
+        for d in range(1, h):
+            if y - d >= 0 and filled[y - d]:
+                best = y - d
+                break
+            if y + d < h and filled[y + d]:
+                best = y + d
+                break
+        if best >= 0:
+            out[y] = out[best]
+
+
+def surface_maps(surface: SurfaceMesh, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The surface over ``box`` = (x0, y0, x1, y1): ``(h, w, 5)`` float32 arc u, arc v and
+    the normal's x, y, z at every pixel (pixels beyond the mesh take the nearest value)."""
+    x0, y0, x1, y1 = box
+    c, r = surface.vertices.shape[:2]
+    vertices = surface.vertices.reshape(-1, 2).astype(np.float64) - np.array([x0, y0], float)
+    values = np.concatenate([surface.arc, surface.normals], axis=2).reshape(-1, 5)
+    out = np.zeros((y1 - y0, x1 - x0, 5), np.float32)
+    owner = np.zeros((y1 - y0, x1 - x0), np.bool_)
+    tris = grid_triangles(c, r - 1).astype(np.int64)
+    _rasterise(vertices, tris, values.astype(np.float64), out, owner)
+    _extend(out, owner)
+    return out
+
+
+def surface_texels(
+    maps: np.ndarray, scale_px: float, period_px: float, angle_deg: float
+) -> np.ndarray:
+    """Tile coordinates ``(h, w, 2)`` float64 of every pixel: the tile laid one period every
+    ``period_px`` pixels of surface (arc lengths × ``scale_px``, pixels per arc unit), turned
+    by ``angle_deg`` relative to the face's axes (as :func:`maskgen.appearance.tile_map`)."""
+    k = TILE / max(period_px, 1e-3) * scale_px
+    theta = math.radians(angle_deg)
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = maps[..., 0].astype(np.float64), maps[..., 1].astype(np.float64)
+    return np.stack([(c * u + s * v) * k % TILE, (-s * u + c * v) * k % TILE], axis=-1)
+
+
+def light_direction(
+    roi: np.ndarray, alpha: np.ndarray, ax: np.ndarray, max_value: float
+) -> np.ndarray:
+    """The light's direction (camera frame, unit, z towards the viewer) estimated from the
+    unpainted face under a mask's box: the least-squares luminance slope across and down the
+    face, over the covered pixels, relative to their mean, as the light's tilt (a Lambertian
+    face lit from one side is brighter on that side, about in proportion to the tilt's
+    tangent over half its width)."""
+    _h, _w = alpha.shape
+    weight = (alpha > 0.5).astype(np.float32)
+    total = float(weight.sum())
+    if total < 16:
+        return np.array([0.0, 0.0, 1.0])
+    luma = roi[..., :3].astype(np.float32) @ _LUMA
+    mean = float((luma * weight).sum() / total)
+    if mean <= 1e-3 * max_value:
+        return np.array([0.0, 0.0, 1.0])
+    ys, xs = np.nonzero(weight)
+    values = luma[ys, xs] / mean
+    half_width = 0.5 * max(float(xs.max() - xs.min()), 1.0)
+    x = (xs - xs.mean()) / half_width
+    y = (ys - ys.mean()) / half_width
+    design = np.column_stack([x, y, np.ones_like(x)])
+    gx, gy, _ = np.linalg.lstsq(design, values, rcond=None)[0]
+    # Image slopes → the face's axes, then a direction whose tilt's tangent is the slope.
+    ux, uy = float(ax[0]), float(ax[1])
+    across, down = gx * ux + gy * uy, -gx * uy + gy * ux
+    tilt = math.tan(math.radians(MAX_LIGHT_TILT))
+    across, down = np.clip(across, -tilt, tilt), np.clip(down, -tilt, tilt)
+    lx, ly = across * ux - down * uy, across * uy + down * ux
+    light = np.array([lx, ly, 1.0])
+    return light / np.linalg.norm(light)
+
+
+def fabric_relief(
+    maps: np.ndarray, alpha: np.ndarray, light: np.ndarray, strength: float
+) -> np.ndarray:
+    """The fabric's own shading over the box ``(h, w)`` float32: ambient plus Lambert from
+    ``light`` at every pixel's normal, over its mean under the mask, mixed with 1 by
+    ``strength``."""
+    normals = maps[..., 2:5]
+    lambert = np.maximum(normals @ light.astype(np.float32), 0.0)
+    shade = AMBIENT + (1.0 - AMBIENT) * lambert
+    weight = alpha
+    mean = float((shade * weight).sum() / max(float(weight.sum()), 1e-6))
+    relief = shade / max(mean, 1e-6)
+    return (1.0 + np.float32(strength) * (relief - 1.0)).astype(np.float32)
+
+
+def shadow_reach(unit: float) -> int:
+    """How far (pixels) beyond the mask's coverage its contact shadow can reach on a face of
+    ``unit`` pixels: the pixels a render changes lie within this distance of its occlusion
+    map.
+
+    Example:
+        >>> shadow_reach(40.0)
+        8
+    """
+    sigma = _shadow_sigma(unit)
+    return (round(8 * sigma + 1) | 1) // 2 + 1
+
+
+def _shadow_sigma(unit: float) -> float:
+    return max(SHADOW_SIGMA * unit, 0.5)
+
+
+def contact_shadow(alpha8: np.ndarray, unit: float) -> np.ndarray:
+    """Where the mask's contact shadow falls: ``(h, w)`` float32 in [0, 1], a soft band just
+    outside the coverage ``alpha8`` (uint8), ``SHADOW_SIGMA`` face units wide; 0 under it."""
+    cover = alpha8.astype(np.float32) * np.float32(1 / 255)
+    spread = cv2.GaussianBlur(cover, (0, 0), _shadow_sigma(unit))  # as soften_batch blurs
+    return np.clip(2.0 * (spread - cover), 0.0, 1.0) * (1.0 - cover)

@@ -1,0 +1,120 @@
+"""The posed fabric's appearance: surface-following textures, Lambert shading from the face's
+light, contact shadows; replay and sampling of their parameters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from maskgen import fabric
+from maskgen.render import MaskParams, MaskSpec, render
+from maskgen.shapes import mask_outline
+from maskgen.synthetic import draw_wild_face, sample_identity
+
+
+def _face(yaw: float = 0.0, seed: int = 5):
+    ident = sample_identity(np.random.default_rng([seed, 1]))
+    return draw_wild_face(ident, np.random.default_rng([seed, 2]), size=(320, 320), yaw=yaw,
+                          pitch=0.0, roll=0.0, face_frac=0.5, postprocess=False)  # fmt: skip
+
+
+def _maps(lm: np.ndarray, family: str = "surgical") -> tuple[np.ndarray, tuple[int, ...]]:
+    outline = mask_outline(lm, family, "high", geometry=3)
+    pts = outline.polygon
+    box = (int(pts[:, 0].min()) - 2, int(pts[:, 1].min()) - 2,
+           int(pts[:, 0].max()) + 3, int(pts[:, 1].max()) + 3)  # fmt: skip
+    return fabric.surface_maps(outline.surface(), box), box
+
+
+def test_textures_are_foreshortened_on_the_far_side():
+    """On a face turned 35° (far side: image right) one pixel spans more texture on the far
+    cheek than on the near one; on a frontal face both sides match."""
+
+    def spans(yaw: float) -> tuple[float, float]:
+        _, lm = _face(yaw)
+        maps, (x0, y0, _, _) = _maps(lm)
+        texels = fabric.surface_texels(maps, 40.0, 20.0, 0.0)
+        du = np.abs(np.diff(np.unwrap(texels[..., 0], period=256, axis=1), axis=1))
+        row = (lm[30, 1] + lm[57, 1]) / 2 - y0  # between nose tip and lower lip
+        r = int(row)
+        mid = int(lm[30, 0] - x0)
+        left = du[r, max(mid - 60, 0) : mid - 30].mean()
+        right = du[r, mid + 30 : mid + 60].mean()
+        return left, right
+
+    left, right = spans(0.0)
+    assert abs(left - right) < 0.15 * max(left, right)
+    near, far = spans(35.0)
+    assert far > 1.3 * near, (near, far)
+
+
+def test_the_surface_faces_the_camera_in_the_middle_and_turns_at_the_sides():
+    _, lm = _face()
+    maps, (x0, y0, _, _) = _maps(lm)
+    y = int((lm[33, 1] + lm[51, 1]) / 2 - y0)
+    nx = maps[y, :, 2]
+    centre = int(lm[30, 0] - x0)
+    # The middle faces the camera (tilted down a little: the fabric runs from nose to chin).
+    assert maps[y, centre, 4] > 0.8 and abs(maps[y, centre, 2]) < 0.1
+    assert nx[5] < -0.3 and nx[-6] > 0.3  # the sides turn away, left and right
+
+
+@pytest.mark.parametrize("side", [-1.0, 1.0])
+def test_the_light_direction_comes_from_the_brighter_side(side):
+    """A face lit from one side (a luminance ramp over the box) gives a light leaning that
+    way, and Lambert shading then darkens the fabric on the other side."""
+    h, w = 80, 100
+    ramp = 120 + side * 60 * np.linspace(-1, 1, w)[None, :]
+    roi = np.repeat(np.repeat(ramp, h, 0)[..., None], 3, 2).astype(np.uint8)
+    alpha = np.ones((h, w), np.float32)
+    light = fabric.light_direction(roi, alpha, np.array([1.0, 0.0]), 255.0)
+    assert np.sign(light[0]) == side and light[2] > 0
+    _, lm = _face()
+    maps, _ = _maps(lm)
+    cover = np.ones(maps.shape[:2], np.float32)
+    relief = fabric.fabric_relief(maps, cover, light, 1.0)
+    half = relief.shape[1] // 2
+    lit, shadowed = (
+        (relief[:, half:], relief[:, :half]) if side > 0 else (relief[:, :half], relief[:, half:])
+    )
+    assert lit.mean() > shadowed.mean() + 0.05
+    assert abs(float(relief.mean()) - 1.0) < 0.05  # the face's own light sets the brightness
+
+
+def test_fabric_shading_darkens_the_mask_towards_its_silhouette():
+    image, lm = _face(yaw=35)
+    params = MaskParams(geometry=3, shading=0.0, color=(200, 200, 200))
+    flat = render(image, lm, params)
+    shaded = render(image, lm, MaskParams(**{**params.to_dict(), "fabric": 1.0}))
+    inside = (flat.alpha > 0.99) & (shaded.alpha > 0.99)
+    luma = shaded.image.astype(float).mean(2)
+    assert np.ptp(flat.image.astype(float).mean(2)[inside]) < 2  # a flat colour
+    assert np.ptp(luma[inside]) > 40
+
+
+def test_the_contact_shadow_darkens_the_skin_just_outside_the_mask():
+    image, lm = _face()
+    base = MaskParams(geometry=3)
+    plain = render(image, lm, base)
+    shadowed = render(image, lm, MaskParams(**{**base.to_dict(), "contact_shadow": 1.0}))
+    band = fabric.contact_shadow((plain.alpha > 0.5).astype(np.uint8) * 255, 60.0) > 0.3
+    band &= plain.alpha < 0.01
+    darker = plain.image.astype(float)[band].mean() - shadowed.image.astype(float)[band].mean()
+    assert darker > 5
+    far = plain.alpha == 0
+    far[band] = False
+    far &= ~(fabric.contact_shadow((plain.alpha > 0.01).astype(np.uint8) * 255, 60.0) > 0)
+    assert np.array_equal(plain.image[far], shadowed.image[far])
+
+
+def test_old_records_replay_without_the_fabric_and_new_draws_have_it():
+    old = {k: v for k, v in MaskParams(geometry=2).to_dict().items()
+           if k not in ("fabric", "contact_shadow")}  # fmt: skip
+    replayed = MaskParams.from_dict(old)
+    assert replayed.fabric == 0.0 and replayed.contact_shadow == 0.0
+    spec = MaskSpec()
+    draws = [spec.sample(np.random.default_rng(i)) for i in range(50)]
+    assert all(spec.fabric[0] <= d.fabric <= spec.fabric[1] for d in draws)
+    assert all(spec.contact_shadow[0] <= d.contact_shadow <= spec.contact_shadow[1] for d in draws)
+    with pytest.raises(ValueError, match="fabric"):
+        MaskParams(fabric=1.5)
