@@ -41,11 +41,11 @@ SCALAR_KEYS: tuple[str, ...] = (
     "width",
     "top_offset",
     "bottom_offset",
-    # Carried so that draws convert exactly; the batched painting does not apply the photo's
-    # look yet (docs/online_masking.md).
     "noise",
     "blur",
     "color_match",
+    "fabric",
+    "contact_shadow",
 )
 #: Index keys: ``family`` (into :data:`maskgen.shapes.GEOMETRY`'s names at conversion time),
 #: ``coverage``, ``texture``, ``texture_seed``, the flags ``straps`` and ``valve``, and the

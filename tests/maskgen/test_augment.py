@@ -153,9 +153,10 @@ def test_gradients_and_no_in_place(faces) -> None:
     images, lms = faces
     x = _tensor(images[:3]).requires_grad_(True)
     before = x.detach().clone()
-    # Without the photo's blur (which spreads each output pixel over its neighbours) the
-    # blend's gradient is exactly 1 - alpha.
-    spec = MaskSpec(textures={"stripes": 1.0}, shading=(0.8, 0.8), blur=(0.0, 0.0))
+    # Without the photo's blur (which spreads each output pixel over its neighbours) and the
+    # contact shadow (which darkens the skin just outside) the blend's gradient is 1 - alpha.
+    spec = MaskSpec(textures={"stripes": 1.0}, shading=(0.8, 0.8), blur=(0.0, 0.0),
+                    contact_shadow=(0.0, 0.0))  # fmt: skip
     aug = RandomFaceMask(spec, p=1.0)
     out = aug(x, landmarks=lms[:3])
     assert torch.equal(x.detach(), before)

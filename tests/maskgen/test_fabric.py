@@ -118,3 +118,31 @@ def test_old_records_replay_without_the_fabric_and_new_draws_have_it():
     assert all(spec.contact_shadow[0] <= d.contact_shadow <= spec.contact_shadow[1] for d in draws)
     with pytest.raises(ValueError, match="fabric"):
         MaskParams(fabric=1.5)
+
+
+def test_the_batched_augmentation_paints_the_same_fabric():
+    """Surface textures, fabric shading and the contact shadow: RandomFaceMask on a batch of
+    turned faces matches the CPU renderer inside the mask and in the shadow band."""
+    torch = pytest.importorskip("torch")
+    from maskgen.augment import RandomFaceMask
+
+    faces = [_face(yaw) for yaw in (-35.0, 0.0, 30.0)]
+    images = np.stack([f[0] for f in faces])
+    lms = np.stack([f[1] for f in faces])
+    draws = [MaskParams(family=family, texture=texture, shading=0.6, fabric=1.0,
+                        contact_shadow=1.0, color=(120, 160, 210), secondary_color=(250, 250, 250))
+             for family, texture in (("surgical", "pleats"), ("cloth", "checks"),
+                                     ("n95", "none"))]  # fmt: skip
+    aug = RandomFaceMask(p=1.0)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    out = aug(x, params=aug.params_from_mask_params(draws, landmarks=lms))
+    out = (out.permute(0, 2, 3, 1).numpy() * 255).astype(np.float64)
+    for i, d in enumerate(draws):
+        ref = render(images[i], lms[i], d)
+        inner = ref.alpha > 0.99
+        assert np.abs(ref.image[inner] - out[i][inner]).mean() < 3.0, d.family
+        band = (fabric.contact_shadow((ref.alpha > 0.5).astype(np.uint8) * 255, 50.0) > 0.2)
+        band &= ref.alpha < 0.01
+        darkened = images[i].astype(float)[band].mean() - ref.image[band].mean()
+        assert darkened > 3  # there is a shadow to compare
+        assert abs(out[i][band].mean() - ref.image[band].mean()) < 0.25 * darkened, d.family

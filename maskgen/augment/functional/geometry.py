@@ -60,6 +60,8 @@ class BatchGeometry(NamedTuple):
         drawn: ``(B,)`` bool: the sample has a mask inside its frame.
         detail_offsets: on the host, ``B + 1`` prefix counts: sample ``i``'s detail polygons
             are ``details[detail_offsets[i]:detail_offsets[i + 1]]``.
+        outlines: on the host, each sample's outline (``None``: not drawn); posed ones carry
+            the surface the fabric is painted from (:mod:`maskgen.augment.functional.fabric`).
     """
 
     polygon: torch.Tensor
@@ -71,6 +73,7 @@ class BatchGeometry(NamedTuple):
     owner: torch.Tensor
     drawn: torch.Tensor
     detail_offsets: tuple[int, ...] = (0,)
+    outlines: tuple[Outline | None, ...] = ()
 
 
 def stroke_polygon(lines: np.ndarray, half_width: float) -> np.ndarray:
@@ -191,6 +194,7 @@ def batch_geometry(
             boxes.append((width, height, 0, 0))
             drawn.append(False)
             offsets.append(len(details))
+            outlines[i] = None
             continue
         frame = outline.frame
         polygons.append(outline.polygon)
@@ -218,4 +222,5 @@ def batch_geometry(
         owner=torch.tensor(owner, dtype=torch.long, device=device),
         drawn=torch.tensor(drawn, dtype=torch.bool, device=device),
         detail_offsets=tuple(offsets),
+        outlines=tuple(outlines),
     )

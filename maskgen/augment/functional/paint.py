@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from maskgen import appearance as app
+from maskgen import fabric as fabric_
 from maskgen.augment._memory import empty_like_large
+from maskgen.augment.functional.fabric import (
+    contact_shadow_batch,
+    fabric_relief_batch,
+    light_directions,
+    surface_fields,
+    surface_maps_batch,
+)
 from maskgen.augment.functional.geometry import LAYERS, BatchGeometry
 from maskgen.augment.functional.raster import (
     AA_OFFSET,
@@ -331,6 +339,7 @@ def mask_batch(
     draw = {
         "polygon": polygon - shift,
         "sigma": sigma,
+        "unit": g.unit.to(device).float(),
         "opacity": p("opacity").float() * drawn,
         "box": box,
         "shading": shading,
@@ -347,6 +356,7 @@ def mask_batch(
         "strap": p("strap_color").float() / 255.0,
     }
     window = (x0, y0, x1, y1)
+    draw.update(_fabric_draws(g, params, textured, drawn, window, device))
     flags = (n_two > 0, n_shaded > 0)
     owner = g.owner.to(device)
     band = (y1 - y0, x1 - x0)
@@ -370,6 +380,41 @@ def mask_batch(
         alpha = alphas[0] if len(alphas) == 1 else torch.cat(alphas)
     alpha_full = F.pad(alpha[:, None], (x0, W - x1, y0, H - y1))
     return out, alpha_full
+
+
+def _fabric_draws(
+    g: BatchGeometry, params: dict[str, torch.Tensor], textured: torch.Tensor,
+    drawn: torch.Tensor, window: tuple[int, int, int, int], device: torch.device,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The posed surface's per-sample draw tensors: its maps over the window (host-rasterised,
+    only for samples whose texture or fabric shading uses them), scale, fabric strength and
+    contact-shadow depth."""
+    B = len(drawn)
+    zeros = torch.zeros(B, device=device)
+    strength = params["fabric"].to(device).float() * drawn if "fabric" in params else zeros
+    shadow = params["contact_shadow"].to(device).float() * drawn if "contact_shadow" in params \
+        else zeros  # fmt: skip
+    opacity = params["opacity"].to(device).float()
+    outlines = g.outlines or (None,) * B
+    posed = [o is not None and o.posed is not None for o in outlines]
+    wanted = ((textured | (strength > 0)).cpu().tolist()) if any(posed) else [False] * B
+    rows = [i for i in range(B) if posed[i] and wanted[i]]
+    out = {
+        "fabric": strength,
+        "shadow_depth": shadow * float(fabric_.SHADOW_DEPTH) * opacity,
+        "surfaced": torch.zeros(B, dtype=torch.bool, device=device),
+        "scale": torch.ones(B, device=device),
+    }
+    if rows:
+        h, w = window[3] - window[1], window[2] - window[0]
+        maps = torch.zeros(B, 5, h, w, device=device)
+        index = torch.tensor(rows, device=device)
+        maps.index_copy_(0, index, surface_maps_batch(outlines, rows, window, device))
+        out["maps"] = maps
+        out["surfaced"][index] = True
+        scale = [outlines[i].posed.scale for i in rows]  # type: ignore[union-attr]
+        out["scale"][index] = torch.tensor(scale, device=device, dtype=torch.float32)
+    return out
 
 
 class _Details(NamedTuple):
@@ -457,6 +502,10 @@ def _draw_band(
         # Loops show in the strap colour where the mask does not cover them (CPU: binary).
         bare_loops = ((loops > 0) & (under < 1)).to(fill.dtype)
         alpha = fill.index_copy(0, rows, torch.maximum(under, loops))
+    darken = None
+    if "shadow_depth" in q and bool((q["shadow_depth"] > 0).any()):
+        band = contact_shadow_batch(alpha, q["unit"])
+        darken = 1.0 - q["shadow_depth"][:, None, None] * band
     alpha = soften_batch(alpha, q["sigma"])
     alpha = alpha.mul_(q["opacity"][:, None, None])  # (B, h, w), owned
     crop = images[:, :, y0:y1, x0:x1]
@@ -468,6 +517,7 @@ def _draw_band(
             images.detach(), alpha, q["box"], q["shading"], window, q["lighting"]
         )[:, 0]
     mix: torch.Tensor | None = None
+    surfaced = q.get("surfaced")
     if n_tex and tiles is not None:
         # The textured samples first (stable), without a host sync.
         sub = torch.sort((~q["textured"]).to(torch.uint8), stable=True).indices[:n_tex]
@@ -478,12 +528,28 @@ def _draw_band(
             tiles.to(device)[used], q["origin"][sub], q["ax"][sub], q["period"][sub],
             q["angle"][sub], h, w, index=index,
         )  # fmt: skip
+        if "maps" in q and surfaced is not None and bool(surfaced[sub].any()):
+            # Posed samples: the tile laid in surface coordinates instead of the image plane.
+            on = surfaced[sub]
+            rows_s = sub[on]
+            field[on] = surface_fields(
+                tiles.to(device)[used], q["maps"][rows_s, :2], q["scale"][rows_s],
+                q["period"][rows_s], q["angle"][rows_s], index[on],
+            )  # fmt: skip
         if shade is None:
             shade = torch.ones(B, h, w, device=device)
         shade.index_copy_(0, sub, shade.index_select(0, sub).mul_(field[:, 1]))
         if any_two:
             mix = torch.zeros(B, h, w, device=device)
             mix.index_copy_(0, sub, field[:, 0] * q["two_tone"][sub, None, None])
+    if "maps" in q and surfaced is not None:
+        lit = torch.nonzero(surfaced & (q["fabric"] > 0)).flatten()
+        if lit.numel():
+            light = light_directions(crop.index_select(0, lit).detach(), alpha[lit], q["ax"][lit])
+            relief = fabric_relief_batch(q["maps"][lit, 2:], alpha[lit], light, q["fabric"][lit])
+            if shade is None:
+                shade = torch.ones(B, h, w, device=device)
+            shade.index_copy_(0, lit, shade.index_select(0, lit).mul_(relief))
     primary, secondary = q["primary"], q["secondary"]
     dtype = images.dtype
     alpha_x = alpha.to(dtype)
@@ -514,9 +580,14 @@ def _draw_band(
 
     if target is None:
         colour = torch.stack([plane(c) for c in range(images.shape[1])], 1)
-        return torch.lerp(crop, colour, alpha_x[:, None]), alpha
+        out = torch.lerp(crop, colour, alpha_x[:, None])
+        if darken is not None:  # the contact shadow on the skin around the mask
+            out = out * darken[:, None].to(dtype)
+        return out, alpha
     for c in range(images.shape[1]):  # one colour plane at a time, any memory layout
         torch.lerp(crop[:, c], plane(c), alpha_x, out=target[:, c])
+        if darken is not None:
+            target[:, c].mul_(darken.to(dtype))
     return target, alpha
 
 
