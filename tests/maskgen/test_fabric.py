@@ -141,7 +141,7 @@ def test_the_batched_augmentation_paints_the_same_fabric():
         ref = render(images[i], lms[i], d)
         inner = ref.alpha > 0.99
         assert np.abs(ref.image[inner] - out[i][inner]).mean() < 3.0, d.family
-        band = (fabric.contact_shadow((ref.alpha > 0.5).astype(np.uint8) * 255, 50.0) > 0.2)
+        band = fabric.contact_shadow((ref.alpha > 0.5).astype(np.uint8) * 255, 50.0) > 0.2
         band &= ref.alpha < 0.01
         darkened = images[i].astype(float)[band].mean() - ref.image[band].mean()
         assert darkened > 3  # there is a shadow to compare
