@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import math
@@ -37,6 +38,9 @@ import yaml
 from maskgen.io import atomic_write_text
 
 __all__ = [
+    "DEMO_MASK_SPEC",
+    "DEMO_UNSEEN_SPEC",
+    "DEMO_VARIATION",
     "RESUME_SAFE_KEYS",
     "RUN_CONTROL_KEYS",
     "Config",
@@ -71,6 +75,31 @@ class ConfigError(ValueError):
     """An invalid configuration file, key or value (the message says which and why)."""
 
 
+#: The demo's benchmark spread of the synthetic faces (``data.variation``): wider pose,
+#: expression and lighting than the generator's built-in spread, and random occluders, so
+#: that the clean teacher is off the ceiling on the held-out pack (docs/evaluation.md).
+DEMO_VARIATION: dict[str, float] = {
+    "yaw": 40.0,
+    "pitch": 18.0,
+    "roll": 15.0,
+    "expression": 1.5,
+    "lighting": 3.0,
+    "occlusion": 0.4,
+}
+#: The masks the demo trains on (``masking.spec``): surgical and KN95 at high and medium
+#: coverage (the built-in palettes and textures).
+DEMO_MASK_SPEC: dict[str, Any] = {
+    "families": {"surgical": 3.0, "kn95": 1.5},
+    "coverages": {"high": 6.0, "medium": 3.0},
+}
+#: Masks the demo never trains on (``eval.unseen_spec``): NIST-style wide and round masks and
+#: gaiters, worn low (under the nose) or on the chin.
+DEMO_UNSEEN_SPEC: dict[str, Any] = {
+    "families": {"wide": 1.0, "round": 1.0, "gaiter": 1.0},
+    "coverages": {"low": 1.0, "chin": 1.0},
+}
+
+
 @dataclass
 class DataConfig:
     """Training data.
@@ -92,6 +121,11 @@ class DataConfig:
             the canonical ArcFace layout, or a landmark cache made by ``maskgen landmarks``
             on ``path`` (``cache:PATH`` or just the folder), so that every face is masked on
             its own 68 points. Items the cache holds no landmarks for are refused up front.
+        variation: synthetic data only: the within-identity spread of the faces, overrides
+            of :class:`maskgen.synthetic.Variation` (pose ranges ``yaw``/``pitch``/``roll``
+            in degrees, ``expression``, ``lighting``, ``occlusion``); empty is the
+            generator's built-in spread. Used for the training identities and the held-out
+            pack alike. The default is the demo's benchmark spread (:data:`DEMO_VARIATION`).
     """
 
     source: str = "synthetic"
@@ -103,6 +137,7 @@ class DataConfig:
     cache: str = "memory"
     flip: bool = True
     num_workers: int = 1
+    variation: dict[str, Any] = field(default_factory=lambda: dict(DEMO_VARIATION))
 
 
 @dataclass
@@ -116,13 +151,14 @@ class MaskingConfig:
         seed: seed of the per-sample mask draws: item ``i`` of epoch ``e`` gets the draw of
             (seed, key ``str(i)``, variant ``e``) of :mod:`maskgen.seeding` in both modes.
         spec: overrides of :class:`maskgen.render.MaskSpec` fields (e.g. ``{families:
-            {surgical: 1}}``).
+            {surgical: 1}}``); empty is the default ``MaskSpec`` (every family). The default
+            is the demo's training masks (:data:`DEMO_MASK_SPEC`).
     """
 
     mode: str = "workers"
     p: float = 0.5
     seed: int = 1234
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEMO_MASK_SPEC))
 
 
 @dataclass
@@ -186,7 +222,7 @@ class TeacherConfig:
     """
 
     checkpoint: str = ""
-    epochs: int = 6
+    epochs: int = 4
     lr: float = 0.1
 
 
@@ -205,7 +241,7 @@ class StudentConfig:
     """
 
     init: str = "teacher"
-    epochs: int = 4
+    epochs: int = 3
     lr: float = 0.05
     distill_weight: float = 100.0
 
@@ -265,16 +301,21 @@ class EvalConfig:
         seed: seed of the held-out identities (must differ from ``data.seed``).
         mask_seed: seed of the fixed evaluation mask draws.
         batch_size: evaluation batch size.
+        unseen_spec: a second :class:`maskgen.render.MaskSpec` (overrides, like
+            ``masking.spec``) of masks the student did not see in training; when not empty,
+            M-NM and M-M are also scored on its draws and reported as "unseen" columns.
+            The default (:data:`DEMO_UNSEEN_SPEC`) goes with the demo's ``masking.spec``.
     """
 
     enabled: bool = True
     pack: str = ""
-    num_identities: int = 100
+    num_identities: int = 300
     images_per_identity: int = 8
-    num_pairs: int = 600
+    num_pairs: int = 3000
     seed: int = 9001
     mask_seed: int = 2024
     batch_size: int = 128
+    unseen_spec: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(DEMO_UNSEEN_SPEC))
 
 
 @dataclass
@@ -479,6 +520,19 @@ def _check_relations(cfg: Config) -> None:
             MaskSpec.from_dict(dict(cfg.masking.spec))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"masking.spec: {exc}") from exc
+    if cfg.eval.unseen_spec:
+        from maskgen.render import MaskSpec
+
+        try:
+            MaskSpec.from_dict(dict(cfg.eval.unseen_spec))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"eval.unseen_spec: {exc}") from exc
+    from maskgen.synthetic import Variation
+
+    try:
+        Variation.from_dict(dict(cfg.data.variation))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.variation: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from maskgen.io import (
     save_bin,
 )
 from maskgen.landmarks import aligned_landmarks, mirror_landmarks
-from maskgen.synthetic import SyntheticFaces
+from maskgen.synthetic import SyntheticFaces, Variation
 
 __all__ = [
     "DatasetError",
@@ -122,6 +122,8 @@ class SyntheticSource:
         cache: ``none`` (render every access, ~2 ms each), ``memory`` (render all once) or
             ``disk`` (like ``memory`` and saved to / reused from ``cache_path``).
         cache_path: the ``.npz`` file for ``cache="disk"``.
+        variation: the within-identity spread (:class:`maskgen.synthetic.Variation` or its
+            dict; ``None``: the generator's built-in one).
     """
 
     def __init__(
@@ -131,10 +133,13 @@ class SyntheticSource:
         seed: int = 0,
         cache: str = "memory",
         cache_path: str | os.PathLike[str] | None = None,
+        variation: Variation | dict[str, Any] | None = None,
     ) -> None:
         if cache not in ("none", "memory", "disk"):
             raise ValueError(f"cache must be none, memory or disk, got {cache!r}")
-        self.faces = SyntheticFaces(num_identities, images_per_identity, seed=seed)
+        self.faces = SyntheticFaces(
+            num_identities, images_per_identity, seed=seed, variation=variation
+        )
         self.num_classes = int(num_identities)
         self.images: np.ndarray | None = None
         self.landmarks: np.ndarray | None = None
@@ -159,6 +164,8 @@ class SyntheticSource:
             "k": self.faces.images_per_identity,
             "seed": self.faces.seed,
         }
+        if not self.faces.variation.is_default():
+            key["variation"] = self.faces.variation.to_dict()
         if path.is_file():
             try:
                 with np.load(path) as z:
@@ -287,10 +294,19 @@ def open_source(data: Any, cache_dir: str | os.PathLike[str] | None = None) -> F
         if data.cache == "disk":
             if cache_dir is None:
                 raise ValueError("data.cache = 'disk' needs a cache directory")
-            name = f"synthetic_{data.num_identities}x{data.images_per_identity}_s{data.seed}.npz"
-            cache_path = Path(cache_dir) / name
+            name = f"synthetic_{data.num_identities}x{data.images_per_identity}_s{data.seed}"
+            variation = Variation.from_dict(data.variation)
+            if not variation.is_default():  # the key inside the file is checked as well
+                text = json.dumps(variation.to_dict(), sort_keys=True)
+                name += "_v" + hashlib.sha256(text.encode()).hexdigest()[:8]
+            cache_path = Path(cache_dir) / f"{name}.npz"
         return SyntheticSource(
-            data.num_identities, data.images_per_identity, data.seed, data.cache, cache_path
+            data.num_identities,
+            data.images_per_identity,
+            data.seed,
+            data.cache,
+            cache_path,
+            variation=data.variation,
         )
     if data.source == "folder":
         source: ImageFolderSource | RecordIOSource = ImageFolderSource(data.path)
@@ -509,6 +525,7 @@ def build_synthetic_pack(
     images_per_identity: int = 8,
     num_pairs: int = 600,
     seed: int = 9001,
+    variation: Variation | dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Write an insightface ``.bin`` pack of held-out synthetic identities.
 
@@ -517,11 +534,12 @@ def build_synthetic_pack(
     Everything depends on ``seed`` only (a seed other than the training seed gives identities
     that were not trained on). Images are stored as PNG (lossless); their exact landmarks go
     to :func:`pack_landmarks_path`. Returns the pack path and a small summary dict (with a
-    SHA-256 of the pack).
+    SHA-256 of the pack). ``variation`` is the within-identity spread of the images (as for
+    training, :class:`maskgen.synthetic.Variation`; ``None``: the built-in one).
     """
     if num_pairs < 2 or images_per_identity < 2 or num_identities < 2:
         raise ValueError("need at least 2 pairs, 2 identities and 2 images per identity")
-    faces = SyntheticFaces(num_identities, images_per_identity, seed=seed)
+    faces = SyntheticFaces(num_identities, images_per_identity, seed=seed, variation=variation)
     rng = np.random.default_rng([seed, 0x7061636B])
     indices: list[int] = []
     issame: list[bool] = []
@@ -556,6 +574,7 @@ def build_synthetic_pack(
         "num_identities": num_identities,
         "images_per_identity": images_per_identity,
         "seed": seed,
+        "variation": faces.variation.to_dict(),
         "sha256": digest,
     }
     return out, summary

@@ -46,6 +46,7 @@ from maskgen.render import MaskSpec
 __all__ = [
     "AUGMENT",
     "PROTOCOLS",
+    "UNSEEN",
     "run",
     "write_report",
 ]
@@ -54,6 +55,9 @@ log = logging.getLogger("distill")
 
 #: the key, in the report, of the augmentation-only student (``distill_weight = 0``).
 AUGMENT = "augment"
+#: result keys of the protocols scored on ``eval.unseen_spec`` masks (not seen in training).
+UNSEEN_SUFFIX = "-unseen"
+UNSEEN = ("m-nm" + UNSEEN_SUFFIX, "m-m" + UNSEEN_SUFFIX)
 _LABELS = {
     "teacher": "teacher (clean)",
     AUGMENT: "augmentation only (w = 0)",
@@ -62,15 +66,21 @@ _LABELS = {
 
 
 def _evaluate(
-    checkpoints: dict[str, Path], pack: Path, eval_dir: Path, cfg: Config, spec: MaskSpec
-) -> tuple[dict[str, dict[str, dict[str, Any]]], str]:
-    """Score the checkpoints on the pack with :func:`distill.eval.evaluate_models`."""
-    models = {name: load_backbone(path) for name, path in checkpoints.items()}
+    models: dict[str, Any],
+    pack: Path,
+    eval_dir: Path,
+    cfg: Config,
+    spec: MaskSpec,
+    protocols: tuple[str, ...] = PROTOCOLS,
+    suffix: str = "",
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Score the models on the pack with :func:`distill.eval.evaluate_models`; result keys
+    are the protocols with ``suffix`` appended."""
     name = Path(pack).stem
     report = evaluate_models(
         models,
         {name: load_bin(pack)},
-        PROTOCOLS,
+        protocols,
         seed=cfg.eval.mask_seed,
         protocol_file=eval_dir / "protocol.json",
         out_dir=eval_dir,
@@ -78,11 +88,23 @@ def _evaluate(
         mask_spec=spec,
         progress=False,
     )
-    results = {
-        model: {p: dict(report.result(model, name, p).metrics) for p in PROTOCOLS}
+    return {
+        model: {p + suffix: dict(report.result(model, name, p).metrics) for p in protocols}
         for model in models
     }
-    return results, "distill.eval.evaluate_models"
+
+
+def _columns(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The report's columns: the protocols, then the unseen-mask ones when scored."""
+    first = next(iter(results.values()))
+    return [*PROTOCOLS, *(c for c in UNSEEN if c in first)]
+
+
+def _title(column: str) -> str:
+    """``m-nm-unseen`` → ``M-NM unseen``."""
+    return column.removesuffix(UNSEEN_SUFFIX).upper() + (
+        " unseen" if column.endswith(UNSEEN_SUFFIX) else ""
+    )
 
 
 def _verdict(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -97,21 +119,13 @@ def _verdict(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     return {"accuracy": acc, "checks": checks, "passed": all(checks.values())}
 
 
-def _ablation(results: dict[str, dict[str, dict[str, Any]]], weight: float) -> dict[str, Any]:
-    """Distilled student minus augmentation-only student, per protocol, against the fold noise.
-
-    The noise of a difference is ``sqrt(std_a² + std_s²)`` of the two 10-fold accuracy stds
-    (points): a difference at most that large is "within the fold noise".
-
-    >>> r = {m: {p: {"accuracy_mean": a, "accuracy_std": 0.01, "eer": 0.1} for p in PROTOCOLS}
-    ...      for m, a in (("augment", 0.90), ("student", 0.95))}
-    >>> v = _ablation(r, 100.0)
-    >>> v["protocols"]["m-m"]["difference_points"], v["distillation_helps"]
-    (5.0, True)
-    """
+def _differences(
+    results: dict[str, dict[str, dict[str, Any]]], columns: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Distilled minus augmentation-only accuracy and EER per column, against the fold noise."""
     aug, dis = results[AUGMENT], results["student"]
     per: dict[str, dict[str, Any]] = {}
-    for p in PROTOCOLS:
+    for p in columns:
         diff = 100 * (dis[p]["accuracy_mean"] - aug[p]["accuracy_mean"])
         noise = 100 * math.hypot(aug[p]["accuracy_std"], dis[p]["accuracy_std"])
         per[p] = {
@@ -120,54 +134,95 @@ def _ablation(results: dict[str, dict[str, dict[str, Any]]], weight: float) -> d
             "beyond_noise": abs(diff) > noise,
             "eer_difference_points": round(100 * (dis[p]["eer"] - aug[p]["eer"]), 4),
         }
-    masked = [per[p] for p in ("m-nm", "m-m")]
-    helps = any(d["beyond_noise"] and d["difference_points"] > 0 for d in masked)
-    hurts = any(d["beyond_noise"] and d["difference_points"] < 0 for d in masked)
-    return {
+    return per
+
+
+def _ablation(results: dict[str, dict[str, dict[str, Any]]], weight: float) -> dict[str, Any]:
+    """Distilled student minus augmentation-only student, per protocol, against the fold noise.
+
+    The noise of a difference is ``sqrt(std_a² + std_s²)`` of the two 10-fold accuracy stds
+    (points): a difference at most that large is "within the fold noise". The verdict is
+    decided on the masks of training (M-NM, M-M); the unseen-mask columns, when scored, are
+    reported beside it (``"unseen"``) with their own sentence.
+
+    >>> r = {m: {p: {"accuracy_mean": a, "accuracy_std": 0.01, "eer": 0.1} for p in PROTOCOLS}
+    ...      for m, a in (("augment", 0.90), ("student", 0.95))}
+    >>> v = _ablation(r, 100.0)
+    >>> v["protocols"]["m-m"]["difference_points"], v["distillation_helps"]
+    (5.0, True)
+    """
+    per = _differences(results, list(PROTOCOLS))
+    helps, hurts = _direction([per["m-nm"], per["m-m"]])
+    out: dict[str, Any] = {
         "distill_weight": weight,
         "protocols": per,
         "distillation_helps": helps and not hurts,
         "text": _ablation_text(per, weight, helps, hurts),
     }
+    unseen = [c for c in _columns(results) if c in UNSEEN]
+    if unseen:
+        per_u = _differences(results, unseen)
+        helps_u, hurts_u = _direction(list(per_u.values()))
+        out["unseen"] = {
+            "protocols": per_u,
+            "distillation_helps": helps_u and not hurts_u,
+            "text": _ablation_text(per_u, weight, helps_u, hurts_u, "on masks unseen in training"),
+        }
+    return out
 
 
-def _ablation_text(per: dict[str, dict[str, Any]], weight: float, helps: bool, hurts: bool) -> str:
+def _direction(diffs: list[dict[str, Any]]) -> tuple[bool, bool]:
+    """(a difference beyond the noise in favour of distillation, one against it)."""
+    helps = any(d["beyond_noise"] and d["difference_points"] > 0 for d in diffs)
+    hurts = any(d["beyond_noise"] and d["difference_points"] < 0 for d in diffs)
+    return helps, hurts
+
+
+def _ablation_text(
+    per: dict[str, dict[str, Any]],
+    weight: float,
+    helps: bool,
+    hurts: bool,
+    where_masks: str = "on masked pairs",
+) -> str:
     """The verdict in plain words."""
     parts = []
-    for p in PROTOCOLS:
-        d = per[p]
+    for p, d in per.items():
         where = "beyond" if d["beyond_noise"] else "within"
         parts.append(
-            f"{p.upper()} {d['difference_points']:+.2f} points ({where} the fold noise of "
+            f"{_title(p)} {d['difference_points']:+.2f} points ({where} the fold noise of "
             f"±{d['fold_noise_points']:.2f}; EER {d['eer_difference_points']:+.2f} points)"
         )
     if helps and not hurts:
-        head = "distillation beats augmentation alone beyond the fold noise on masked pairs"
+        head = f"distillation beats augmentation alone beyond the fold noise {where_masks}"
     elif hurts and not helps:
-        head = "augmentation alone beats distillation beyond the fold noise on masked pairs"
+        head = f"augmentation alone beats distillation beyond the fold noise {where_masks}"
     elif helps and hurts:
-        head = "mixed: distillation is better on one masked protocol and worse on the other"
+        head = (
+            f"mixed {where_masks}: distillation is better on one masked protocol and worse "
+            "on the other"
+        )
     else:
         head = (
-            "distillation does not measurably beat augmentation alone: every masked-pair "
-            "difference is within the fold noise"
+            f"distillation does not measurably beat augmentation alone {where_masks}: every "
+            "masked-pair difference is within the fold noise"
         )
     w = f"{weight:g}"
     return f"{head}. Distilled (w = {w}) minus augmentation-only (w = 0): " + "; ".join(parts) + "."
 
 
-def _model_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """The Markdown table: one row per model, accuracy ± fold std, EER and FMR100 per protocol."""
-    cols = [f"{p.upper()} acc %" for p in PROTOCOLS]
-    cols += [f"{p.upper()} EER %" for p in PROTOCOLS] + [f"{p.upper()} FMR100 %" for p in PROTOCOLS]
+def _model_rows(results: dict[str, dict[str, dict[str, Any]]], columns: list[str]) -> list[str]:
+    """A Markdown table: one row per model, accuracy ± fold std, EER and FMR100 per column."""
+    cols = [f"{_title(p)} acc %" for p in columns]
+    cols += [f"{_title(p)} EER %" for p in columns] + [f"{_title(p)} FMR100 %" for p in columns]
     lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for model, per in results.items():
         acc = [
             f"{100 * per[p]['accuracy_mean']:.2f} ± {100 * per[p]['accuracy_std']:.2f}"
-            for p in PROTOCOLS
+            for p in columns
         ]
-        eer = [f"{100 * per[p]['eer']:.2f}" for p in PROTOCOLS]
-        fmr = [f"{100 * per[p]['fmr100']:.2f}" for p in PROTOCOLS]
+        eer = [f"{100 * per[p]['eer']:.2f}" for p in columns]
+        fmr = [f"{100 * per[p]['fmr100']:.2f}" for p in columns]
         lines.append(f"| {_LABELS.get(model, model)} | " + " | ".join(acc + eer + fmr) + " |")
     return lines
 
@@ -178,18 +233,28 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     lines = ["# distill: teacher vs student (MaskInv)", ""]
     lines.append(f"Pack: `{report['pack']['path']}` ({report['pack']['num_pairs']} pairs)  ")
     lines.append(f"Wall time: {report['wall_time_s']:.1f} s")
+    if report.get("unseen_spec"):
+        lines.append("")
+        lines.append(f"Training masks (`masking.spec`): `{json.dumps(report['mask_spec'])}`  ")
+        lines.append(f"Unseen masks (`eval.unseen_spec`): `{json.dumps(report['unseen_spec'])}`")
     lines.append("")
-    lines += _model_rows(report["results"])
+    lines += _model_rows(report["results"], list(PROTOCOLS))
     if "ablation" in report:
         lines += ["", f"**Ablation**: {report['ablation']['text']}"]
+    unseen = [c for c in _columns(report["results"]) if c in UNSEEN]
+    if unseen:
+        lines += ["", "Masks unseen in training (`eval.unseen_spec`):", ""]
+        lines += _model_rows(report["results"], unseen)
+        if "unseen" in report.get("ablation", {}):
+            lines += ["", f"**Unseen masks**: {report['ablation']['unseen']['text']}"]
     lines += ["", "Every protocol (accuracy: 10-fold mean ± std; all values in %, FDR plain):", ""]
     lines.append("| model | protocol | accuracy (10-fold) | EER | FMR100 | FMR1000 | FDR |")
     lines.append("|---|---|---|---|---|---|---|")
     for model, per in report["results"].items():
-        for p in PROTOCOLS:
+        for p in _columns(report["results"]):
             r = per[p]
             lines.append(
-                f"| {model} | {p.upper()} | {100 * r['accuracy_mean']:.2f} ± "
+                f"| {model} | {_title(p)} | {100 * r['accuracy_mean']:.2f} ± "
                 f"{100 * r['accuracy_std']:.2f} | {100 * r['eer']:.2f} | "
                 f"{100 * r['fmr100']:.2f} | {100 * r['fmr1000']:.2f} | {r['fdr']:.2f} |"
             )
@@ -271,6 +336,7 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
             cfg.eval.images_per_identity,
             cfg.eval.num_pairs,
             cfg.eval.seed,
+            variation=cfg.data.variation,
         )
     else:
         log.info("evaluation skipped: no eval.pack given for a non-synthetic dataset")
@@ -281,7 +347,20 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
     if augment is not None:
         checkpoints[AUGMENT] = augment.student_checkpoint
     checkpoints["student"] = result.student_checkpoint
-    results, evaluator = _evaluate(checkpoints, pack, eval_dir, cfg, spec)
+    models = {name: load_backbone(path) for name, path in checkpoints.items()}
+    results = _evaluate(models, pack, eval_dir, cfg, spec)
+    if cfg.eval.unseen_spec:  # its own protocol file: a protocol file holds one spec
+        unseen = _evaluate(
+            models,
+            pack,
+            eval_dir / "unseen",
+            cfg,
+            MaskSpec.from_dict(cfg.eval.unseen_spec),
+            tuple(c.removesuffix(UNSEEN_SUFFIX) for c in UNSEEN),
+            UNSEEN_SUFFIX,
+        )
+        for model in results:
+            results[model].update(unseen[model])
     stages = [(s.role, s) for s in result.stages]
     if augment is not None:
         stages.append((AUGMENT, augment.stages[-1]))
@@ -300,7 +379,9 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
             }
             for role, s in stages
         ],
-        "evaluator": evaluator,
+        "evaluator": "distill.eval.evaluate_models",
+        "mask_spec": cfg.masking.spec,
+        "unseen_spec": cfg.eval.unseen_spec,
         "results": results,
         "verdict": _verdict(results),
         "evaluation_seconds": time.perf_counter() - t_eval,
@@ -309,14 +390,16 @@ def run(cfg: Config, *, overwrite: bool = False, progress: bool | None = None) -
     if augment is not None:
         report["ablation"] = _ablation(results, cfg.student.distill_weight)
     _, md_path = write_report(report, out)
-    acc = report["verdict"]["accuracy"]
     for model in checkpoints:
         log.info(
-            "%s accuracy: NM-NM %.2f %%, M-NM %.2f %%, M-M %.2f %%",
-            model, 100 * acc[model]["nm-nm"], 100 * acc[model]["m-nm"], 100 * acc[model]["m-m"],
+            "%s accuracy: %s", model,
+            ", ".join(f"{_title(c)} {100 * results[model][c]['accuracy_mean']:.2f} %"
+                      for c in _columns(results)),
         )  # fmt: skip
     if "ablation" in report:
         log.info("ablation: %s", report["ablation"]["text"])
+        if "unseen" in report["ablation"]:
+            log.info("ablation, unseen masks: %s", report["ablation"]["unseen"]["text"])
     log.info(
         "criteria %s; report %s (%.0f s in all)",
         "PASSED" if report["verdict"]["passed"] else "NOT PASSED",
