@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -36,12 +37,23 @@ from numba import njit
 
 from maskgen.appearance import TILE
 from maskgen.mesh import grid_triangles
+from maskgen.paint import FABRIC_AMBIENT, _interleaved
 from maskgen.surface import SurfaceMesh
 
-__all__ = ["contact_shadow", "fabric_relief", "light_direction", "surface_maps", "surface_texels"]
+__all__ = [
+    "LightBasis",
+    "contact_shadow",
+    "fabric_relief",
+    "light_basis",
+    "light_direction",
+    "shadow_reach",
+    "surface_maps",
+    "surface_texels",
+    "surface_tile_map",
+]
 
 #: Share of the fabric's light that does not depend on its orientation.
-AMBIENT = 0.45
+AMBIENT = FABRIC_AMBIENT
 #: Light directions lean at most this far from the line of sight (degrees).
 MAX_LIGHT_TILT = 60.0
 #: Contact shadow: its width (Gaussian sigma, face units) and its depth at full strength.
@@ -132,50 +144,102 @@ def surface_maps(surface: SurfaceMesh, box: tuple[int, int, int, int]) -> np.nda
     return out
 
 
-def surface_texels(
-    maps: np.ndarray, scale_px: float, period_px: float, angle_deg: float
-) -> np.ndarray:
-    """Tile coordinates ``(h, w, 2)`` float64 of every pixel: the tile laid one period every
-    ``period_px`` pixels of surface (arc lengths × ``scale_px``, pixels per arc unit), turned
-    by ``angle_deg`` relative to the face's axes (as :func:`maskgen.appearance.tile_map`)."""
+def surface_tile_map(
+    scale_px: float, period_px: float, angle_deg: float
+) -> tuple[float, float, float, float, float, float]:
+    """Where surface coordinates (a, b) sample the texture tile: (m0·a + m1·b + m2,
+    m3·a + m4·b + m5), the tile laid one period every ``period_px`` pixels of surface (arc
+    lengths × ``scale_px``, pixels per arc unit) and turned by ``angle_deg`` relative to the
+    face's axes, as :func:`maskgen.appearance.tile_map` lays it in the image plane.
+
+    Example:
+        >>> surface_tile_map(40.0, 40.0, 0.0)[:2]
+        (64.0, 0.0)
+    """
     k = TILE / max(period_px, 1e-3) * scale_px
     theta = math.radians(angle_deg)
     c, s = math.cos(theta), math.sin(theta)
+    return (c * k, s * k, 0.0, -s * k, c * k, 0.0)
+
+
+def surface_texels(
+    maps: np.ndarray, scale_px: float, period_px: float, angle_deg: float
+) -> np.ndarray:
+    """Tile coordinates ``(h, w, 2)`` of every pixel of ``maps`` (:func:`surface_tile_map`
+    applied to its surface coordinates; wrapped into the tile)."""
+    m = surface_tile_map(scale_px, period_px, angle_deg)
     u, v = maps[..., 0].astype(np.float64), maps[..., 1].astype(np.float64)
-    return np.stack([(c * u + s * v) * k % TILE, (-s * u + c * v) * k % TILE], axis=-1)
+    return np.stack([(m[0] * u + m[1] * v) % TILE, (m[3] * u + m[4] * v) % TILE], axis=-1)
+
+
+class LightBasis(NamedTuple):
+    """What :func:`light_direction` needs of a coverage map, made once per geometry: the
+    covered pixels (flat indices into the box), their centred coordinates and the inverse of
+    the coordinates' 2×2 moment matrix."""
+
+    index: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    inverse: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.index.nbytes + self.x.nbytes + self.y.nbytes
+
+
+def light_basis(alpha: np.ndarray) -> LightBasis | None:
+    """:class:`LightBasis` of a coverage map (``None``: too few covered pixels)."""
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(xs) < 16:
+        return None
+    half = 0.5 * max(float(xs.max() - xs.min()), 1.0)
+    x = (xs - xs.mean()) / half
+    y = (ys - ys.mean()) / half
+    moments = np.array([[x @ x, x @ y], [x @ y, y @ y]])
+    if abs(np.linalg.det(moments)) < 1e-12:
+        return None
+    index = (ys * alpha.shape[1] + xs).astype(np.int32)
+    return LightBasis(index, x.astype(np.float32), y.astype(np.float32), np.linalg.inv(moments))
+
+
+@njit(cache=True, nogil=True)
+def _luma_moments(pixels: np.ndarray, w: int, bgr: bool, index: np.ndarray, x: np.ndarray,
+                  y: np.ndarray) -> tuple[float, float, float]:  # fmt: skip
+    """Σ luma, Σ x·luma and Σ y·luma over the covered pixels of interleaved ``pixels``."""
+    first, last = (0.114, 0.299) if bgr else (0.299, 0.114)
+    total = sx = sy = 0.0
+    for k in range(index.shape[0]):
+        row, col = index[k] // w, 3 * (index[k] % w)
+        v = first * pixels[row, col] + 0.587 * pixels[row, col + 1] + last * pixels[row, col + 2]
+        total += v
+        sx += x[k] * v
+        sy += y[k] * v
+    return total, sx, sy
 
 
 def light_direction(
-    roi: np.ndarray, alpha: np.ndarray, ax: np.ndarray, max_value: float
+    roi: np.ndarray, alpha: np.ndarray | LightBasis | None, ax: np.ndarray, max_value: float
 ) -> np.ndarray:
     """The light's direction (camera frame, unit, z towards the viewer) estimated from the
     unpainted face under a mask's box: the least-squares luminance slope across and down the
-    face, over the covered pixels, relative to their mean, as the light's tilt (a Lambertian
-    face lit from one side is brighter on that side, about in proportion to the tilt's
-    tangent over half its width)."""
-    _h, _w = alpha.shape
-    weight = (alpha > 0.5).astype(np.float32)
-    total = float(weight.sum())
-    if total < 16:
+    covered pixels (``alpha`` > 0.5, or its :func:`light_basis`), relative to their mean, as
+    the tangent of the light's tilt (a Lambertian face lit from one side is brighter on that
+    side, about in proportion to it), at most :data:`MAX_LIGHT_TILT`."""
+    basis = light_basis(alpha) if isinstance(alpha, np.ndarray) else alpha
+    if basis is None:
         return np.array([0.0, 0.0, 1.0])
-    luma = roi[..., :3].astype(np.float32) @ _LUMA
-    mean = float((luma * weight).sum() / total)
+    pixels, _, bgr = _interleaved(roi)
+    total, sx, sy = _luma_moments(pixels, roi.shape[1], bgr, basis.index, basis.x, basis.y)
+    mean = total / len(basis.index)
     if mean <= 1e-3 * max_value:
         return np.array([0.0, 0.0, 1.0])
-    ys, xs = np.nonzero(weight)
-    values = luma[ys, xs] / mean
-    half_width = 0.5 * max(float(xs.max() - xs.min()), 1.0)
-    x = (xs - xs.mean()) / half_width
-    y = (ys - ys.mean()) / half_width
-    design = np.column_stack([x, y, np.ones_like(x)])
-    gx, gy, _ = np.linalg.lstsq(design, values, rcond=None)[0]
-    # Image slopes → the face's axes, then a direction whose tilt's tangent is the slope.
+    sx, sy = sx / mean, sy / mean
+    gx, gy = basis.inverse @ np.array([sx, sy])
     ux, uy = float(ax[0]), float(ax[1])
     across, down = gx * ux + gy * uy, -gx * uy + gy * ux
     tilt = math.tan(math.radians(MAX_LIGHT_TILT))
     across, down = np.clip(across, -tilt, tilt), np.clip(down, -tilt, tilt)
-    lx, ly = across * ux - down * uy, across * uy + down * ux
-    light = np.array([lx, ly, 1.0])
+    light = np.array([across * ux - down * uy, across * uy + down * ux, 1.0])
     return light / np.linalg.norm(light)
 
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from maskgen.shapes import Outline
 
@@ -129,16 +130,34 @@ def _at(chain: np.ndarray, s: np.ndarray, columns: np.ndarray) -> np.ndarray:
 RELAX_ITERATIONS = 200
 
 
+@njit(cache=True, nogil=True)
+def _relax_kernel(grid: np.ndarray, iterations: int) -> None:
+    c, r = grid.shape[0], grid.shape[1]
+    nxt = grid.copy()
+    for _ in range(iterations):
+        for i in range(1, c - 1):
+            for j in range(1, r - 1):
+                for k in range(2):
+                    nxt[i, j, k] = 0.25 * (
+                        grid[i - 1, j, k]
+                        + grid[i + 1, j, k]
+                        + grid[i, j - 1, k]
+                        + grid[i, j + 1, k]
+                    )
+        for i in range(1, c - 1):
+            for j in range(1, r - 1):
+                grid[i, j, 0] = nxt[i, j, 0]
+                grid[i, j, 1] = nxt[i, j, 1]
+
+
 def _relax(grid: np.ndarray, iterations: int) -> None:
     """Move the inner vertices of a ``(columns, rows + 1, 2)`` grid towards the mean of their
-    four neighbours, in place: straight ruling lines between the two chains cross where one
-    chain doubles back (a rounded chin-cup's corners); the relaxed grid does not."""
+    four neighbours, in place (Jacobi sweeps): straight ruling lines between the two chains
+    cross where one chain doubles back (a rounded chin-cup's corners); the relaxed grid does
+    not."""
     if grid.shape[0] < 3 or grid.shape[1] < 3:
         return
-    for _ in range(iterations):
-        grid[1:-1, 1:-1] = 0.25 * (
-            grid[:-2, 1:-1] + grid[2:, 1:-1] + grid[1:-1, :-2] + grid[1:-1, 2:]
-        )
+    _relax_kernel(grid, iterations)
 
 
 def _grid_indices(columns: int, rows: int) -> np.ndarray:

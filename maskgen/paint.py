@@ -39,14 +39,19 @@ _NO_TILE = np.zeros((2, 2, 1), np.float32)
 _NO_OVERLAYS = np.zeros((0, 1, 1), np.uint8)
 _NO_OVERLAY_COLOURS = np.zeros((0, 3), np.float32)
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-_NO_TEXELS = np.zeros((0, 0, 2), np.float64)
-_NO_RELIEF = np.zeros((0, 0), np.float32)
+_NO_UV = np.zeros((0, 0, 2), np.float32)
+_NO_NORMALS = np.zeros((0, 0, 3), np.float32)
+_FRONTAL = np.array([0.0, 0.0, 1.0])
+#: Share of the posed fabric's light that does not depend on its orientation
+#: (:mod:`maskgen.fabric`).
+FABRIC_AMBIENT = 0.45
+_AMBIENT = FABRIC_AMBIENT  # module constants are frozen into the compiled kernels
 # Cached tiles and overlays are read-only, and numba compiles one specialisation per
 # writability: the stand-ins are read-only too, so all calls share one.
 _NO_TILE.setflags(write=False)
 _NO_OVERLAYS.setflags(write=False)
-_NO_TEXELS.setflags(write=False)
-_NO_RELIEF.setflags(write=False)
+_NO_UV.setflags(write=False)
+_NO_NORMALS.setflags(write=False)
 
 
 @njit(cache=True, nogil=True)
@@ -280,15 +285,18 @@ def _sample_row(
 
 @njit(cache=True, nogil=True)
 def _sample_points(
-    tile: np.ndarray, texels: np.ndarray, shift: float, shade: np.ndarray, mix: np.ndarray
-) -> None:
-    """:func:`_sample_row` at per-pixel tile coordinates ``texels`` (n, 2) (a surface's)."""
+    tile: np.ndarray, uv: np.ndarray, m: np.ndarray, shift: float, shade: np.ndarray,
+    mix: np.ndarray,
+) -> None:  # fmt: skip
+    """:func:`_sample_row` at per-pixel surface coordinates ``uv`` (n, 2): pixel j samples the
+    tile at (m0·u + m1·v + m2, m3·u + m4·v + m5)."""
     wrap = np.uint64(tile.shape[0] - 2)
     one = np.uint64(1)
     last = tile.shape[2] - 1
     for j in range(shade.shape[0]):
-        u = texels[j, 0] + shift
-        v = texels[j, 1] + shift
+        a, b = uv[j, 0], uv[j, 1]
+        u = m[0] * a + m[1] * b + m[2] + shift
+        v = m[3] * a + m[4] * b + m[5] + shift
         iu = np.int64(u)
         iv = np.int64(v)
         tu = np.float32(u - iu)
@@ -308,6 +316,53 @@ def _sample_points(
             s11 = tile[cv + one, cu + one, 0]
             upper = s00 + tu * (s01 - s00)
             mix[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+
+
+@njit(cache=True, nogil=True)
+def _fabric_mean(alpha: np.ndarray, normals: np.ndarray, lx: float, ly: float, lz: float) -> float:
+    """Coverage-weighted mean of ambient + Lambert over the box (the relief's normaliser)."""
+    h, w = alpha.shape
+    s = 0.0
+    a = 0.0
+    for y in range(h):
+        for x in range(w):
+            c = alpha[y, x]
+            if c > 0.0:
+                d = normals[y, x, 0] * lx + normals[y, x, 1] * ly + normals[y, x, 2] * lz
+                s += c * (_AMBIENT + (1.0 - _AMBIENT) * max(d, 0.0))
+                a += c
+    return s / a if a > 0.0 else 1.0
+
+
+@njit(cache=True, nogil=True)
+def _darken_kernel(pixels: np.ndarray, band: np.ndarray, depth: float, top: float) -> None:
+    """pixels (h, 3w) *= 1 − depth·band where the band is positive."""
+    h, w = band.shape
+    rounding = 0.5 if top > 1.5 else 0.0
+    for y in range(h):
+        for x in range(w):
+            b = band[y, x]
+            if b > 0.0:
+                f = 1.0 - depth * b
+                for c in range(3):
+                    v = pixels[y, 3 * x + c] * f
+                    pixels[y, 3 * x + c] = v + rounding if rounding > 0.0 else v
+
+
+def darken(roi: np.ndarray, band: np.ndarray, depth: float, max_value: float = 255.0) -> None:
+    """Multiply ``roi`` (h×w×≥3, any dtype) by ``1 − depth·band`` in place (a contact shadow).
+
+    Example:
+        >>> import numpy as np
+        >>> roi = np.full((1, 2, 3), 200, np.uint8)
+        >>> darken(roi, np.array([[0.0, 1.0]], np.float32), 0.5)
+        >>> roi[0, :, 0].tolist()
+        [200, 100]
+    """
+    pixels, copied, _ = _interleaved(roi)
+    _darken_kernel(pixels, np.ascontiguousarray(band, np.float32), float(depth), float(max_value))
+    if copied:
+        roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -339,8 +394,10 @@ def _paint(
     shading: float,
     bgr: bool,
     lighting: int,
-    texels: np.ndarray,
-    relief: np.ndarray,
+    surface_uv: np.ndarray,
+    normals: np.ndarray,
+    light_dir: np.ndarray,
+    fabric: float,
 ) -> None:
     # Row by row, over the row's covered span: shade and mix into span buffers, the colour
     # and the coverage into interleaved span buffers, then one blend into the row. float32
@@ -349,9 +406,14 @@ def _paint(
     # the span start ran 2.5 times slower; a fused per-pixel loop in float64, twice).
     h, w = alpha.shape
     textured = tile.shape[0] > 2
-    on_surface = texels.shape[0] > 0
-    embossed = relief.shape[0] > 0
+    on_surface = surface_uv.shape[0] > 0
+    embossed = normals.shape[0] > 0 and fabric > 0.0
     lit = shading > 0.0
+    lx_, ly_, lz_ = light_dir[0], light_dir[1], light_dir[2]
+    relief_scale = 1.0
+    if embossed:  # the fabric's shading, normalised to a mean of 1 under the mask
+        relief_scale = 1.0 / max(_fabric_mean(alpha, normals, lx_, ly_, lz_), 1e-6)
+    strength = np.float32(fabric)
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
         light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr, lighting)
@@ -390,19 +452,18 @@ def _paint(
         colour, cover = colour_buf[: 3 * n], cover_buf[: 3 * n]
         cover_row = alpha[y, start:stop]
         if textured and on_surface:
-            _sample_points(tile, texels[y, start:stop], shift, shade, mix)
+            _sample_points(tile, surface_uv[y, start:stop], m, shift, shade, mix)
         elif textured:
             u0 = m[0] * start + m[1] * y + m[2] + shift
             v0 = m[3] * start + m[4] * y + m[5] + shift
             _sample_row(tile, u0, m[0], v0, m[3], shade, mix)
         if embossed:
-            bump = relief[y, start:stop]
-            if textured:
-                for j in range(n):
-                    shade[j] *= bump[j]
-            else:
-                for j in range(n):
-                    shade[j] = bump[j]
+            nrow = normals[y, start:stop]
+            for j in range(n):
+                d = nrow[j, 0] * lx_ + nrow[j, 1] * ly_ + nrow[j, 2] * lz_
+                lambert = (_AMBIENT + (1.0 - _AMBIENT) * max(d, 0.0)) * relief_scale
+                bump = np.float32(1.0) + strength * (np.float32(lambert) - np.float32(1.0))
+                shade[j] = shade[j] * bump if textured else bump
         if lit:
             r0 = ly[y]
             r1 = min(r0 + 1, rows - 1)
@@ -447,8 +508,10 @@ def paint_mask(
     overlay_colours: np.ndarray | None = None,
     max_value: float = 255.0,
     lighting: int = LIGHTING_MODELS[-1],
-    texels: np.ndarray | None = None,
-    relief: np.ndarray | None = None,
+    surface_uv: np.ndarray | None = None,
+    normals: np.ndarray | None = None,
+    light: np.ndarray | None = None,
+    fabric: float = 0.0,
 ) -> None:
     """Paint a mask into ``roi`` in place.
 
@@ -469,9 +532,13 @@ def paint_mask(
             order (seams, valves, ear loops), with ``overlay_colours`` (k, 3) float32.
         max_value: the image's white (255 for uint8, 65535 for uint16, 1 for float).
         lighting: the lighting model (:data:`LIGHTING_MODELS`).
-        texels: (h, w, 2) float64 tile coordinates of every pixel (a posed surface's; they
-            replace ``tile_map``), wrapped like it; ``None``: ``tile_map``.
-        relief: (h, w) float32 factor on the shade (the fabric's own shading); ``None``: 1.
+        surface_uv: (h, w, 2) float32 surface coordinates of every pixel (a posed
+            surface's, :func:`maskgen.fabric.surface_maps`): ``tile_map`` then maps them,
+            not the pixel positions, to the tile. ``None``: the tile lies in the image plane.
+        normals: (h, w, 3) float32 camera-frame surface normals; with ``light`` (3,) and
+            ``fabric`` > 0 the shade gets the fabric's own shading: ambient plus Lambert,
+            over its coverage-weighted mean, mixed with 1 by ``fabric``
+            (:func:`maskgen.fabric.fabric_relief`).
     """
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
@@ -493,8 +560,10 @@ def paint_mask(
         float(shading),
         bgr,
         int(lighting),
-        _NO_TEXELS if texels is None else np.asarray(texels, np.float64),
-        _NO_RELIEF if relief is None else np.asarray(relief, np.float32),
+        _NO_UV if surface_uv is None else surface_uv,
+        _NO_NORMALS if normals is None else normals,
+        _FRONTAL if light is None else np.asarray(light, np.float64),
+        float(fabric),
     )
     if copied:
         roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)

@@ -25,7 +25,6 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
 from typing import Any, NamedTuple
 
 import cv2
@@ -50,6 +49,7 @@ from maskgen.shapes import (
     GEOMETRY,
     GEOMETRY_VERSION,
     GEOMETRY_VERSIONS,
+    POSED_GEOMETRY,
     FaceFrame,
     Outline,
     mask_outlines,
@@ -484,16 +484,9 @@ class _Occlusion:
     colour: np.ndarray | None = None  # (h, w, 3) float32 0–255: an image template's pixels
     shadow: np.ndarray | None = None  # (h, w) float32 contact shadow band on the skin
 
-    @cached_property
-    def surface(self) -> np.ndarray | None:
-        """The posed surface's maps over the box (:func:`maskgen.fabric.surface_maps`), made
-        on first use (textures and fabric shading), or ``None`` for a flat outline."""
-        mesh = self.outline.surface() if self.box is not None and self.colour is None else None
-        if mesh is None:
-            return None
-        maps = fabric.surface_maps(mesh, self.box)  # type: ignore[arg-type]
-        maps.setflags(write=False)
-        return maps
+    uv: np.ndarray | None = None  # (h, w, 2) float32 surface coordinates (posed outlines)
+    normals: np.ndarray | None = None  # (h, w, 3) float32 camera-frame normals
+    light_basis: fabric.LightBasis | None = None  # the coverage's light-estimate moments
 
 
 class _OcclusionCache:
@@ -504,7 +497,7 @@ class _OcclusionCache:
     returns exactly what a miss would compute.
     """
 
-    def __init__(self, max_bytes: int = 96 << 20, max_entry_bytes: int = 1 << 18) -> None:
+    def __init__(self, max_bytes: int = 96 << 20, max_entry_bytes: int = 1 << 20) -> None:
         self.max_bytes, self.max_entry_bytes = max_bytes, max_entry_bytes
         self._entries: OrderedDict[tuple, tuple[_Occlusion, int]] = OrderedDict()
         self._bytes = 0
@@ -517,7 +510,9 @@ class _OcclusionCache:
         return hit[0]
 
     def put(self, key: tuple, value: _Occlusion) -> None:
-        size = sum(a.nbytes for a in (value.alpha, value.overlays, value.colour) if a is not None)
+        arrays = (value.alpha, value.overlays, value.colour, value.shadow, value.uv,
+                  value.normals, value.light_basis)  # fmt: skip
+        size = sum(a.nbytes for a in arrays if a is not None)
         if size > self.max_entry_bytes:
             return
         self._entries[key] = (value, size)
@@ -641,9 +636,15 @@ def mask_box(outline: Outline, unit: float, params: MaskParams, h: int, w: int) 
     return _bbox(outline, pad, h, w)
 
 
+def _wants_surface(params: MaskParams) -> bool:
+    """Whether a draw paints from its posed surface's maps (texture or fabric shading)."""
+    return params.geometry >= POSED_GEOMETRY and (params.texture != "none" or params.fabric > 0)
+
+
 def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
     """Outline, bounding box and soft-edged occlusion map of a draw, cached by geometry."""
-    key = (*_geometry_key(face, params), h, w, params.edge_softness, params.contact_shadow > 0)
+    key = (*_geometry_key(face, params), h, w, params.edge_softness, params.contact_shadow > 0,
+           _wants_surface(params), params.fabric > 0)  # fmt: skip
     cache = _STATE.occlusions
     cached = cache.get(key)
     if cached is not None:
@@ -695,7 +696,16 @@ def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
     if params.contact_shadow > 0:
         shadow = fabric.contact_shadow(alpha8, unit)
         shadow.setflags(write=False)
-    result = _Occlusion(outline, box, alpha, overlays, tuple(tones), colour, shadow)
+    uv = normals = basis = None
+    mesh = outline.surface() if _wants_surface(params) and colour is None else None
+    if mesh is not None:
+        maps = fabric.surface_maps(mesh, box)
+        uv, normals = np.ascontiguousarray(maps[..., :2]), np.ascontiguousarray(maps[..., 2:])
+        uv.setflags(write=False)
+        normals.setflags(write=False)
+        basis = fabric.light_basis(alpha) if params.fabric > 0 else None
+    result = _Occlusion(outline, box, alpha, overlays, tuple(tones), colour, shadow, uv,
+                        normals, basis)  # fmt: skip
     cache.put(key, result)
     return result
 
@@ -739,7 +749,8 @@ def paint_face(
     roi = image[y0:y1, x0:x1, :3]
     _paint_box(roi, cov, params, max_value, look)
     if params.contact_shadow > 0 and cov.shadow is not None:
-        _darken(roi, cov.shadow, params.contact_shadow * fabric.SHADOW_DEPTH * params.opacity)
+        depth = params.contact_shadow * fabric.SHADOW_DEPTH * params.opacity
+        paint.darken(roi, cov.shadow, depth, max_value)
     if look is not None:
         _photo_degradations(roi, cov, params, look, max_value)
     alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
@@ -770,15 +781,6 @@ def _photo_degradations(
 
 
 _EMPTY = np.zeros((0, 0), np.float32)
-
-
-def _darken(roi: np.ndarray, band: np.ndarray, depth: float) -> None:
-    """Multiply ``roi`` by ``1 − depth·band`` in place (the contact shadow on the skin)."""
-    factor = (1.0 - np.float32(depth) * band)[..., None]
-    out = roi.astype(np.float32) * factor
-    if np.issubdtype(roi.dtype, np.integer):
-        out = np.rint(out)
-    roi[...] = out.astype(roi.dtype)
 
 
 def _paint_template(
@@ -830,23 +832,21 @@ def _paint_box(
         colours = match_colours(colours, look, params.color_match)
     if max_value != 255.0:
         colours *= np.float32(max_value / 255.0)
-    tile = placement = texels = relief = None
+    tile = placement = light = None
     frame = cov.outline.frame
     if params.texture != "none":
         tile = app.padded_tile(
             params.texture, params.texture_seed, params.texture not in app.TWO_TONE_TEXTURES
         )
         posed = cov.outline.posed
-        if cov.surface is not None and posed is not None:
-            period = params.texture_scale * frame.unit
-            period = params.texture_scale * frame.unit
-            texels = fabric.surface_texels(cov.surface, posed.scale, period, params.texture_angle)
+        period = params.texture_scale * frame.unit
+        if cov.uv is not None and posed is not None:
+            placement = fabric.surface_tile_map(posed.scale, period, params.texture_angle)
         else:
-            placement = app.tile_map(frame.origin, frame.ax, params.texture_scale * frame.unit,
-                                     params.texture_angle, cov.box)  # type: ignore[arg-type]  # fmt: skip
-    if params.fabric > 0 and cov.surface is not None:
-        light = fabric.light_direction(roi, cov.alpha, frame.ax, max_value)  # type: ignore[arg-type]
-        relief = fabric.fabric_relief(cov.surface, cov.alpha, light, params.fabric)  # type: ignore[arg-type]
+            placement = app.tile_map(frame.origin, frame.ax, period, params.texture_angle,
+                                     cov.box)  # type: ignore[arg-type]  # fmt: skip
+    if params.fabric > 0 and cov.normals is not None:
+        light = fabric.light_direction(roi, cov.light_basis, frame.ax, max_value)
     paint.paint_mask(
         roi,
         cov.alpha,  # type: ignore[arg-type]
@@ -859,8 +859,10 @@ def _paint_box(
         overlay_colours=colours[2:],
         max_value=max_value,
         lighting=params.lighting,
-        texels=texels,
-        relief=relief,
+        surface_uv=cov.uv,
+        normals=cov.normals if light is not None else None,
+        light=light,
+        fabric=params.fabric,
     )
 
 

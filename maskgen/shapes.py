@@ -237,17 +237,26 @@ class Outline:
     posed: PosedFace | None = None
     frontal: np.ndarray | None = None
 
+    _surfaces: dict[tuple[int, int], SurfaceMesh] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def surface(self, columns: int = 24, rows: int = 8) -> SurfaceMesh | None:
         """The posed fabric between the top and bottom edges (version 3 only, else
-        ``None``): vertices, camera-frame normals and surface coordinates on a grid."""
+        ``None``): vertices, camera-frame normals and surface coordinates on a grid (built
+        once per outline and grid size)."""
         if self.posed is None or self.frontal is None:
             return None
-        from maskgen.mesh import chain_grid
+        mesh = self._surfaces.get((columns, rows))
+        if mesh is None:
+            from maskgen.mesh import chain_grid
 
-        k = self.top_count
-        top = self.frontal[:k]
-        bottom = np.concatenate([self.frontal[k - 1 :], self.frontal[:1]])[::-1]
-        return surface_mesh(self.posed, chain_grid(top, bottom, columns, rows))
+            k = self.top_count
+            top = self.frontal[:k]
+            bottom = np.concatenate([self.frontal[k - 1 :], self.frontal[:1]])[::-1]
+            mesh = surface_mesh(self.posed, chain_grid(top, bottom, columns, rows))
+            self._surfaces[(columns, rows)] = mesh
+        return mesh
 
 
 def catmull_rom_closed(points: np.ndarray, samples: int = 6) -> np.ndarray:

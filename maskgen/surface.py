@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numba import njit
 
 from maskgen.landmarks.pose import _operator, face_3d
 
@@ -148,29 +149,24 @@ class PosedFace:
             out += [y, p[:, 0], p[:, 2], widest[0], widest[2]]
         return tuple(out)
 
+    @cached_property
+    def _tables(self) -> tuple:
+        """The arrays and numbers :func:`_depth` reads (see :meth:`lift`)."""
+        hull_y, hull_z, mid_y, mid_x, base_y, base_z = self._profile
+        ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz = self._sides
+        view_x, view_z = float(self.rotation[2, 0]), float(self.rotation[2, 2])
+        turned = min(abs(view_x) / math.sin(math.radians(FULLY_TURNED)), 1.0)
+        return (hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, float(lwx),
+                float(lwz), ry, rx, rz, float(rwx), float(rwz), view_x, view_z, turned)  # fmt: skip
+
     def _midline(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Midline x, the fabric's ridge depth and the face's own depth under it, at heights
-        ``y`` (model units); under the chin both run back towards the neck."""
+        """Midline x at heights ``y`` (model units), and (for reference) the ridge's and the
+        face's own midline depths."""
         hull_y, hull_z, mid_y, mid_x, base_y, base_z = self._profile
         under = np.maximum(y - hull_y[-1], 0.0) * UNDER_CHIN_SLOPE
         ridge = np.interp(y, hull_y, hull_z) - under
         base = np.minimum(np.interp(y, base_y, base_z) - under, ridge)
         return np.interp(y, mid_y, mid_x), ridge, base
-
-    def _cross_section(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-        """For model points: the midline x, the side (−1 left, +1 right), the half width,
-        the jaw's depth, and the ridge's and the face's midline depths at their heights."""
-        ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz = self._sides
-        x_mid, ridge, base = self._midline(y)
-        side = np.where(x < x_mid, -1.0, 1.0)
-        jaw_x = np.where(side < 0, np.interp(y, ly, lx), np.interp(y, ry, rx))
-        jaw_z = np.where(side < 0, np.interp(y, ly, lz), np.interp(y, ry, rz))
-        half = np.maximum(np.abs(jaw_x - x_mid), 1e-3)
-        widest = np.maximum(np.abs(np.where(side < 0, lwx, rwx) - x_mid), half)
-        widest_z = np.where(side < 0, lwz, rwz)
-        # Under the chin the fabric meets the neck's sides.
-        return (x_mid, side, half, jaw_z, np.maximum(ridge, jaw_z), np.maximum(base, jaw_z),
-                widest, widest_z)  # fmt: skip
 
     def lift(self, xy: np.ndarray) -> np.ndarray:
         """Model points ``(N, 2)`` (frontal, model units) → on the fabric ``(N, 3)``.
@@ -180,37 +176,12 @@ class PosedFace:
         touches the arc, lies on the arc, and runs back beyond the jaw. On the near side the
         arc meets the jaw with a vertical tangent; on the far side it meets it along the line
         of sight, so that the far jaw landmarks (which follow a turned face's silhouette) are
-        the fabric's silhouette too.
+        the fabric's silhouette too. (:func:`_depth`, compiled.)
         """
-        xy = np.asarray(xy, np.float64).reshape(-1, 2)
-        x, y = xy[:, 0], xy[:, 1]
-        x_mid, side, half, jaw_z, ridge, base, widest, widest_z = self._cross_section(x, y)
-        t = np.abs(x - x_mid) / half
-        depth = np.maximum(base - jaw_z, 1e-6)
-        view_x, view_z = self.rotation[2, 0], self.rotation[2, 2]
-        far = side * view_x < 0
-        cot = view_z / max(abs(view_x), 1e-9)  # the line of sight's slope across the face
-        ratio = cot * half / depth - 1.0
-        end = np.where(far, np.minimum(1.0 / np.maximum(ratio, 1.0), MAX_ARC_END), 0.0)
-        span = np.sqrt(1.0 - end * end)  # the arc is the unit circle up to (span, end)
-        at = t * span
-        peak = end + (ridge - jaw_z) * (1.0 - end) / depth
-        unit = np.sqrt(np.clip(1.0 - at * at, 0.0, 1.0))
-        tented = peak > 1.0
-        peak = np.maximum(peak, 1.0)
-        touch = np.sqrt(1.0 - 1.0 / (peak * peak))
-        line = peak + (1.0 / peak - peak) * at / np.maximum(touch, 1e-9)
-        unit = np.where(tented & (at < touch), line, unit)
-        on_face = jaw_z + depth * (unit - end) / (1.0 - end)
-        turned = min(abs(view_x) / math.sin(math.radians(FULLY_TURNED)), 1.0)
-        steeper = BEYOND_JAW_SLOPE + (MAX_BEYOND_SLOPE - BEYOND_JAW_SLOPE) * turned
-        slope = np.where(far, steeper, BEYOND_JAW_SLOPE)
-        off = np.abs(x - x_mid)
-        beyond = np.maximum(
-            jaw_z - slope * (off - half),
-            np.minimum(widest_z, jaw_z) - slope * np.maximum(off - widest, 0.0),
-        )
-        return np.column_stack([x, y, np.where(t <= 1.0, on_face, beyond)])
+        xy = np.ascontiguousarray(np.asarray(xy, np.float64).reshape(-1, 2))
+        out = np.empty((len(xy), 3))
+        _lift_kernel(xy, out, *self._tables)
+        return out
 
     def project(self, points: np.ndarray) -> np.ndarray:
         """3D model points ``(N, 3)`` → pixels ``(N, 2)`` (float64)."""
@@ -222,22 +193,15 @@ class PosedFace:
 
     def visible(self, xy: np.ndarray) -> np.ndarray:
         """Model points ``(N, 2)`` moved back along their heights to the silhouette where the
-        pose hides them: the visible point of the fabric nearest to each."""
-        xy = np.asarray(xy, np.float64).reshape(-1, 2)
-        x, y = xy[:, 0], xy[:, 1]
-        x_mid, side = self._cross_section(x, y)[:2]
-        reach = np.abs(x - x_mid)
-        t = np.linspace(0.0, 1.0, SILHOUETTE_SAMPLES)[None, :] * reach[:, None]
-        samples = np.stack([x_mid[:, None] + side[:, None] * t,
-                            np.broadcast_to(y[:, None], t.shape)], -1)  # fmt: skip
-        projected = self.project(self.lift(samples.reshape(-1, 2))).reshape(*t.shape, 2)
-        across = self.scale * self.rotation[:2, 0]
-        across = across / max(float(np.hypot(*across)), 1e-9)
-        outward = side[:, None] * (projected @ across)
-        k = np.argmax(outward, axis=1)
-        moved = k < SILHOUETTE_SAMPLES - 1
+        pose hides them: the visible point of the fabric nearest to each. Only the far side
+        folds away (the near side's projection grows monotonically outwards)."""
+        xy = np.ascontiguousarray(np.asarray(xy, np.float64).reshape(-1, 2))
         out = xy.copy()
-        out[moved, 0] = x_mid[moved] + side[moved] * t[moved, k[moved]]
+        if abs(self.rotation[2, 0]) < 1e-6:  # a frontal face hides nothing
+            return out
+        across = self.rotation[:2, 0] / max(float(np.hypot(*self.rotation[:2, 0])), 1e-9)
+        projection = self.rotation[:2].T @ across  # model direction whose image is `across`
+        _silhouette_kernel(out, projection, SILHOUETTE_SAMPLES, *self._tables)
         return out
 
     def place(self, frontal_px: np.ndarray) -> np.ndarray:
@@ -254,6 +218,109 @@ class PosedFace:
         n = np.column_stack([-zx, -zy, np.ones_like(zx)])
         n /= np.linalg.norm(n, axis=1, keepdims=True)
         return n @ self.rotation.T
+
+
+@njit(cache=True, nogil=True)
+def _interp(v: float, xp: np.ndarray, fp: np.ndarray) -> float:
+    """np.interp for one value (clamped at both ends; ``xp`` non-decreasing)."""
+    n = len(xp)
+    if v <= xp[0]:
+        return fp[0]
+    if v >= xp[n - 1]:
+        return fp[n - 1]
+    i = 0
+    while xp[i + 1] < v:
+        i += 1
+    d = xp[i + 1] - xp[i]
+    if d <= 0.0:
+        return fp[i + 1]
+    return fp[i] + (fp[i + 1] - fp[i]) * (v - xp[i]) / d
+
+
+@njit(cache=True, nogil=True)
+def _section(x: float, y: float, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz,
+             lwx, lwz, ry, rx, rz, rwx, rwz) -> tuple:  # fmt: skip
+    """Midline x, side, half width, jaw depth, ridge and face depths, widest reach and its
+    depth of the cross-section through model point (x, y)."""
+    x_mid = _interp(y, mid_y, mid_x)
+    under = max(y - hull_y[len(hull_y) - 1], 0.0) * UNDER_CHIN_SLOPE
+    ridge = _interp(y, hull_y, hull_z) - under
+    base = min(_interp(y, base_y, base_z) - under, ridge)
+    if x < x_mid:
+        side, jaw_x, jaw_z, wx, wz = -1.0, _interp(y, ly, lx), _interp(y, ly, lz), lwx, lwz
+    else:
+        side, jaw_x, jaw_z, wx, wz = 1.0, _interp(y, ry, rx), _interp(y, ry, rz), rwx, rwz
+    half = max(abs(jaw_x - x_mid), 1e-3)
+    widest = max(abs(wx - x_mid), half)
+    # Under the chin the fabric meets the neck's sides.
+    return x_mid, side, half, jaw_z, max(ridge, jaw_z), max(base, jaw_z), widest, wz
+
+
+@njit(cache=True, nogil=True)
+def _depth(x: float, y: float, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx,
+           lwz, ry, rx, rz, rwx, rwz, view_x, view_z, turned) -> float:  # fmt: skip
+    """The fabric's depth at model point (x, y) (see :meth:`PosedFace.lift`)."""
+    x_mid, side, half, jaw_z, ridge, base, widest, widest_z = _section(
+        x, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz,
+        rwx, rwz)  # fmt: skip
+    off = abs(x - x_mid)
+    t = off / half
+    far = side * view_x < 0
+    if t > 1.0:
+        slope = BEYOND_JAW_SLOPE
+        if far:
+            slope += (MAX_BEYOND_SLOPE - BEYOND_JAW_SLOPE) * turned
+        return max(jaw_z - slope * (off - half),
+                   min(widest_z, jaw_z) - slope * max(off - widest, 0.0))  # fmt: skip
+    depth = max(base - jaw_z, 1e-6)
+    end = 0.0
+    if far:
+        cot = view_z / max(abs(view_x), 1e-9)  # the line of sight's slope across the face
+        end = min(1.0 / max(cot * half / depth - 1.0, 1.0), MAX_ARC_END)
+    at = t * math.sqrt(1.0 - end * end)  # the arc is the unit circle up to (span, end)
+    unit = math.sqrt(max(1.0 - at * at, 0.0))
+    peak = end + (ridge - jaw_z) * (1.0 - end) / depth
+    if peak > 1.0:
+        touch = math.sqrt(1.0 - 1.0 / (peak * peak))
+        if at < touch:
+            unit = peak + (1.0 / peak - peak) * at / max(touch, 1e-9)
+    return jaw_z + depth * (unit - end) / (1.0 - end)
+
+
+@njit(cache=True, nogil=True)
+def _lift_kernel(xy: np.ndarray, out: np.ndarray, hull_y, hull_z, mid_y, mid_x, base_y, base_z,
+                 ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz, view_x, view_z,
+                 turned) -> None:  # fmt: skip
+    for i in range(xy.shape[0]):
+        x, y = xy[i, 0], xy[i, 1]
+        out[i, 0], out[i, 1] = x, y
+        out[i, 2] = _depth(x, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx,
+                           lwz, ry, rx, rz, rwx, rwz, view_x, view_z, turned)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _silhouette_kernel(xy: np.ndarray, projection: np.ndarray, samples: int, hull_y, hull_z,
+                       mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx,
+                       rwz, view_x, view_z, turned) -> None:  # fmt: skip
+    """Slide the far side's hidden points (in place) to where their height's projection
+    across the image stops growing outwards."""
+    for i in range(xy.shape[0]):
+        x, y = xy[i, 0], xy[i, 1]
+        x_mid, side = _section(x, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz,
+                               lwx, lwz, ry, rx, rz, rwx, rwz)[:2]  # fmt: skip
+        if side * view_x >= 0:
+            continue
+        reach = abs(x - x_mid)
+        best, best_k = -1e300, 0
+        for k in range(samples):
+            px = x_mid + side * reach * k / (samples - 1)
+            z = _depth(px, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz,
+                       ry, rx, rz, rwx, rwz, view_x, view_z, turned)  # fmt: skip
+            outward = side * (projection[0] * px + projection[1] * y + projection[2] * z)
+            if outward > best:
+                best, best_k = outward, k
+        if best_k < samples - 1:
+            xy[i, 0] = x_mid + side * reach * best_k / (samples - 1)
 
 
 def posed_faces(landmarks: np.ndarray) -> list[PosedFace]:
