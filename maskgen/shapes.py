@@ -606,7 +606,7 @@ def mask_outlines(
             polygon = face.place(frontal)
             seam = None if seams[i] is None else face.place(_resample(seams[i], POSED_SEAM_POINTS))
             centre = None if centre is None else face.place(centre[None])[0]
-            lines = tuple(face.place(line) for line in lines)
+            lines = tuple(face.place_loop(line) for line in lines)
         valve_px = None
         if centre is not None:
             valve_px = (float(centre[0]), float(centre[1]), 0.14 * frame.unit)

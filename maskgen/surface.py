@@ -209,6 +209,16 @@ class PosedFace:
         xy = self.visible(self.to_model(frontal_px))
         return self.project(self.lift(xy)).astype(np.float32)
 
+    def place_loop(self, frontal_px: np.ndarray) -> np.ndarray:
+        """An ear loop (frontal pixels, from the mask's side corner to the ear) posed: it
+        leaves the fabric at the corner and runs through the air to the ear's depth (the jaw
+        point at ear level), not over the fabric's surface; ``(N, 2)`` float32 pixels."""
+        xy = self.to_model(frontal_px)
+        start = self.lift(xy[:1])[0, 2]
+        ear = self.points[0 if xy[-1, 0] < self.points[30, 0] else 16, 2]
+        depth = np.linspace(start, ear, len(xy))
+        return self.project(np.column_stack([xy, depth])).astype(np.float32)
+
     def normals(self, xy: np.ndarray) -> np.ndarray:
         """Unit fabric normals at model points ``(N, 2)`` in the camera frame ``(N, 3)``."""
         xy = np.asarray(xy, np.float64).reshape(-1, 2)

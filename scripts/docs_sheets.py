@@ -8,9 +8,12 @@ has: ``skimage.data.astronaut()`` and the built-in synthetic faces.
 - ``templates.png``: the two shipped image templates and a drawn cloth mask on a synthetic
   face at three poses and two coverages.
 - ``families_by_yaw.png``: every built-in family and shipped template at yaw −45…45° on one
-  synthetic identity (exact landmarks), high coverage, with ear loops.
+  synthetic identity (exact landmarks), high coverage, with ear loops, on the posed surface
+  with fabric shading and contact shadows.
+- ``posed_vs_flat.png``: four families with textures, flat in the image plane (geometry 2)
+  and on the posed 3D surface with fabric shading (geometry 3), yaw −45…45°.
 
-Run: ``python scripts/docs_sheets.py`` (writes both files).
+Run: ``python scripts/docs_sheets.py`` (writes every file).
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ def realism_sheet() -> np.ndarray:
     noisy = np.clip(noisy, 0, 255).astype(np.uint8)
     draw = MaskParams(family="surgical", color=(141, 191, 226), texture="pleats",
                       shading=0.8, straps=True, texture_seed=5)  # fmt: skip
-    old = MaskParams(**{**draw.to_dict(), "lighting": 1})
-    new = MaskParams(**{**draw.to_dict(), "noise": 1.0, "blur": 1.0, "color_match": 1.0})
+    old = MaskParams(**{**draw.to_dict(), "lighting": 1, "geometry": 2})
+    new = MaskParams(**{**draw.to_dict(), "noise": 1.0, "blur": 1.0, "color_match": 1.0,
+                        "fabric": 0.8, "contact_shadow": 0.5})  # fmt: skip
     x0, y0, x1, y1 = (int(v) for v in face.box)
     pad = (x1 - x0) // 2
     crop = (slice(max(0, y0 - pad), y1 + pad), slice(max(0, x0 - pad), x1 + pad))
@@ -99,7 +103,8 @@ def yaw_sheet() -> np.ndarray:
             image, lm = draw_wild_face(sample_identity(rng), rng, size=(320, 320), yaw=yaw,
                                        pitch=0.0, roll=0.0, face_frac=0.55)  # fmt: skip
             params = MaskParams(family=family, coverage="high", shading=0.7, straps=True,
-                                color=(120, 170, 215), texture_seed=3)  # fmt: skip
+                                color=(120, 170, 215), texture_seed=3, fabric=0.8,
+                                contact_shadow=0.5)  # fmt: skip
             out = cv2.resize(render(image, lm, params).image[20:300, 20:300], (144, 144),
                              interpolation=cv2.INTER_AREA)  # fmt: skip
             tiles.append(_label(out, f"{family.split(':')[-1]} {yaw:+.0f}"))
@@ -107,11 +112,35 @@ def yaw_sheet() -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def posed_sheet() -> np.ndarray:
+    """Flat outlines (geometry 2) against posed surfaces with fabric shading (geometry 3)."""
+    cases = (("surgical", "pleats"), ("kn95", "none"), ("cloth", "checks"),
+             ("gaiter", "stripes"))  # fmt: skip
+    rows = []
+    for family, texture in cases:
+        for version, tag in ((2, "flat"), (3, "posed")):
+            tiles = []
+            for yaw in (-45.0, -25.0, 0.0, 25.0, 45.0):
+                rng = np.random.default_rng(11)
+                image, lm = draw_wild_face(sample_identity(rng), rng, size=(320, 320), yaw=yaw,
+                                           pitch=0.0, roll=0.0, face_frac=0.55)  # fmt: skip
+                extra = {"fabric": 0.9, "contact_shadow": 0.6} if version == 3 else {}
+                params = MaskParams(family=family, coverage="high", shading=0.7, straps=True,
+                                    color=(120, 170, 215), texture=texture, texture_seed=3,
+                                    texture_scale=0.6, geometry=version, **extra)  # fmt: skip
+                out = cv2.resize(render(image, lm, params).image[20:300, 20:300], (168, 168),
+                                 interpolation=cv2.INTER_AREA)  # fmt: skip
+                tiles.append(_label(out, f"{family} {tag} {yaw:+.0f}"))
+            rows.append(np.concatenate(tiles, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, sheet in (("realism_astronaut.png", realism_sheet()),
                         ("templates.png", template_sheet()),
-                        ("families_by_yaw.png", yaw_sheet())):  # fmt: skip
+                        ("families_by_yaw.png", yaw_sheet()),
+                        ("posed_vs_flat.png", posed_sheet())):  # fmt: skip
         cv2.imwrite(str(OUT / name), sheet[:, :, ::-1])
         print(f"wrote {OUT / name}")
 
