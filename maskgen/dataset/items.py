@@ -18,7 +18,7 @@ from maskgen.dataset.manifest import dump, face_entry, failure, quantised, recor
 from maskgen.dataset.naming import occlusion_name, out_ext, out_name
 from maskgen.dataset.options import RenderOptions
 from maskgen.dataset.sources import Item, UnusableRecordError
-from maskgen.dataset.state import worker_state
+from maskgen.dataset.state import JPEG_HEADS, worker_state
 from maskgen.io import (
     ImageReadError,
     ImageTooLargeError,
@@ -27,6 +27,7 @@ from maskgen.io import (
     check_pixels,
     decode_image,
     encode_image,
+    image_size,
     rgb_to_bgr,
 )
 from maskgen.io.formats import decode_full, encode_gif, frame_count, lost_in, may_hold_more
@@ -190,8 +191,7 @@ def load(
             raise loaded
         raw, label = ctx.source.load(item) if loaded is None else loaded
         where = ctx.source.describe(item)
-        check_pixels(raw, ctx.max_pixels, where)
-        frames = frame_count(raw)
+        frames = _checked_frames(raw, ctx.max_pixels, where)
         if frames > 1:
             raise UnsupportedImageError(
                 f"{where}: multi-frame image ({frames} frames): only the first frame would "
@@ -217,6 +217,68 @@ def load(
         return exc.kept, None, exc
     except (ImageReadError, OSError, RecordIOError) as exc:
         return raw, label, exc
+
+
+_JPEG = b"\xff\xd8\xff"  # what maskgen.io.sniff_image_format names "JPEG"
+_LEARN_EVERY = 256  # of the JPEG sizes parsed in full, learn the header of one in this many
+
+
+def _checked_frames(raw: bytes, max_pixels: int, where: str) -> int:
+    """:func:`~maskgen.io.check_pixels` (raises for an image over ``max_pixels``), then the
+    number of frames (:func:`~maskgen.io.formats.frame_count`); a JPEG has one, and its size
+    comes from :func:`jpeg_size`."""
+    if isinstance(raw, bytes) and raw.startswith(_JPEG):
+        if max_pixels > 0:
+            size = jpeg_size(raw)
+            if size is not None and size[0] * size[1] > max_pixels:
+                check_pixels(raw, max_pixels, where)  # raises, with the message
+        return 1
+    check_pixels(raw, max_pixels, where)
+    return frame_count(raw)
+
+
+def jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    """:func:`~maskgen.io.image_size` of JPEG data, without parsing a header seen before.
+
+    The size of a JPEG is read from its markers left to right up to the frame header, so it
+    is a function of the bytes up to there; a dataset's records usually share them (same
+    encoder, same tables). The shortest prefix that gives the size is learnt from one record
+    (:func:`_sizing_prefix`) and kept in the worker state; a record starting with a kept
+    prefix has its size. Learning costs a dozen header parses: it is done for one parsed
+    record in :data:`_LEARN_EVERY`, so varied headers cost little more than parsing each.
+
+    Example:
+        >>> data = encode_image(np.zeros((30, 40, 3), np.uint8), ".jpg")
+        >>> _STATE.reset()
+        >>> jpeg_size(data), len(_STATE.jpeg_heads), jpeg_size(data + b"more")
+        ((40, 30), 1, (40, 30))
+    """
+    state = _STATE
+    for prefix, size in state.jpeg_heads:
+        if raw.startswith(prefix):
+            return size
+    size = image_size(raw)
+    state.jpeg_misses += 1
+    if size is not None and state.jpeg_misses % _LEARN_EVERY == 1:
+        prefix = _sizing_prefix(raw)
+        if image_size(prefix) == size:
+            state.jpeg_heads.insert(0, (prefix, size))
+            del state.jpeg_heads[JPEG_HEADS:]
+    return size
+
+
+def _sizing_prefix(raw: bytes) -> bytes:
+    """The shortest prefix of ``raw`` (JPEG data whose size :func:`image_size` reads) that
+    :func:`image_size` reads a size from: a shorter one ends before the frame header (the
+    parse stops with ``None``), a longer one parses the same markers to the same header."""
+    lo, hi = 0, min(len(raw), 1 << 16)  # image_size(raw[:hi]) is not None
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        if image_size(raw[:mid]) is None:
+            lo = mid
+        else:
+            hi = mid
+    return raw[:hi]
 
 
 def process_item(ctx: Context, item: Item) -> ItemResult:

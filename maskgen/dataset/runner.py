@@ -144,6 +144,8 @@ def _block_done(ctx: Context, done: DoneKeys, items: list[Item]) -> list[bool]:
 
 def _plan(ctx: Context, done: DoneKeys, shard: tuple[int, int]) -> tuple[int, int]:
     """This shard's number of items and how many of them the journal has."""
+    if shard == (0, 1) and not len(done):  # a fresh, unsharded run: no listing to walk
+        return len(ctx.source), 0
     total = skipped = 0
     for _, items in iter_blocks(ctx.source.items(), ctx.options.block_size, shard):
         total += len(items)

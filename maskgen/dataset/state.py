@@ -9,7 +9,10 @@ blocks it renders:
   share one layout, so quantising it and writing its JSON happen once;
 * the aligned-selection memo (:func:`maskgen.dataset.items.detect`): with the ``aligned``
   backend the selected faces depend on the image size and the selection options only;
-* the open ``.rec`` readers, one per input path.
+* the open ``.rec`` readers, one per input path;
+* the JPEG headers seen (:func:`maskgen.dataset.items.jpeg_size`): the bytes up to the
+  frame header that give an image's size, so that the pixel limit of a record whose
+  header starts the same is checked without parsing it again.
 
 Every entry is a pure function of its key (or an open reader of an unchanging file), so
 the state changes no output: it only saves work. Threads of one process (joblib's
@@ -21,8 +24,8 @@ Example:
     >>> state is worker_state()
     True
     >>> state.reset()
-    >>> state.backends, state.landmarks, state.aligned, state.readers
-    ({}, {}, {}, {})
+    >>> state.backends, state.landmarks, state.aligned, state.readers, state.jpeg_heads
+    ({}, {}, {}, {}, [])
 """
 
 from __future__ import annotations
@@ -38,10 +41,20 @@ if TYPE_CHECKING:
     from maskgen.dataset.items import Detected
     from maskgen.dataset.options import RenderOptions
 
-__all__ = ["LANDMARK_MEMO", "WorkerState", "main_gone", "stop_if_orphaned", "worker_state"]
+__all__ = [
+    "JPEG_HEADS",
+    "LANDMARK_MEMO",
+    "WorkerState",
+    "main_gone",
+    "stop_if_orphaned",
+    "worker_state",
+]
 
 #: Quantised layouts :attr:`WorkerState.landmarks` keeps (the oldest goes first).
 LANDMARK_MEMO = 64
+
+#: JPEG header prefixes :attr:`WorkerState.jpeg_heads` keeps.
+JPEG_HEADS = 4
 
 
 class WorkerState:
@@ -56,9 +69,12 @@ class WorkerState:
         aligned: ``(height, width, faces, min_face)`` → the faces selected on an aligned
             crop of that size.
         readers: input path → its open :class:`~maskgen.io.RecordReader`.
+        jpeg_heads: ``(header prefix, (width, height))``, most recent first, at most
+            :data:`JPEG_HEADS`; ``jpeg_misses`` counts the sizes parsed in full.
     """
 
-    __slots__ = ("aligned", "backends", "landmarks", "last_backend", "readers")
+    __slots__ = ("aligned", "backends", "jpeg_heads", "jpeg_misses", "landmarks",
+                 "last_backend", "readers")  # fmt: skip
 
     def __init__(self) -> None:
         self.backends: dict[str, Any] = {}
@@ -66,6 +82,8 @@ class WorkerState:
         self.landmarks: dict[tuple[bytes, tuple[int, ...]], tuple[Any, bytes]] = {}
         self.aligned: dict[tuple[Any, ...], Detected] = {}
         self.readers: dict[str, RecordReader] = {}
+        self.jpeg_heads: list[tuple[bytes, tuple[int, int]]] = []
+        self.jpeg_misses = 0
 
     def backend(self, options: RenderOptions) -> Any:
         """The landmark backend of ``options``, created on first use (one per process and
@@ -109,6 +127,8 @@ class WorkerState:
         self.last_backend = (None, None)
         self.landmarks.clear()
         self.aligned.clear()
+        self.jpeg_heads.clear()
+        self.jpeg_misses = 0
 
 
 _WORKER = WorkerState()

@@ -510,14 +510,10 @@ class RecordReader:
         it is read on its own. Each entry is the record or the :class:`RecordIOError` that
         :meth:`read` would have raised for that key (missing key, corrupt frame).
         """
-        offsets: list[int | RecordIOError] = []
-        for key in keys:
-            try:
-                offsets.append(self.offset(key))
-            except RecordIOError as exc:
-                offsets.append(exc)
+        offsets = self._offsets_of(keys)
         found = [o for o in offsets if isinstance(o, int)]
         read: Any = None
+        buf, lo = b"", 0
         if len(found) > 1:
             lo, hi = min(found), max(found)
             if hi - lo <= max_span:
@@ -531,15 +527,53 @@ class RecordReader:
                     return self._pread(pos, n)
 
         out: list[bytes | RecordIOError] = []
+        size = len(buf)
         for offset in offsets:
             if isinstance(offset, RecordIOError):
                 out.append(offset)
                 continue
+            # The usual record, one frame inside the buffer, cut out here; anything else
+            # (split records, bad frames, outside the buffer) goes through _read_frames,
+            # which gives the same bytes or the error.
+            rel = offset - lo
+            if rel >= 0 and rel + _FRAME.size <= size and not offset & 3:
+                magic, lrec = _FRAME.unpack_from(buf, rel)
+                stop = rel + _FRAME.size + (lrec & _LENGTH_MASK)
+                if magic == MAGIC and not lrec >> 29 and stop <= size:
+                    out.append(buf[rel + _FRAME.size : stop])
+                    continue
             try:
                 out.append(self._read_frames(offset, read)[0])
             except RecordIOError as exc:
                 out.append(exc)
         return out
+
+    def _offsets_of(self, keys: Sequence[int]) -> list[int | RecordIOError]:
+        """Each key's offset, or the :class:`MissingRecordError` :meth:`offset` raises for
+        it; looked up in one NumPy pass when every key is in the index."""
+        n = len(self._keys)
+        try:
+            k = np.asarray(keys, np.int64).reshape(-1)
+        except (OverflowError, TypeError, ValueError):
+            k = None
+        if k is not None and n and k.size == len(keys):
+            if self._contiguous:
+                pos = k - self._first_key
+                ok = bool(((pos >= 0) & (pos < n)).all())
+            else:
+                assert self._sorted_keys is not None and self._sorted_pos is not None
+                at = np.minimum(np.searchsorted(self._sorted_keys, k), n - 1)
+                ok = bool((self._sorted_keys[at] == k).all())
+                pos = self._sorted_pos[at]
+            if ok:
+                return self._offsets[pos].tolist()
+        offsets: list[int | RecordIOError] = []
+        for key in keys:
+            try:
+                offsets.append(self.offset(key))
+            except RecordIOError as exc:
+                offsets.append(exc)
+        return offsets
 
     def read_header(self, key: int) -> IRHeader:
         """Read record ``key`` and return its :class:`IRHeader`."""
