@@ -195,7 +195,9 @@ def light_basis(alpha: np.ndarray) -> LightBasis | None:
     half = 0.5 * max(float(xs.max() - xs.min()), 1.0)
     x = (xs - xs.mean()) / half
     y = (ys - ys.mean()) / half
-    moments = np.array([[x @ x, x @ y], [x @ y, y @ y]])
+    # Element-wise sums, not BLAS dot products (whose threads contend in busy workers).
+    xy = float((x * y).sum())
+    moments = np.array([[float((x * x).sum()), xy], [xy, float((y * y).sum())]])
     if abs(np.linalg.det(moments)) < 1e-12:
         return None
     index = (ys * alpha.shape[1] + xs).astype(np.int32)

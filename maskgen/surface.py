@@ -65,8 +65,10 @@ MAX_BEYOND_SLOPE = 8.0
 FULLY_TURNED = 10.0
 #: How steeply it runs back under the chin (depth per unit of height).
 UNDER_CHIN_SLOPE = 1.0
-#: Samples along a height when looking for the silhouette.
-SILHOUETTE_SAMPLES = 48
+#: The silhouette search along a height: the step that tells whether a point is past it,
+#: and the width the search narrows it to (model units).
+SILHOUETTE_STEP = 1e-3
+SILHOUETTE_TOLERANCE = 1e-3
 #: The far side's arc ends at most this far down the unit circle (cosine of its end angle):
 #: beyond about 38° of yaw it cannot turn as steeply as the line of sight, and the fabric's
 #: silhouette falls a little inside the jaw landmarks.
@@ -201,7 +203,7 @@ class PosedFace:
             return out
         across = self.rotation[:2, 0] / max(float(np.hypot(*self.rotation[:2, 0])), 1e-9)
         projection = self.rotation[:2].T @ across  # model direction whose image is `across`
-        _silhouette_kernel(out, projection, SILHOUETTE_SAMPLES, *self._tables)
+        _silhouette_kernel(out, projection, *self._tables)
         return out
 
     def place(self, frontal_px: np.ndarray) -> np.ndarray:
@@ -230,7 +232,7 @@ class PosedFace:
         return n @ self.rotation.T
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _interp(v: float, xp: np.ndarray, fp: np.ndarray) -> float:
     """np.interp for one value (clamped at both ends; ``xp`` non-decreasing)."""
     n = len(xp)
@@ -247,7 +249,7 @@ def _interp(v: float, xp: np.ndarray, fp: np.ndarray) -> float:
     return fp[i] + (fp[i + 1] - fp[i]) * (v - xp[i]) / d
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _section(x: float, y: float, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz,
              lwx, lwz, ry, rx, rz, rwx, rwz) -> tuple:  # fmt: skip
     """Midline x, side, half width, jaw depth, ridge and face depths, widest reach and its
@@ -266,7 +268,7 @@ def _section(x: float, y: float, hull_y, hull_z, mid_y, mid_x, base_y, base_z, l
     return x_mid, side, half, jaw_z, max(ridge, jaw_z), max(base, jaw_z), widest, wz
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _depth(x: float, y: float, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx,
            lwz, ry, rx, rz, rwx, rwz, view_x, view_z, turned) -> float:  # fmt: skip
     """The fabric's depth at model point (x, y) (see :meth:`PosedFace.lift`)."""
@@ -308,12 +310,25 @@ def _lift_kernel(xy: np.ndarray, out: np.ndarray, hull_y, hull_z, mid_y, mid_x, 
                            lwz, ry, rx, rz, rwx, rwz, view_x, view_z, turned)  # fmt: skip
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _outward(px: float, y: float, side: float, projection: np.ndarray, hull_y, hull_z, mid_y,
+             mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz, view_x,
+             view_z, turned) -> float:  # fmt: skip
+    """How far out across the image the fabric point at model (px, y) projects."""
+    z = _depth(px, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry,
+               rx, rz, rwx, rwz, view_x, view_z, turned)  # fmt: skip
+    return side * (projection[0] * px + projection[1] * y + projection[2] * z)
+
+
 @njit(cache=True, nogil=True)
-def _silhouette_kernel(xy: np.ndarray, projection: np.ndarray, samples: int, hull_y, hull_z,
-                       mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx,
-                       rwz, view_x, view_z, turned) -> None:  # fmt: skip
+def _silhouette_kernel(xy: np.ndarray, projection: np.ndarray, hull_y, hull_z, mid_y, mid_x,
+                       base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz, view_x,
+                       view_z, turned) -> None:  # fmt: skip
     """Slide the far side's hidden points (in place) to where their height's projection
-    across the image stops growing outwards."""
+    across the image peaks: a point whose projection still grows outwards is visible; for
+    the others the peak is found by golden-section search (the projection rises to the
+    silhouette and falls behind it)."""
+    g = 0.6180339887498949
     for i in range(xy.shape[0]):
         x, y = xy[i, 0], xy[i, 1]
         x_mid, side = _section(x, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz,
@@ -321,16 +336,39 @@ def _silhouette_kernel(xy: np.ndarray, projection: np.ndarray, samples: int, hul
         if side * view_x >= 0:
             continue
         reach = abs(x - x_mid)
-        best, best_k = -1e300, 0
-        for k in range(samples):
-            px = x_mid + side * reach * k / (samples - 1)
-            z = _depth(px, y, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz,
-                       ry, rx, rz, rwx, rwz, view_x, view_z, turned)  # fmt: skip
-            outward = side * (projection[0] * px + projection[1] * y + projection[2] * z)
-            if outward > best:
-                best, best_k = outward, k
-        if best_k < samples - 1:
-            xy[i, 0] = x_mid + side * reach * best_k / (samples - 1)
+        step = SILHOUETTE_STEP
+        if reach <= step:
+            continue
+        here = _outward(x_mid + side * reach, y, side, projection, hull_y, hull_z, mid_y, mid_x,
+                        base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz, view_x,
+                        view_z, turned)  # fmt: skip
+        before = _outward(x_mid + side * (reach - step), y, side, projection, hull_y, hull_z,
+                          mid_y, mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx,
+                          rwz, view_x, view_z, turned)  # fmt: skip
+        if here >= before:
+            continue
+        lo, hi = 0.0, reach
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        fa = _outward(x_mid + side * a, y, side, projection, hull_y, hull_z, mid_y, mid_x,
+                      base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz, view_x,
+                      view_z, turned)  # fmt: skip
+        fb = _outward(x_mid + side * b, y, side, projection, hull_y, hull_z, mid_y, mid_x,
+                      base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx, rwz, view_x,
+                      view_z, turned)  # fmt: skip
+        while hi - lo > SILHOUETTE_TOLERANCE:
+            if fa < fb:
+                lo, a, fa = a, b, fb
+                b = lo + g * (hi - lo)
+                fb = _outward(x_mid + side * b, y, side, projection, hull_y, hull_z, mid_y,
+                              mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx,
+                              rwz, view_x, view_z, turned)  # fmt: skip
+            else:
+                hi, b, fb = b, a, fa
+                a = hi - g * (hi - lo)
+                fa = _outward(x_mid + side * a, y, side, projection, hull_y, hull_z, mid_y,
+                              mid_x, base_y, base_z, ly, lx, lz, lwx, lwz, ry, rx, rz, rwx,
+                              rwz, view_x, view_z, turned)  # fmt: skip
+        xy[i, 0] = x_mid + side * 0.5 * (lo + hi)
 
 
 def posed_faces(landmarks: np.ndarray) -> list[PosedFace]:
@@ -383,6 +421,26 @@ def surface_mesh(posed: PosedFace, frontal_grid: np.ndarray) -> SurfaceMesh:
         np.linalg.norm(np.diff(points, axis=0), axis=2), axis=0)])  # fmt: skip
     across -= across[c // 2]
     down = points[..., 1] - points[c // 2, 0, 1]
-    pixels = posed.project(posed.lift(posed.visible(model))).reshape(c, r, 2)
-    normals = posed.normals(model).reshape(c, r, 3)
-    return SurfaceMesh(pixels.astype(np.float32), normals, np.stack([across, down], -1))
+    seen = posed.visible(model)
+    moved = np.flatnonzero(np.any(seen != model, axis=1))
+    placed = points.reshape(-1, 3).copy()
+    if len(moved):
+        placed[moved] = posed.lift(seen[moved])
+    pixels = posed.project(placed).reshape(c, r, 2)
+    return SurfaceMesh(pixels.astype(np.float32), _grid_normals(points) @ posed.rotation.T,
+                       np.stack([across, down], -1))  # fmt: skip
+
+
+def _grid_normals(points: np.ndarray) -> np.ndarray:
+    """Unit normals (towards the viewer, model frame) of a lifted ``(C, R + 1, 3)`` grid from
+    its tangents across and down; where a column collapses to a point (the corners), its
+    neighbour's."""
+    normals = np.cross(np.gradient(points, axis=0), np.gradient(points, axis=1))
+    normals *= np.where(normals[..., 2:] < 0, -1.0, 1.0)
+    length = np.linalg.norm(normals, axis=2, keepdims=True)
+    flat = length[..., 0] < 1e-12
+    normals /= np.maximum(length, 1e-12)
+    for column in (0, -1):
+        inner = 1 if column == 0 else -2
+        normals[column][flat[column]] = normals[inner][flat[column]]
+    return normals
