@@ -64,9 +64,10 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 @njit(cache=True, nogil=True)
 def _rasterise(vertices: np.ndarray, triangles: np.ndarray, values: np.ndarray,
-               out: np.ndarray, owner: np.ndarray) -> None:  # fmt: skip
-    """Barycentric interpolation of per-vertex ``values`` over every triangle's pixels
-    (pixel centres at +0.5), the first triangle to cover a pixel keeping it."""
+               out: np.ndarray, owner: np.ndarray, facing: float) -> None:  # fmt: skip
+    """Barycentric interpolation of per-vertex ``values`` over the pixels (centres at +0.5) of
+    every triangle wound like ``facing`` (the sign of the mesh's area: the others are folded
+    behind the silhouette, facing away), the first triangle to cover a pixel keeping it."""
     h, w = owner.shape
     k = values.shape[1]
     for t in range(triangles.shape[0]):
@@ -75,7 +76,7 @@ def _rasterise(vertices: np.ndarray, triangles: np.ndarray, values: np.ndarray,
         bx, by = vertices[b, 0], vertices[b, 1]
         cx, cy = vertices[c, 0], vertices[c, 1]
         det = (bx - ax) * (cy - ay) - (cx - ax) * (by - ay)
-        if abs(det) < 1e-9:
+        if abs(det) < 1e-9 or det * facing < 0:
             continue
         x0 = max(math.floor(min(ax, bx, cx) - 0.5), 0)
         x1 = min(math.ceil(max(ax, bx, cx) - 0.5), w - 1)
@@ -139,7 +140,9 @@ def surface_maps(surface: SurfaceMesh, box: tuple[int, int, int, int]) -> np.nda
     out = np.zeros((y1 - y0, x1 - x0, 5), np.float32)
     owner = np.zeros((y1 - y0, x1 - x0), np.bool_)
     tris = grid_triangles(c, r - 1).astype(np.int64)
-    _rasterise(vertices, tris, values.astype(np.float64), out, owner)
+    a, b, d = (vertices[tris[:, k]] for k in range(3))
+    area = (b[:, 0] - a[:, 0]) * (d[:, 1] - a[:, 1]) - (d[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    _rasterise(vertices, tris, values.astype(np.float64), out, owner, float(np.sign(area.sum())))
     _extend(out, owner)
     return out
 

@@ -142,3 +142,23 @@ def test_new_draws_are_posed_and_old_records_replay_flat():
     again = render(image, lm, MaskParams.from_dict(MaskParams(geometry=2).to_dict())).alpha
     assert np.array_equal(old, again)
     assert not np.array_equal(old, render(image, lm, MaskParams()).alpha)
+
+
+@pytest.mark.parametrize("yaw", [-40.0, 30.0])
+@pytest.mark.parametrize("family", ["surgical", "cloth", "gaiter", "kn95"])
+def test_the_surface_facing_the_camera_covers_the_outline(family, yaw):
+    """The posed mesh's triangles that face the camera (the folded ones lie behind the
+    silhouette) cover the pixels the outline covers."""
+    from maskgen.mesh import grid_triangles
+
+    _, lm = _face(yaw=yaw)
+    outline = mask_outline(lm, family, "high", geometry=3)
+    mesh = outline.surface()
+    vertices = mesh.vertices.reshape(-1, 2)
+    tris = grid_triangles(mesh.vertices.shape[0], mesh.vertices.shape[1] - 1)
+    a, b, c = (vertices[tris[:, k]].astype(np.float64) for k in range(3))
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    coverage = np.zeros((320, 320), np.int32)
+    for tri in tris[area * np.sign(area.sum()) > 0]:
+        coverage += app.fill_polygon((320, 320), vertices[tri], (0, 0))
+    assert _iou(coverage > 127, _fill(outline.polygon)) > 0.96
