@@ -195,6 +195,9 @@ def warp_template(
     face = face_grid(outline, rows).reshape(-1, 2) - np.asarray(offset, np.float64)
     tris = grid_triangles(COLUMNS, rows)
     maps, ok = _affines(template.grid.reshape(-1, 2)[tris], face[tris])
+    a, b, c = (face[tris[:, k]] for k in range(3))
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    ok &= area * np.sign(area.sum()) > 0  # folded cells lie behind a posed silhouette
     owner = np.full(shape, -1, np.int32)
     for t in np.flatnonzero(ok):  # later triangles win on shared edges; folds are slivers
         pts = np.round(face[tris[t]] * 16).astype(np.int32)
