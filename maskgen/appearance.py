@@ -27,6 +27,11 @@ from maskgen._assets import asset_json
 TEXTURES: tuple[str, ...] = ("none", "pleats", "grain", "stripes", "checks", "dots", "print")
 #: Textures whose tile mixes in the secondary colour (the others only modulate shade).
 TWO_TONE_TEXTURES: frozenset[str] = frozenset({"stripes", "checks", "dots", "print"})
+#: Pleats across one texture tile.
+PLEATS_PER_TILE = 3
+#: Textures that are also surface relief on a posed surface (:mod:`maskgen.fabric`): the
+#: tilt (tangent) their folds give the fabric's normal, one fold per pleat.
+TEXTURE_RELIEF: dict[str, float] = {"pleats": 0.5}
 TILE = 64  # a power of two: periodic sampling wraps coordinates with a bit mask
 _SUBPIXEL_BITS = 4
 
@@ -74,7 +79,7 @@ def _grain(rng: np.random.Generator, sigma: float = 0.8, amount: float = 0.05) -
 
 
 def _pleats(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    y = (np.arange(TILE, dtype=np.float32) + 0.5) / TILE * 3  # three pleats per tile
+    y = (np.arange(TILE, dtype=np.float32) + 0.5) / TILE * PLEATS_PER_TILE
     frac = y - np.floor(y)
     profile = 0.88 + 0.2 * frac - 0.12 * np.exp(-(((frac - 0.03) / 0.035) ** 2))
     shade = np.repeat(profile[:, None], TILE, axis=1) * _grain(rng, 0.6, 0.02)

@@ -30,6 +30,8 @@ import math
 import numpy as np
 from numba import njit
 
+from maskgen.appearance import PLEATS_PER_TILE
+
 #: Lighting factors are clipped to this range (relative to the mean under the mask).
 LIGHT_RANGE = (0.5, 1.45)
 _DARKEST, _BRIGHTEST = LIGHT_RANGE  # module constants are frozen into the compiled kernels
@@ -42,6 +44,7 @@ _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 _NO_UV = np.zeros((0, 0, 2), np.float32)
 _NO_NORMALS = np.zeros((0, 0, 3), np.float32)
 _FRONTAL = np.array([0.0, 0.0, 1.0])
+_DOWN = np.array([0.0, 1.0, 0.0])
 #: Share of the posed fabric's light that does not depend on its orientation
 #: (:mod:`maskgen.fabric`).
 FABRIC_AMBIENT = 0.45
@@ -398,6 +401,8 @@ def _paint(
     normals: np.ndarray,
     light_dir: np.ndarray,
     fabric: float,
+    relief: float,
+    down: np.ndarray,
 ) -> None:
     # Row by row, over the row's covered span: shade and mix into span buffers, the colour
     # and the coverage into interleaved span buffers, then one blend into the row. float32
@@ -414,6 +419,10 @@ def _paint(
     if embossed:  # the fabric's shading, normalised to a mean of 1 under the mask
         relief_scale = 1.0 / max(_fabric_mean(alpha, normals, lx_, ly_, lz_), 1e-6)
     strength = np.float32(fabric)
+    # Pleats as relief: their folds tilt the normal along the surface's downward tangent.
+    folded = embossed and on_surface and textured and relief > 0.0
+    dx_, dy_, dz_ = down[0], down[1], down[2]
+    folds = PLEATS_PER_TILE / (tile.shape[0] - 1)
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
         light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr, lighting)
@@ -460,7 +469,17 @@ def _paint(
         if embossed:
             nrow = normals[y, start:stop]
             for j in range(n):
-                d = nrow[j, 0] * lx_ + nrow[j, 1] * ly_ + nrow[j, 2] * lz_
+                n0, n1, n2 = nrow[j, 0], nrow[j, 1], nrow[j, 2]
+                d = n0 * lx_ + n1 * ly_ + n2 * lz_
+                if folded:
+                    dn = dx_ * n0 + dy_ * n1 + dz_ * n2
+                    t0, t1, t2 = dx_ - dn * n0, dy_ - dn * n1, dz_ - dn * n2
+                    tl = math.sqrt(t0 * t0 + t1 * t1 + t2 * t2)
+                    if tl > 1e-6:
+                        a, b = surface_uv[y, start + j, 0], surface_uv[y, start + j, 1]
+                        phase = folds * (m[3] * a + m[4] * b + m[5])
+                        c = relief * math.cos(2.0 * math.pi * phase)
+                        d = (d + c * (t0 * lx_ + t1 * ly_ + t2 * lz_) / tl) / math.sqrt(1 + c * c)
                 lambert = (_AMBIENT + (1.0 - _AMBIENT) * max(d, 0.0)) * relief_scale
                 bump = np.float32(1.0) + strength * (np.float32(lambert) - np.float32(1.0))
                 shade[j] = shade[j] * bump if textured else bump
@@ -512,6 +531,8 @@ def paint_mask(
     normals: np.ndarray | None = None,
     light: np.ndarray | None = None,
     fabric: float = 0.0,
+    relief: float = 0.0,
+    down: np.ndarray | None = None,
 ) -> None:
     """Paint a mask into ``roi`` in place.
 
@@ -539,6 +560,9 @@ def paint_mask(
             ``fabric`` > 0 the shade gets the fabric's own shading: ambient plus Lambert,
             over its coverage-weighted mean, mixed with 1 by ``fabric``
             (:func:`maskgen.fabric.fabric_relief`).
+        relief: with a textured posed surface, the tilt its folds give the normal (pleats:
+            :data:`maskgen.appearance.TEXTURE_RELIEF`), along ``down`` (3,), the face's
+            downward axis in the camera frame, with the tile's period.
     """
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
@@ -564,6 +588,8 @@ def paint_mask(
         _NO_NORMALS if normals is None else normals,
         _FRONTAL if light is None else np.asarray(light, np.float64),
         float(fabric),
+        float(relief),
+        _DOWN if down is None else np.asarray(down, np.float64),
     )
     if copied:
         roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)

@@ -863,6 +863,8 @@ def _paint_box(
         normals=cov.normals if light is not None else None,
         light=light,
         fabric=params.fabric,
+        relief=app.TEXTURE_RELIEF.get(params.texture, 0.0),
+        down=None if cov.outline.posed is None else cov.outline.posed.rotation[:, 1],
     )
 
 

@@ -280,10 +280,11 @@ def _depth(x: float, y: float, hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly,
     far = side * view_x < 0
     if t > 1.0:
         slope = BEYOND_JAW_SLOPE
-        if far:
+        curtain = min(widest_z, jaw_z) - slope * max(off - widest, 0.0)
+        if far:  # turned away, the fabric beyond the jaw is behind it: no curtain
             slope += (MAX_BEYOND_SLOPE - BEYOND_JAW_SLOPE) * turned
-        return max(jaw_z - slope * (off - half),
-                   min(widest_z, jaw_z) - slope * max(off - widest, 0.0))  # fmt: skip
+            curtain -= MAX_BEYOND_SLOPE * turned * (off - half)
+        return max(jaw_z - slope * (off - half), curtain)
     depth = max(base - jaw_z, 1e-6)
     end = 0.0
     if far:

@@ -146,3 +146,34 @@ def test_the_batched_augmentation_paints_the_same_fabric():
         darkened = images[i].astype(float)[band].mean() - ref.image[band].mean()
         assert darkened > 3  # there is a shadow to compare
         assert abs(out[i][band].mean() - ref.image[band].mean()) < 0.25 * darkened, d.family
+
+
+def _lit_face(direction: float) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal face lit from above (+1) or below (−1): a vertical luminance ramp."""
+    image, lm = _face()
+    ramp = 1.0 + 0.35 * direction * np.linspace(1, -1, image.shape[0])[:, None, None]
+    return np.clip(image * ramp, 0, 255).astype(np.uint8), lm
+
+
+def _fold_profile(texture: str, direction: float) -> np.ndarray:
+    """Row profile of what the fabric shading does inside the mask, its smooth trend removed."""
+    image, lm = _lit_face(direction)
+    base = MaskParams(texture=texture, texture_scale=0.6, shading=0.0, color=(200, 200, 200))
+    flat = render(image, lm, base)
+    shaded = render(image, lm, MaskParams(**{**base.to_dict(), "fabric": 1.0}))
+    inner = flat.alpha > 0.99
+    rows = np.flatnonzero(inner.sum(1) > 20)
+    ratio = shaded.image.astype(float).mean(2) / np.maximum(flat.image.astype(float).mean(2), 1)
+    profile = np.array([ratio[r][inner[r]].mean() for r in rows])
+    trend = np.polyval(np.polyfit(rows, profile, 3), rows)
+    return profile - trend
+
+
+def test_pleats_are_relief_that_answers_the_light():
+    """Pleats are folds of the surface: their shading changes with the light's direction
+    (lit from above, the faces of the folds turned up are brighter; from below, those turned
+    down), well beyond what the smooth fabric under a texture without relief does."""
+    pleats = _fold_profile("pleats", 1.0) - _fold_profile("pleats", -1.0)
+    grain = _fold_profile("grain", 1.0) - _fold_profile("grain", -1.0)
+    assert pleats.std() > 3 * grain.std(), (pleats.std(), grain.std())
+    assert np.abs(_fold_profile("pleats", 1.0)).max() > 0.05

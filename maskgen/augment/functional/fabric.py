@@ -17,10 +17,18 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from maskgen import fabric
+from maskgen.appearance import PLEATS_PER_TILE
 from maskgen.augment.functional.raster import soften_batch
+from maskgen.fabric import AMBIENT
 from maskgen.shapes import Outline
 
-__all__ = ["contact_shadow_batch", "fabric_relief_batch", "surface_fields", "surface_maps_batch"]
+__all__ = [
+    "contact_shadow_batch",
+    "fabric_relief_batch",
+    "fold_phases",
+    "surface_fields",
+    "surface_maps_batch",
+]
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -113,15 +121,41 @@ def light_directions(crop: torch.Tensor, alpha: torch.Tensor, ax: torch.Tensor) 
 
 
 def fabric_relief_batch(
-    normals: torch.Tensor, alpha: torch.Tensor, light: torch.Tensor, strength: torch.Tensor
-) -> torch.Tensor:
+    normals: torch.Tensor, alpha: torch.Tensor, light: torch.Tensor, strength: torch.Tensor,
+    folds: tuple[torch.Tensor, ...] | None = None,
+) -> torch.Tensor:  # fmt: skip
     """:func:`maskgen.fabric.fabric_relief` of every sample: ``(n, h, w)`` from the normals
-    ``(n, 3, h, w)``, occlusion maps, lights ``(n, 3)`` and strengths ``(n,)``."""
-    lambert = (normals * light[:, :, None, None]).sum(1).clamp_min(0.0)
-    shade = fabric.AMBIENT + (1.0 - fabric.AMBIENT) * lambert
-    mean = (shade * alpha).sum((1, 2)) / alpha.sum((1, 2)).clamp_min(1e-6)
+    ``(n, 3, h, w)``, occlusion maps, lights ``(n, 3)`` and strengths ``(n,)``; with ``folds``
+    = (tilt ``(n,)``, down axes ``(n, 3)``, fold phases ``(n, h, w)``), pleats as relief as the
+    CPU kernel makes them (:func:`maskgen.paint.paint_mask`'s ``relief``)."""
+    lambert = (normals * light[:, :, None, None]).sum(1)
+    plain = AMBIENT + (1.0 - AMBIENT) * lambert.clamp_min(0.0)
+    mean = (plain * alpha).sum((1, 2)) / alpha.sum((1, 2)).clamp_min(1e-6)
+    if folds is not None:
+        tilt, down, phase = folds
+        along = (normals * down[:, :, None, None]).sum(1, keepdim=True)
+        tangent = down[:, :, None, None] - along * normals
+        length = tangent.norm(dim=1)
+        lit = (tangent * light[:, :, None, None]).sum(1) / length.clamp_min(1e-6)
+        c = tilt[:, None, None] * torch.cos(2 * math.pi * phase)
+        bent = (lambert + c * lit) / torch.sqrt(1 + c * c)
+        lambert = torch.where((length > 1e-6) & (tilt[:, None, None] > 0), bent, lambert)
+    shade = AMBIENT + (1.0 - AMBIENT) * lambert.clamp_min(0.0)
     relief = shade / mean.clamp_min(1e-6)[:, None, None]
     return 1.0 + strength[:, None, None].to(relief) * (relief - 1.0)
+
+
+def fold_phases(
+    arc: torch.Tensor, scale_px: torch.Tensor, period_px: torch.Tensor, angle_deg: torch.Tensor,
+    tile: int,
+) -> torch.Tensor:  # fmt: skip
+    """The pleats' fold phase ``(n, h, w)`` at surface coordinates ``arc`` ``(n, 2, h, w)``:
+    :data:`maskgen.appearance.PLEATS_PER_TILE` per tile along the tile's second axis, as
+    :func:`maskgen.fabric.surface_tile_map` lays it."""
+    k = (tile / period_px.to(arc).clamp_min(1e-3) * scale_px.to(arc))[:, None, None]
+    theta = torch.deg2rad(angle_deg.to(arc))[:, None, None]
+    v = (-torch.sin(theta) * arc[:, 0] + torch.cos(theta) * arc[:, 1]) * k
+    return v * (PLEATS_PER_TILE / tile)
 
 
 def contact_shadow_batch(cover: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:

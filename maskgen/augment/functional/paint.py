@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -21,6 +22,7 @@ from maskgen.augment._memory import empty_like_large
 from maskgen.augment.functional.fabric import (
     contact_shadow_batch,
     fabric_relief_batch,
+    fold_phases,
     light_directions,
     surface_fields,
     surface_maps_batch,
@@ -399,11 +401,15 @@ def _fabric_draws(
     posed = [o is not None and o.posed is not None for o in outlines]
     wanted = ((textured | (strength > 0)).cpu().tolist()) if any(posed) else [False] * B
     rows = [i for i in range(B) if posed[i] and wanted[i]]
+    relief = [app.TEXTURE_RELIEF.get(app.TEXTURES[int(t)], 0.0)
+              for t in params["texture"].tolist()]  # fmt: skip
     out = {
         "fabric": strength,
         "shadow_depth": shadow * float(fabric_.SHADOW_DEPTH) * opacity,
         "surfaced": torch.zeros(B, dtype=torch.bool, device=device),
         "scale": torch.ones(B, device=device),
+        "relief": torch.tensor(relief, device=device, dtype=torch.float32).reshape(B),
+        "down": torch.tensor([[0.0, 1.0, 0.0]] * B, device=device).reshape(B, 3),
     }
     if rows:
         h, w = window[3] - window[1], window[2] - window[0]
@@ -412,8 +418,11 @@ def _fabric_draws(
         maps.index_copy_(0, index, surface_maps_batch(outlines, rows, window, device))
         out["maps"] = maps
         out["surfaced"][index] = True
-        scale = [outlines[i].posed.scale for i in rows]  # type: ignore[union-attr]
+        posed_faces = [outlines[i].posed for i in rows]  # type: ignore[union-attr]
+        scale = [f.scale for f in posed_faces]  # type: ignore[union-attr]
         out["scale"][index] = torch.tensor(scale, device=device, dtype=torch.float32)
+        down = np.stack([f.rotation[:, 1] for f in posed_faces])  # type: ignore[union-attr]
+        out["down"][index] = torch.from_numpy(down).to(device, torch.float32)
     return out
 
 
@@ -546,7 +555,14 @@ def _draw_band(
         lit = torch.nonzero(surfaced & (q["fabric"] > 0)).flatten()
         if lit.numel():
             light = light_directions(crop.index_select(0, lit).detach(), alpha[lit], q["ax"][lit])
-            relief = fabric_relief_batch(q["maps"][lit, 2:], alpha[lit], light, q["fabric"][lit])
+            folds = None
+            if tiles is not None and bool((q["relief"][lit] > 0).any()):
+                phase = fold_phases(q["maps"][lit, :2], q["scale"][lit], q["period"][lit],
+                                    q["angle"][lit], tiles.shape[-1])  # fmt: skip
+                tilt = q["relief"][lit] * q["textured"][lit]
+                folds = (tilt, q["down"][lit], phase)
+            relief = fabric_relief_batch(q["maps"][lit, 2:], alpha[lit], light, q["fabric"][lit],
+                                         folds)  # fmt: skip
             if shade is None:
                 shade = torch.ones(B, h, w, device=device)
             shade.index_copy_(0, lit, shade.index_select(0, lit).mul_(relief))
