@@ -180,14 +180,15 @@ class LightBasis(NamedTuple):
     covered pixels (flat indices into the box), their centred coordinates and the inverse of
     the coordinates' 2×2 moment matrix."""
 
-    index: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
     x: np.ndarray
     y: np.ndarray
-    inverse: np.ndarray
+    inverse: tuple[float, float, float, float]
 
     @property
     def nbytes(self) -> int:
-        return self.index.nbytes + self.x.nbytes + self.y.nbytes
+        return self.rows.nbytes + self.cols.nbytes + self.x.nbytes + self.y.nbytes
 
 
 def light_basis(alpha: np.ndarray) -> LightBasis | None:
@@ -203,19 +204,21 @@ def light_basis(alpha: np.ndarray) -> LightBasis | None:
     moments = np.array([[float((x * x).sum()), xy], [xy, float((y * y).sum())]])
     if abs(np.linalg.det(moments)) < 1e-12:
         return None
-    index = (ys * alpha.shape[1] + xs).astype(np.int32)
-    return LightBasis(index, x.astype(np.float32), y.astype(np.float32), np.linalg.inv(moments))
+    i = np.linalg.inv(moments)
+    return LightBasis(ys.astype(np.int32), 3 * xs.astype(np.int32), x.astype(np.float32),
+                      y.astype(np.float32), (i[0, 0], i[0, 1], i[1, 0], i[1, 1]))  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
-def _luma_moments(pixels: np.ndarray, w: int, bgr: bool, index: np.ndarray, x: np.ndarray,
-                  y: np.ndarray) -> tuple[float, float, float]:  # fmt: skip
-    """Σ luma, Σ x·luma and Σ y·luma over the covered pixels of interleaved ``pixels``."""
+def _luma_moments(pixels: np.ndarray, bgr: bool, rows: np.ndarray, cols: np.ndarray,
+                  x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:  # fmt: skip
+    """Σ luma, Σ x·luma and Σ y·luma over the covered pixels (rows, interleaved columns) of
+    interleaved ``pixels``."""
     first, last = (0.114, 0.299) if bgr else (0.299, 0.114)
     total = sx = sy = 0.0
-    for k in range(index.shape[0]):
-        row, col = index[k] // w, 3 * (index[k] % w)
-        v = first * pixels[row, col] + 0.587 * pixels[row, col + 1] + last * pixels[row, col + 2]
+    for k in range(rows.shape[0]):
+        r, c = rows[k], cols[k]
+        v = first * pixels[r, c] + 0.587 * pixels[r, c + 1] + last * pixels[r, c + 2]
         total += v
         sx += x[k] * v
         sy += y[k] * v
@@ -234,18 +237,20 @@ def light_direction(
     if basis is None:
         return np.array([0.0, 0.0, 1.0])
     pixels, _, bgr = _interleaved(roi)
-    total, sx, sy = _luma_moments(pixels, roi.shape[1], bgr, basis.index, basis.x, basis.y)
-    mean = total / len(basis.index)
+    total, sx, sy = _luma_moments(pixels, bgr, basis.rows, basis.cols, basis.x, basis.y)
+    mean = total / len(basis.rows)
     if mean <= 1e-3 * max_value:
         return np.array([0.0, 0.0, 1.0])
     sx, sy = sx / mean, sy / mean
-    gx, gy = basis.inverse @ np.array([sx, sy])
+    a, b, c, d = basis.inverse
+    gx, gy = a * sx + b * sy, c * sx + d * sy
     ux, uy = float(ax[0]), float(ax[1])
-    across, down = gx * ux + gy * uy, -gx * uy + gy * ux
     tilt = math.tan(math.radians(MAX_LIGHT_TILT))
-    across, down = np.clip(across, -tilt, tilt), np.clip(down, -tilt, tilt)
-    light = np.array([across * ux - down * uy, across * uy + down * ux, 1.0])
-    return light / np.linalg.norm(light)
+    across = min(max(gx * ux + gy * uy, -tilt), tilt)
+    down = min(max(-gx * uy + gy * ux, -tilt), tilt)
+    lx, ly = across * ux - down * uy, across * uy + down * ux
+    norm = math.sqrt(lx * lx + ly * ly + 1.0)
+    return np.array([lx / norm, ly / norm, 1.0 / norm])
 
 
 def fabric_relief(

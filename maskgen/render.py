@@ -509,10 +509,10 @@ class _OcclusionCache:
         self._entries.move_to_end(key)
         return hit[0]
 
-    def put(self, key: tuple, value: _Occlusion) -> None:
-        arrays = (value.alpha, value.overlays, value.colour, value.shadow, value.uv,
-                  value.normals, value.light_basis)  # fmt: skip
-        size = sum(a.nbytes for a in arrays if a is not None)
+    def put(self, key: tuple, value: Any, size: int | None = None) -> None:
+        if size is None:  # an occlusion map (its surface maps are counted in `surfaces`)
+            arrays = (value.alpha, value.overlays, value.colour, value.shadow, value.light_basis)
+            size = sum(a.nbytes for a in arrays if a is not None)
         if size > self.max_entry_bytes:
             return
         self._entries[key] = (value, size)
@@ -546,11 +546,15 @@ class RenderState:
         self.faces: OrderedDict[tuple, _Face] = OrderedDict()
         self.occlusions = _OcclusionCache()
         self.outlines: OrderedDict[tuple, Outline] = OrderedDict()
+        # A posed outline's surface maps over its box: shared by the draws that differ only
+        # in edge softness, shading and colours (one entry serves many occlusion maps).
+        self.surfaces = _OcclusionCache(max_bytes=64 << 20, max_entry_bytes=4 << 20)
 
     def clear(self) -> None:
         self.faces.clear()
         self.occlusions.clear()
         self.outlines.clear()
+        self.surfaces.clear()
 
 
 _STATE = RenderState()
@@ -636,6 +640,19 @@ def mask_box(outline: Outline, unit: float, params: MaskParams, h: int, w: int) 
     return _bbox(outline, pad, h, w)
 
 
+def _surface_maps(outline: Outline, key: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """A posed outline's surface coordinates and normals over its box (``key[-1]``), cached."""
+    cached = _STATE.surfaces.get(key)
+    if cached is None:
+        maps = fabric.surface_maps(outline.surface(), key[-1])  # type: ignore[arg-type]
+        uv, normals = np.ascontiguousarray(maps[..., :2]), np.ascontiguousarray(maps[..., 2:])
+        uv.setflags(write=False)
+        normals.setflags(write=False)
+        cached = (uv, normals)
+        _STATE.surfaces.put(key, cached, uv.nbytes + normals.nbytes)
+    return cached
+
+
 def _wants_surface(params: MaskParams) -> bool:
     """Whether a draw paints from its posed surface's maps (texture or fabric shading)."""
     return params.geometry >= POSED_GEOMETRY and (params.texture != "none" or params.fabric > 0)
@@ -697,12 +714,8 @@ def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
         shadow = fabric.contact_shadow(alpha8, unit)
         shadow.setflags(write=False)
     uv = normals = basis = None
-    mesh = outline.surface() if _wants_surface(params) and colour is None else None
-    if mesh is not None:
-        maps = fabric.surface_maps(mesh, box)
-        uv, normals = np.ascontiguousarray(maps[..., :2]), np.ascontiguousarray(maps[..., 2:])
-        uv.setflags(write=False)
-        normals.setflags(write=False)
+    if _wants_surface(params) and colour is None and outline.posed is not None:
+        uv, normals = _surface_maps(outline, (*_geometry_key(face, params), box))
         basis = fabric.light_basis(alpha) if params.fabric > 0 else None
     result = _Occlusion(outline, box, alpha, overlays, tuple(tones), colour, shadow, uv,
                         normals, basis)  # fmt: skip

@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -385,14 +386,27 @@ def posed_faces(landmarks: np.ndarray) -> list[PosedFace]:
         True
     """
     lm = np.asarray(landmarks, np.float64)
-    scale, rotation, shift = _rotations(lm)
-    generic = face_3d().points
-    out = []
-    for i in range(len(lm)):
-        residual = lm[i] - (scale[i] * generic @ rotation[i, :2].T + shift[i])
-        points = generic + residual @ rotation[i, :2] / scale[i]
-        out.append(PosedFace(float(scale[i]), rotation[i], shift[i], points))
-    return out
+    keys = [lm[i].tobytes() for i in range(len(lm))]
+    out: list[PosedFace | None] = [_POSED.get(k) for k in keys]
+    todo = [i for i, face in enumerate(out) if face is None]
+    if todo:
+        scale, rotation, shift = _rotations(lm[todo])
+        generic = face_3d().points
+        for j, i in enumerate(todo):
+            residual = lm[i] - (scale[j] * generic @ rotation[j, :2].T + shift[j])
+            points = generic + residual @ rotation[j, :2] / scale[j]
+            face = PosedFace(float(scale[j]), rotation[j].copy(), shift[j].copy(), points)
+            for array in (face.rotation, face.shift, face.points):
+                array.setflags(write=False)  # shared by every draw on these landmarks
+            out[i] = _POSED[keys[i]] = face
+        while len(_POSED) > POSED_CACHE:
+            _POSED.popitem(last=False)
+    return out  # type: ignore[return-value]
+
+
+#: Posed faces kept per process, by their landmarks (aligned datasets share a few layouts).
+POSED_CACHE = 1024
+_POSED: OrderedDict[bytes, PosedFace] = OrderedDict()
 
 
 @dataclass(frozen=True)
