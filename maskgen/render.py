@@ -645,11 +645,9 @@ def _surface_maps(outline: Outline, key: tuple) -> tuple[np.ndarray, np.ndarray]
     cached = _STATE.surfaces.get(key)
     if cached is None:
         maps = fabric.surface_maps(outline.surface(), key[-1])  # type: ignore[arg-type]
-        uv, normals = np.ascontiguousarray(maps[..., :2]), np.ascontiguousarray(maps[..., 2:])
-        uv.setflags(write=False)
-        normals.setflags(write=False)
-        cached = (uv, normals)
-        _STATE.surfaces.put(key, cached, uv.nbytes + normals.nbytes)
+        maps.setflags(write=False)
+        cached = (maps[..., :2], maps[..., 2:])  # views: the kernels read strided arrays
+        _STATE.surfaces.put(key, cached, maps.nbytes)
     return cached
 
 
