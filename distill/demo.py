@@ -16,7 +16,12 @@ is the difference within the fold noise or beyond it.
 Evaluation runs through :func:`distill.eval.evaluate_models` on a pack of held-out
 identities under NM-NM, M-NM (the second image of every pair masked) and M-M (both masked,
 independent draws); the mask draws are fixed by ``eval.mask_seed`` and written to
-``eval/protocol.json``, so teacher and student are scored on identical images.
+``eval/protocol.json``, so teacher and student are scored on identical images. With
+``eval.unseen_spec`` (on in the demo: wide, round and gaiter masks worn low or on the chin,
+while ``masking.spec`` trains on surgical and KN95 masks at high and medium coverage) M-NM
+and M-M are scored again on those masks (``eval/unseen/protocol.json``) and reported as the
+"unseen" columns. The held-out pack and the training identities share ``data.variation``,
+the demo's benchmark spread of pose, expression, lighting and occluders.
 
 Example:
     >>> _verdict({m: {p: {"accuracy_mean": a} for p, a in zip(PROTOCOLS, accs)}
