@@ -30,6 +30,7 @@ from distill.data import (
     build_synthetic_pack,
     normalize,
 )
+from distill.demo import UNSEEN
 from distill.training import OutputExistsError, TrainingDivergedError, train
 from distill.training.distributed import free_port
 from maskgen.augment import MaskedPairs
@@ -164,7 +165,7 @@ def test_teacher_frozen_eval_and_sees_clean_image(
     assert all(bool(c["differs"].all()) for c in calls)  # every student view masked, teacher not
     assert all(_same_weights(calls[0]["state"], c["state"]) for c in calls)  # BN stats frozen
     # the teacher's input holds clean source images only
-    src = SyntheticSource(8, 6, seed=0, cache="memory")
+    src = SyntheticSource(8, 6, seed=0, cache="memory", variation=cfg.data.variation)
     clean = normalize(torch.from_numpy(src.images).permute(0, 3, 1, 2))
     for c in calls:
         for x in c["x_teacher"]:
@@ -344,7 +345,8 @@ def test_cli_train_end_to_end_with_report(tmp_path: Path) -> None:
     assert "criteria" in result.output and "M-NM" in result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert set(report["results"]) == {"teacher", "augment", "student"}  # train.ablation
-    assert set(report["results"]["student"]) == {"nm-nm", "m-nm", "m-m"}
+    # the training masks, and the unseen ones of eval.unseen_spec (on by default)
+    assert set(report["results"]["student"]) == {"nm-nm", "m-nm", "m-m", *UNSEEN}
     assert (tmp_path / "run" / "report.md").is_file()
     # unknown keys: a config error, exit code 2 and the valid keys in the message; nothing written
     bad = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "bad"), "--set", "x.y=1"])
