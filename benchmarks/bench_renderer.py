@@ -52,6 +52,13 @@ def _no_look(params: MaskParams) -> MaskParams:
                                  "color_match": 0.0})  # fmt: skip
 
 
+def _flat(params: MaskParams) -> MaskParams:
+    """The draw as stop 12 made it: flat outline (geometry 2), no fabric, no contact shadow,
+    no photo's look (the realism's price is the difference to the plain rows)."""
+    return MaskParams.from_dict({**_no_look(params).to_dict(), "geometry": 2, "fabric": 0.0,
+                                 "contact_shadow": 0.0})  # fmt: skip
+
+
 def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:
     render_state().clear()
     render(image, lm, params)
@@ -98,11 +105,17 @@ def main() -> None:
         "aligned 112, canonical layout, solid, without the photo's look": _rate(
             render, items(canonical, [_no_look(p) for p in solid]), args.seconds
         ),
+        "aligned 112, canonical layout, solid, flat, no look/fabric/shadow (stop 12)": _rate(
+            render, items(canonical, [_flat(p) for p in solid]), args.seconds
+        ),
         "aligned 112, canonical layout, texture+shading": _rate(
             render, items(canonical, textured), args.seconds
         ),
         "aligned 112, new landmarks every image, solid": _rate(
             _uncached, items(perturbed, solid), args.seconds
+        ),
+        "aligned 112, new landmarks every image, solid, flat, no look/fabric/shadow": _rate(
+            _uncached, items(perturbed, [_flat(p) for p in solid]), args.seconds
         ),
         "aligned 112, new landmarks every image, texture+shading": _rate(
             _uncached, items(perturbed, textured), args.seconds
