@@ -245,80 +245,63 @@ def _resize_taps(n: int, cells: int) -> tuple[np.ndarray, np.ndarray]:
     return lo, frac
 
 
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _sample_at(tile: np.ndarray, u: float, v: float, j: int, shade: np.ndarray,
+               mix: np.ndarray) -> None:  # fmt: skip
+    """The bilinear sample of the tile at (u, v) into ``shade[j]`` (its last channel) and, for
+    two-channel tiles, ``mix[j]`` (channel 0).
+
+    Coordinates are positive, so truncation floors them; the tile is TILE+1 texels wide
+    (one wrapped texel appended), so the integer part wraps with a bit mask. The texel
+    indices are unsigned: numba then skips its negative-index wrap-around checks.
+    """
+    wrap = np.uint64(tile.shape[0] - 2)
+    one = np.uint64(1)
+    last = tile.shape[2] - 1
+    iu = np.int64(u)
+    iv = np.int64(v)
+    tu = np.float32(u - iu)
+    tv = np.float32(v - iv)
+    cu = np.uint64(iu) & wrap
+    cv = np.uint64(iv) & wrap
+    s00 = tile[cv, cu, last]
+    s01 = tile[cv, cu + one, last]
+    s10 = tile[cv + one, cu, last]
+    s11 = tile[cv + one, cu + one, last]
+    upper = s00 + tu * (s01 - s00)
+    shade[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+    if last == 1:
+        s00 = tile[cv, cu, 0]
+        s01 = tile[cv, cu + one, 0]
+        s10 = tile[cv + one, cu, 0]
+        s11 = tile[cv + one, cu + one, 0]
+        upper = s00 + tu * (s01 - s00)
+        mix[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _sample_row(
     tile: np.ndarray, u0: float, du: float, v0: float, dv: float, shade: np.ndarray,
     mix: np.ndarray,
 ) -> None:  # fmt: skip
     """Bilinear samples of the tile along a row span: its j-th pixel samples
-    (u0 + j·du, v0 + j·dv).
-
-    Coordinates are positive, so truncation floors them; the tile is TILE+1 texels wide
-    (one wrapped texel appended), so the integer part wraps with a bit mask. Writes the
-    last channel (shade) into ``shade`` and, for two-channel tiles, channel 0 into ``mix``.
-    """
-    # Unsigned texel indices: numba then skips its negative-index wrap-around checks.
-    wrap = np.uint64(tile.shape[0] - 2)
-    one = np.uint64(1)
-    last = tile.shape[2] - 1
+    (u0 + j·du, v0 + j·dv) (:func:`_sample_at`)."""
     for j in range(shade.shape[0]):
         # Coordinates in float64: with the positive shift, float32 would keep too few bits.
-        u = u0 + j * du
-        v = v0 + j * dv
-        iu = np.int64(u)
-        iv = np.int64(v)
-        tu = np.float32(u - iu)
-        tv = np.float32(v - iv)
-        cu = np.uint64(iu) & wrap
-        cv = np.uint64(iv) & wrap
-        s00 = tile[cv, cu, last]
-        s01 = tile[cv, cu + one, last]
-        s10 = tile[cv + one, cu, last]
-        s11 = tile[cv + one, cu + one, last]
-        upper = s00 + tu * (s01 - s00)
-        shade[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
-        if last == 1:
-            s00 = tile[cv, cu, 0]
-            s01 = tile[cv, cu + one, 0]
-            s10 = tile[cv + one, cu, 0]
-            s11 = tile[cv + one, cu + one, 0]
-            upper = s00 + tu * (s01 - s00)
-            mix[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+        _sample_at(tile, u0 + j * du, v0 + j * dv, j, shade, mix)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _sample_points(
     tile: np.ndarray, uv: np.ndarray, m: np.ndarray, shift: float, shade: np.ndarray,
     mix: np.ndarray,
 ) -> None:  # fmt: skip
-    """:func:`_sample_row` at per-pixel surface coordinates ``uv`` (n, 2): pixel j samples the
-    tile at (m0·u + m1·v + m2, m3·u + m4·v + m5)."""
-    wrap = np.uint64(tile.shape[0] - 2)
-    one = np.uint64(1)
-    last = tile.shape[2] - 1
+    """Bilinear samples at per-pixel surface coordinates ``uv`` (n, 2): pixel j samples the
+    tile at (m0·u + m1·v + m2, m3·u + m4·v + m5) (:func:`_sample_at`)."""
     for j in range(shade.shape[0]):
         a, b = uv[j, 0], uv[j, 1]
-        u = m[0] * a + m[1] * b + m[2] + shift
-        v = m[3] * a + m[4] * b + m[5] + shift
-        iu = np.int64(u)
-        iv = np.int64(v)
-        tu = np.float32(u - iu)
-        tv = np.float32(v - iv)
-        cu = np.uint64(iu) & wrap
-        cv = np.uint64(iv) & wrap
-        s00 = tile[cv, cu, last]
-        s01 = tile[cv, cu + one, last]
-        s10 = tile[cv + one, cu, last]
-        s11 = tile[cv + one, cu + one, last]
-        upper = s00 + tu * (s01 - s00)
-        shade[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
-        if last == 1:
-            s00 = tile[cv, cu, 0]
-            s01 = tile[cv, cu + one, 0]
-            s10 = tile[cv + one, cu, 0]
-            s11 = tile[cv + one, cu + one, 0]
-            upper = s00 + tu * (s01 - s00)
-            mix[j] = upper + tv * (s10 + tu * (s11 - s10) - upper)
+        _sample_at(tile, m[0] * a + m[1] * b + m[2] + shift, m[3] * a + m[4] * b + m[5] + shift,
+                   j, shade, mix)  # fmt: skip
 
 
 @njit(cache=True, nogil=True)
