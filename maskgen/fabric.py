@@ -5,13 +5,13 @@ A version-3 outline (:mod:`maskgen.surface`) carries a surface mesh: camera-fram
 and surface coordinates (3D arc lengths) on a grid. :func:`surface_maps` rasterises them
 over a mask's box; from them
 
-- :func:`surface_texels` lays the texture tile in surface coordinates, so checks and pleats
-  bend round the cheeks and are foreshortened on the far side of a turned face;
-- :func:`fabric_relief` shades the fabric: ambient plus Lambert light from a direction
-  estimated from the face (:func:`light_direction`), normalised to a mean of 1 under the
-  mask, so the face's own lighting (:mod:`maskgen.paint`) still sets its brightness and
-  this adds the curvature: the fabric darkens as it turns away from the light and towards
-  the silhouette.
+- :func:`surface_tile_map` lays the texture tile in surface coordinates, so checks and
+  pleats bend round the cheeks and are foreshortened on the far side of a turned face;
+- the painting kernel (:func:`maskgen.paint.paint_mask`: ``normals``, ``light``, ``fabric``)
+  shades the fabric: ambient (:data:`AMBIENT`) plus Lambert light from a direction estimated
+  from the face (:func:`light_direction`), normalised to a mean of 1 under the mask, so the
+  face's own lighting still sets its brightness and this adds the curvature: the fabric
+  darkens as it turns away from the light and towards the silhouette.
 
 :func:`contact_shadow` is a soft dark band on the skin just outside the mask's edge and ear
 loops (the fabric standing off the skin), for every geometry version.
@@ -43,12 +43,10 @@ from maskgen.surface import SurfaceMesh
 __all__ = [
     "LightBasis",
     "contact_shadow",
-    "fabric_relief",
     "light_basis",
     "light_direction",
     "shadow_reach",
     "surface_maps",
-    "surface_texels",
     "surface_tile_map",
 ]
 
@@ -59,7 +57,6 @@ MAX_LIGHT_TILT = 60.0
 #: Contact shadow: its width (Gaussian sigma, face units) and its depth at full strength.
 SHADOW_SIGMA = 0.04
 SHADOW_DEPTH = 0.35
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @njit(cache=True, nogil=True)
@@ -165,16 +162,6 @@ def surface_tile_map(
     return (c * k, s * k, 0.0, -s * k, c * k, 0.0)
 
 
-def surface_texels(
-    maps: np.ndarray, scale_px: float, period_px: float, angle_deg: float
-) -> np.ndarray:
-    """Tile coordinates ``(h, w, 2)`` of every pixel of ``maps`` (:func:`surface_tile_map`
-    applied to its surface coordinates; wrapped into the tile)."""
-    m = surface_tile_map(scale_px, period_px, angle_deg)
-    u, v = maps[..., 0].astype(np.float64), maps[..., 1].astype(np.float64)
-    return np.stack([(m[0] * u + m[1] * v) % TILE, (m[3] * u + m[4] * v) % TILE], axis=-1)
-
-
 class LightBasis(NamedTuple):
     """What :func:`light_direction` needs of a coverage map, made once per geometry: the
     covered pixels (flat indices into the box), their centred coordinates and the inverse of
@@ -251,21 +238,6 @@ def light_direction(
     lx, ly = across * ux - down * uy, across * uy + down * ux
     norm = math.sqrt(lx * lx + ly * ly + 1.0)
     return np.array([lx / norm, ly / norm, 1.0 / norm])
-
-
-def fabric_relief(
-    maps: np.ndarray, alpha: np.ndarray, light: np.ndarray, strength: float
-) -> np.ndarray:
-    """The fabric's own shading over the box ``(h, w)`` float32: ambient plus Lambert from
-    ``light`` at every pixel's normal, over its mean under the mask, mixed with 1 by
-    ``strength``."""
-    normals = maps[..., 2:5]
-    lambert = np.maximum(normals @ light.astype(np.float32), 0.0)
-    shade = AMBIENT + (1.0 - AMBIENT) * lambert
-    weight = alpha
-    mean = float((shade * weight).sum() / max(float(weight.sum()), 1e-6))
-    relief = shade / max(mean, 1e-6)
-    return (1.0 + np.float32(strength) * (relief - 1.0)).astype(np.float32)
 
 
 def shadow_reach(unit: float) -> int:

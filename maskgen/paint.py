@@ -542,7 +542,7 @@ def paint_mask(
         normals: (h, w, 3) float32 camera-frame surface normals; with ``light`` (3,) and
             ``fabric`` > 0 the shade gets the fabric's own shading: ambient plus Lambert,
             over its coverage-weighted mean, mixed with 1 by ``fabric``
-            (:func:`maskgen.fabric.fabric_relief`).
+            (:mod:`maskgen.fabric`).
         relief: with a textured posed surface, the tilt its folds give the normal (pleats:
             :data:`maskgen.appearance.TEXTURE_RELIEF`), along ``down`` (3,), the face's
             downward axis in the camera frame, with the tile's period.

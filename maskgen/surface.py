@@ -74,7 +74,6 @@ SILHOUETTE_TOLERANCE = 1e-3
 #: beyond about 38° of yaw it cannot turn as steeply as the line of sight, and the fabric's
 #: silhouette falls a little inside the jaw landmarks.
 MAX_ARC_END = 0.995
-_EPS = 1e-3  # finite-difference step for normals (inter-ocular units)
 
 
 def _rotations(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,15 +161,6 @@ class PosedFace:
         return (hull_y, hull_z, mid_y, mid_x, base_y, base_z, ly, lx, lz, float(lwx),
                 float(lwz), ry, rx, rz, float(rwx), float(rwz), view_x, view_z, turned)  # fmt: skip
 
-    def _midline(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Midline x at heights ``y`` (model units), and (for reference) the ridge's and the
-        face's own midline depths."""
-        hull_y, hull_z, mid_y, mid_x, base_y, base_z = self._profile
-        under = np.maximum(y - hull_y[-1], 0.0) * UNDER_CHIN_SLOPE
-        ridge = np.interp(y, hull_y, hull_z) - under
-        base = np.minimum(np.interp(y, base_y, base_z) - under, ridge)
-        return np.interp(y, mid_y, mid_x), ridge, base
-
     def lift(self, xy: np.ndarray) -> np.ndarray:
         """Model points ``(N, 2)`` (frontal, model units) → on the fabric ``(N, 3)``.
 
@@ -221,16 +211,6 @@ class PosedFace:
         ear = self.points[0 if xy[-1, 0] < self.points[30, 0] else 16, 2]
         depth = np.linspace(start, ear, len(xy))
         return self.project(np.column_stack([xy, depth])).astype(np.float32)
-
-    def normals(self, xy: np.ndarray) -> np.ndarray:
-        """Unit fabric normals at model points ``(N, 2)`` in the camera frame ``(N, 3)``."""
-        xy = np.asarray(xy, np.float64).reshape(-1, 2)
-        dx, dy = np.array([_EPS, 0.0]), np.array([0.0, _EPS])
-        zx = (self.lift(xy + dx)[:, 2] - self.lift(xy - dx)[:, 2]) / (2 * _EPS)
-        zy = (self.lift(xy + dy)[:, 2] - self.lift(xy - dy)[:, 2]) / (2 * _EPS)
-        n = np.column_stack([-zx, -zy, np.ones_like(zx)])
-        n /= np.linalg.norm(n, axis=1, keepdims=True)
-        return n @ self.rotation.T
 
 
 @njit(cache=True, nogil=True, inline="always")

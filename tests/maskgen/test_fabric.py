@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from maskgen import fabric
+from maskgen.paint import paint_mask
 from maskgen.render import MaskParams, MaskSpec, render
 from maskgen.shapes import mask_outline
 from maskgen.synthetic import draw_wild_face, sample_identity
@@ -33,8 +34,8 @@ def test_textures_are_foreshortened_on_the_far_side():
     def spans(yaw: float) -> tuple[float, float]:
         _, lm = _face(yaw)
         maps, (x0, y0, _, _) = _maps(lm)
-        texels = fabric.surface_texels(maps, 40.0, 20.0, 0.0)
-        du = np.abs(np.diff(np.unwrap(texels[..., 0], period=256, axis=1), axis=1))
+        m = fabric.surface_tile_map(40.0, 20.0, 0.0)
+        du = np.abs(np.diff(m[0] * maps[..., 0] + m[1] * maps[..., 1] + m[2], axis=1))
         row = (lm[30, 1] + lm[57, 1]) / 2 - y0  # between nose tip and lower lip
         r = int(row)
         mid = int(lm[30, 0] - x0)
@@ -72,7 +73,13 @@ def test_the_light_direction_comes_from_the_brighter_side(side):
     _, lm = _face()
     maps, _ = _maps(lm)
     cover = np.ones(maps.shape[:2], np.float32)
-    relief = fabric.fabric_relief(maps, cover, light, 1.0)
+    # The painting kernel's fabric shading on a flat grey mask: its factor on the colour.
+    grey = 0.4
+    painted = np.zeros((*maps.shape[:2], 3), np.float32)
+    paint_mask(painted, cover, colours=np.array([[grey] * 3, [0.0] * 3], np.float32),
+               max_value=1.0, surface_uv=np.ascontiguousarray(maps[..., :2]),
+               normals=np.ascontiguousarray(maps[..., 2:]), light=light, fabric=1.0)  # fmt: skip
+    relief = painted[..., 0] / grey
     half = relief.shape[1] // 2
     lit, shadowed = (
         (relief[:, half:], relief[:, :half]) if side > 0 else (relief[:, :half], relief[:, half:])

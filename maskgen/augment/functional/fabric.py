@@ -54,7 +54,7 @@ def surface_fields(
     angle_deg: torch.Tensor, index: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
     """Texture fields ``(n, 2, h, w)`` (mix, shade) sampled at the surface coordinates ``arc``
-    ``(n, 2, h, w)``, as :func:`maskgen.fabric.surface_texels` places the tile (``tiles``
+    ``(n, 2, h, w)``, as :func:`maskgen.fabric.surface_tile_map` places the tile (``tiles``
     ``(K, 2, T, T)``, ``index`` ``(n,)`` into them), bilinear and wrapped."""
     K, _, T, _ = tiles.shape
     n, _, h, w = arc.shape
@@ -124,7 +124,8 @@ def fabric_relief_batch(
     normals: torch.Tensor, alpha: torch.Tensor, light: torch.Tensor, strength: torch.Tensor,
     folds: tuple[torch.Tensor, ...] | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """:func:`maskgen.fabric.fabric_relief` of every sample: ``(n, h, w)`` from the normals
+    """The CPU kernel's fabric shading (:func:`maskgen.paint.paint_mask`'s ``fabric``) of
+    every sample: ``(n, h, w)`` from the normals
     ``(n, 3, h, w)``, occlusion maps, lights ``(n, 3)`` and strengths ``(n,)``; with ``folds``
     = (tilt ``(n,)``, down axes ``(n, 3)``, fold phases ``(n, h, w)``), pleats as relief as the
     CPU kernel makes them (:func:`maskgen.paint.paint_mask`'s ``relief``)."""
