@@ -564,9 +564,11 @@ def mask_outlines(
     table = _table(families, coverages, *jitter)
     geos = [GEOMETRY[f] for f in families]
     smooth = np.array([g.smooth for g in geos], bool)
-    origin, ax, ay, unit = _frames(built)
-    to_face = np.stack([ax, ay], 2) / unit[:, None, None]
-    L = np.matmul(built.astype(np.float64) - origin[:, None], to_face)
+    origin, ax, ay, unit = built_frames = _frames(built)
+    L = _face_coordinates(built, built_frames)
+    # The frames of the face as photographed (the outlines' frames) and its coordinates in
+    # them: the construction's own where nothing is posed.
+    frames = built_frames if built is lm else _frames(lm)
     vertices = np.empty((B, _TOP + _BOTTOM, 2))
     count, anchor = np.empty(B, np.intp), np.empty((B, 2))
     sides, bounds = np.empty((B, 2, 2)), np.empty((B, 4))
@@ -584,11 +586,10 @@ def mask_outlines(
     has_loops = np.asarray(straps, bool).reshape(B)
     if has_loops.any():
         # Which loops show is read off the face as photographed (a frontal view shows both).
-        seen = L if built is lm else _face_coordinates(lm)
+        seen = L if built is lm else _face_coordinates(lm, frames)
         loops, _ = _ear_loops(L, side_l, side_r)
         _, shown = _ear_loops(seen, side_l, side_r)
         loops_px = _to_image(loops.reshape(B, 32, 2), origin, to_image).reshape(B, 4, 8, 2)
-    frames = (origin, ax, ay, unit) if built is lm else _frames(lm)
     out = []
     for i in range(B):
         frame = FaceFrame(frames[0][i], frames[1][i], frames[2][i], float(frames[3][i]))
@@ -629,9 +630,9 @@ def _frontal(lm: np.ndarray, versions: np.ndarray) -> tuple[list[PosedFace | Non
     return posed, built
 
 
-def _face_coordinates(lm: np.ndarray) -> np.ndarray:
-    """Landmarks ``(B, 68, 2)`` in their own face frames."""
-    origin, ax, ay, unit = _frames(lm)
+def _face_coordinates(lm: np.ndarray, frames: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Landmarks ``(B, 68, 2)`` in their face frames (:func:`_frames` of them)."""
+    origin, ax, ay, unit = frames
     to_face = np.stack([ax, ay], 2) / unit[:, None, None]
     return np.matmul(lm.astype(np.float64) - origin[:, None], to_face)
 
