@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import skimage.data
+from killed_runs import kill_when, render_cli
 
 from maskgen.dataset import (
     RenderOptions,
@@ -403,21 +401,6 @@ def test_resume_with_other_options_is_refused(tmp_path: Path) -> None:
                        progress=False, workers=1)  # fmt: skip
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maskgen.cli", "render", *args, "--no-progress"]
-
-
-def _kill_when(proc: subprocess.Popen, progress: Path, lines: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and progress.read_bytes().count(b"\n") >= lines:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 @pytest.mark.parametrize("kind", ["folder", "rec"])
 def test_killed_and_resumed_run_gives_the_same_bytes(tmp_path: Path, kind: str) -> None:
     n = 240
@@ -431,13 +414,13 @@ def test_killed_and_resumed_run_gives_the_same_bytes(tmp_path: Path, kind: str) 
     args = ["--landmarks", "aligned", "--block-size", "4", "--workers", "1", "--seed", "4"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ref = tmp_path / "ref" / name
-    subprocess.run(_cli(str(src), str(ref), *args), check=True, env=env, capture_output=True)
+    subprocess.run(render_cli(str(src), str(ref), *args), check=True, env=env, capture_output=True)
     out = tmp_path / "resumed" / name
     for cut in (40, 130):
-        proc = subprocess.Popen(_cli(str(src), str(out), *args), env=env,
+        proc = subprocess.Popen(render_cli(str(src), str(out), *args), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        _kill_when(proc, meta_dir(out) / "progress.log", cut)
-    subprocess.run(_cli(str(src), str(out), *args), check=True, env=env, capture_output=True)
+        kill_when(proc, meta_dir(out) / "progress.log", cut)
+    subprocess.run(render_cli(str(src), str(out), *args), check=True, env=env, capture_output=True)
     if kind == "rec":
         for suffix in (".rec", ".idx"):
             assert ref.with_suffix(suffix).read_bytes() == out.with_suffix(suffix).read_bytes()

@@ -10,15 +10,13 @@ import io
 import itertools
 import json
 import os
-import signal
 import subprocess
-import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from killed_runs import kill_when, render_cli
 
 from maskgen.dataset import RenderOptions, meta_dir, render_dataset
 from maskgen.dataset.errors import UnsafeOutputError
@@ -286,35 +284,20 @@ def test_webdataset_reads_the_output_with_the_input_keys(tmp_path: Path) -> None
     assert a == b and len(a) == 6
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "maskgen.cli", "render", *args, "--no-progress"]
-
-
-def _kill_when(proc: subprocess.Popen, progress: Path, lines: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if progress.exists() and progress.read_bytes().count(b"\n") >= lines:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
 def test_killed_and_resumed_run_gives_the_same_shards(tmp_path: Path) -> None:
     _shards(tmp_path / "in", 3, 80, seed=5)
     args = ["--landmarks", "aligned", "--block-size", "4", "--workers", "1", "--seed", "4",
             "--save-occlusion"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ref, out = tmp_path / "ref", tmp_path / "resumed"
-    subprocess.run(_cli(str(tmp_path / "in"), str(ref), *args), check=True, env=env,
+    subprocess.run(render_cli(str(tmp_path / "in"), str(ref), *args), check=True, env=env,
                    capture_output=True)  # fmt: skip
     for cut in (40, 130):
-        proc = subprocess.Popen(_cli(str(tmp_path / "in"), str(out), *args), env=env,
+        proc = subprocess.Popen(render_cli(str(tmp_path / "in"), str(out), *args), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        _kill_when(proc, meta_dir(out) / "progress.log", cut)
+        kill_when(proc, meta_dir(out) / "progress.log", cut)
         assert not out.exists() or not list(out.glob("*.tar"))  # no shard before all parts
-    subprocess.run(_cli(str(tmp_path / "in"), str(out), *args), check=True, env=env,
+    subprocess.run(render_cli(str(tmp_path / "in"), str(out), *args), check=True, env=env,
                    capture_output=True)  # fmt: skip
     shards = sorted(p.name for p in ref.glob("*.tar"))
     assert shards == ["data-000000.tar", "data-000001.tar", "data-000002.tar"]
