@@ -57,6 +57,30 @@ MAX_LIGHT_TILT = 60.0
 #: Contact shadow: its width (Gaussian sigma, face units) and its depth at full strength.
 SHADOW_SIGMA = 0.04
 SHADOW_DEPTH = 0.35
+_SPAN_TOLERANCE = 1e-4  # barycentric weight; the exact test's is 1e-6
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_span(px_lo: int, px_hi: int, py: float, ax: float, ay: float, bx: float, by: float,
+              cx: float, cy: float, det: float) -> tuple[int, int]:  # fmt: skip
+    """The columns of row ``py`` (pixel centre) that can lie in a triangle: its barycentric
+    weights are affine in the pixel centre's x, so each bounds the row on one side. Solved
+    for a looser tolerance than :func:`_rasterise`'s exact test, which decides on the few
+    pixels the span gives (those it tests are all it would have accepted of its box)."""
+    lo, hi = float(px_lo), float(px_hi)
+    # (slope, value at x = 0) of wb and wc along the row; wa = 1 − wb − wc.
+    sb = (cy - ay) / det
+    tb = (-ax * (cy - ay) - (cx - ax) * (py - ay)) / det
+    sc = -(by - ay) / det
+    tc = ((bx - ax) * (py - ay) + ax * (by - ay)) / det
+    for slope, value in ((sb, tb), (sc, tc), (-sb - sc, 1.0 - tb - tc)):
+        if slope > 1e-9:
+            lo = max(lo, (-_SPAN_TOLERANCE - value) / slope - 0.5 - 1e-6)
+        elif slope < -1e-9:
+            hi = min(hi, (-_SPAN_TOLERANCE - value) / slope - 0.5 + 1e-6)
+        elif value < -_SPAN_TOLERANCE:
+            return 0, -1
+    return max(px_lo, math.ceil(lo)), min(px_hi, math.floor(hi))
 
 
 @njit(cache=True, nogil=True)
@@ -81,7 +105,9 @@ def _rasterise(vertices: np.ndarray, triangles: np.ndarray, values: np.ndarray,
         y1 = min(math.ceil(max(ay, by, cy) - 0.5), h - 1)
         for y in range(y0, y1 + 1):
             py = y + 0.5
-            for x in range(x0, x1 + 1):
+            lo, hi = _row_span(px_lo=x0, px_hi=x1, py=py, ax=ax, ay=ay, bx=bx, by=by, cx=cx,
+                               cy=cy, det=det)  # fmt: skip
+            for x in range(lo, hi + 1):
                 if owner[y, x]:
                     continue
                 px = x + 0.5
@@ -133,15 +159,27 @@ def surface_maps(surface: SurfaceMesh, box: tuple[int, int, int, int]) -> np.nda
     x0, y0, x1, y1 = box
     c, r = surface.vertices.shape[:2]
     vertices = surface.vertices.reshape(-1, 2).astype(np.float64) - np.array([x0, y0], float)
-    values = np.concatenate([surface.arc, surface.normals], axis=2).reshape(-1, 5)
+    values = np.empty((c * r, 5))
+    values[:, :2] = surface.arc.reshape(-1, 2)
+    values[:, 2:] = surface.normals.reshape(-1, 3)
     out = np.zeros((y1 - y0, x1 - x0, 5), np.float32)
     owner = np.zeros((y1 - y0, x1 - x0), np.bool_)
-    tris = grid_triangles(c, r - 1).astype(np.int64)
-    a, b, d = (vertices[tris[:, k]] for k in range(3))
-    area = (b[:, 0] - a[:, 0]) * (d[:, 1] - a[:, 1]) - (d[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-    _rasterise(vertices, tris, values.astype(np.float64), out, owner, float(np.sign(area.sum())))
+    tris = grid_triangles(c, r - 1)
+    _rasterise(vertices, tris, values, out, owner, _winding(vertices, tris))
     _extend(out, owner)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _winding(vertices: np.ndarray, triangles: np.ndarray) -> float:
+    """The sign of a mesh's total (doubled) triangle area: how its front-facing triangles
+    wind on screen."""
+    area = np.empty(triangles.shape[0])
+    for t in range(triangles.shape[0]):
+        a, b, d = triangles[t, 0], triangles[t, 1], triangles[t, 2]
+        area[t] = (vertices[b, 0] - vertices[a, 0]) * (vertices[d, 1] - vertices[a, 1]) - (
+            vertices[d, 0] - vertices[a, 0]) * (vertices[b, 1] - vertices[a, 1])  # fmt: skip
+    return float(np.sign(_pairwise_sum(area)))
 
 
 def surface_tile_map(
@@ -164,68 +202,151 @@ def surface_tile_map(
 
 class LightBasis(NamedTuple):
     """What :func:`light_direction` needs of a coverage map, made once per geometry: the
-    covered pixels (flat indices into the box), their centred coordinates and the inverse of
-    the coordinates' 2×2 moment matrix."""
+    covered pixels' (``alpha`` > 0.5) mean column and row, the half-width that scales their
+    centred coordinates, and the inverse of those coordinates' 2×2 moment matrix."""
 
-    rows: np.ndarray
-    cols: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
+    mean_x: float
+    mean_y: float
+    half: float
     inverse: tuple[float, float, float, float]
 
     @property
     def nbytes(self) -> int:
-        return self.rows.nbytes + self.cols.nbytes + self.x.nbytes + self.y.nbytes
+        return 64
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _block_sum(a: np.ndarray, start: int, n: int) -> float:
+    """NumPy's sum of at most 128 values: sequential under 8, else 8 running sums."""
+    if n < 8:
+        total = 0.0
+        for i in range(start, start + n):
+            total += a[i]
+        return total
+    r = a[start : start + 8].copy()
+    i = 8
+    while i < n - n % 8:
+        for k in range(8):
+            r[k] += a[start + i + k]
+        i += 8
+    total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for j in range(start + i, start + n):
+        total += a[j]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _pairwise_sum(a: np.ndarray) -> float:
+    """``a.sum()`` in NumPy's order (halves split at multiples of 8 down to blocks of 128,
+    :func:`_block_sum`), so that a compiled kernel's sums equal NumPy's to the bit. Without
+    recursion (cached recursive kernels crash numba)."""
+    starts, sizes = np.empty(128, np.int64), np.empty(128, np.int64)
+    combine = np.empty(128, np.bool_)
+    values = np.empty(128)
+    top, held = 0, 0
+    starts[0], sizes[0], combine[0] = 0, a.shape[0], False
+    top = 1
+    while top:
+        top -= 1
+        s, n = starts[top], sizes[top]
+        if combine[top]:
+            held -= 1
+            values[held - 1] += values[held]
+        elif n <= 128:
+            values[held] = _block_sum(a, s, n)
+            held += 1
+        else:
+            half = n // 2
+            half -= half % 8
+            combine[top] = True  # after both halves (left first)
+            starts[top + 1], sizes[top + 1], combine[top + 1] = s + half, n - half, False
+            starts[top + 2], sizes[top + 2], combine[top + 2] = s, half, False
+            top += 3
+    return values[0]
+
+
+@njit(cache=True, nogil=True)
+def _coverage_moments(alpha: np.ndarray) -> tuple[int, float, float, float, float, float, float]:
+    """Count, mean column, mean row and half-width of the pixels with ``alpha`` > 0.5, and
+    the sums of x², x·y, y² of their centred, half-width-scaled coordinates."""
+    h, w = alpha.shape
+    n = 0
+    total_x = total_y = 0.0
+    lo, hi = w, -1
+    for y in range(h):
+        for x in range(w):
+            if alpha[y, x] > 0.5:
+                n += 1
+                total_x += x
+                total_y += y
+                lo, hi = min(lo, x), max(hi, x)
+    if n < 16:
+        return n, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0
+    mean_x, mean_y = total_x / n, total_y / n  # integer sums: exact in any order
+    half = 0.5 * max(float(hi - lo), 1.0)
+    xx, xy, yy = np.empty(n), np.empty(n), np.empty(n)
+    k = 0
+    for y in range(h):
+        for x in range(w):
+            if alpha[y, x] > 0.5:
+                u, v = (x - mean_x) / half, (y - mean_y) / half
+                xx[k], xy[k], yy[k] = u * u, u * v, v * v
+                k += 1
+    return n, mean_x, mean_y, half, _pairwise_sum(xx), _pairwise_sum(xy), _pairwise_sum(yy)
 
 
 def light_basis(alpha: np.ndarray) -> LightBasis | None:
     """:class:`LightBasis` of a coverage map (``None``: too few covered pixels)."""
-    ys, xs = np.nonzero(alpha > 0.5)
-    if len(xs) < 16:
+    n, mean_x, mean_y, half, xx, xy, yy = _coverage_moments(alpha)
+    if n < 16:
         return None
-    half = 0.5 * max(float(xs.max() - xs.min()), 1.0)
-    x = (xs - xs.mean()) / half
-    y = (ys - ys.mean()) / half
-    # Element-wise sums, not BLAS dot products (whose threads contend in busy workers).
-    xy = float((x * y).sum())
-    moments = np.array([[float((x * x).sum()), xy], [xy, float((y * y).sum())]])
+    moments = np.array([[xx, xy], [xy, yy]])
     if abs(np.linalg.det(moments)) < 1e-12:
         return None
     i = np.linalg.inv(moments)
-    return LightBasis(ys.astype(np.int32), 3 * xs.astype(np.int32), x.astype(np.float32),
-                      y.astype(np.float32), (i[0, 0], i[0, 1], i[1, 0], i[1, 1]))  # fmt: skip
+    return LightBasis(mean_x, mean_y, half, (i[0, 0], i[0, 1], i[1, 0], i[1, 1]))
 
 
 @njit(cache=True, nogil=True)
-def _luma_moments(pixels: np.ndarray, bgr: bool, rows: np.ndarray, cols: np.ndarray,
-                  x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:  # fmt: skip
-    """Σ luma, Σ x·luma and Σ y·luma over the covered pixels (rows, interleaved columns) of
-    interleaved ``pixels``."""
+def _luma_moments(pixels: np.ndarray, bgr: bool, alpha: np.ndarray, mean_x: float,
+                  mean_y: float, half: float) -> tuple[int, float, float, float]:  # fmt: skip
+    """Count, Σ luma, Σ x·luma and Σ y·luma over the covered pixels (``alpha`` > 0.5) of
+    interleaved ``pixels``, x and y their coordinates centred and scaled by the basis (as
+    float32)."""
     first, last = (0.114, 0.299) if bgr else (0.299, 0.114)
+    h, w = alpha.shape
+    n = 0
     total = sx = sy = 0.0
-    for k in range(rows.shape[0]):
-        r, c = rows[k], cols[k]
-        v = first * pixels[r, c] + 0.587 * pixels[r, c + 1] + last * pixels[r, c + 2]
-        total += v
-        sx += x[k] * v
-        sy += y[k] * v
-    return total, sx, sy
+    for r in range(h):
+        y = np.float32((r - mean_y) / half)
+        for x in range(w):
+            if alpha[r, x] > 0.5:
+                c = 3 * x
+                v = first * pixels[r, c] + 0.587 * pixels[r, c + 1] + last * pixels[r, c + 2]
+                n += 1
+                total += v
+                sx += np.float32((x - mean_x) / half) * v
+                sy += y * v
+    return n, total, sx, sy
 
 
 def light_direction(
-    roi: np.ndarray, alpha: np.ndarray | LightBasis | None, ax: np.ndarray, max_value: float
-) -> np.ndarray:
+    roi: np.ndarray, coverage: np.ndarray, ax: np.ndarray, max_value: float,
+    basis: LightBasis | None = None,
+) -> np.ndarray:  # fmt: skip
     """The light's direction (camera frame, unit, z towards the viewer) estimated from the
     unpainted face under a mask's box: the least-squares luminance slope across and down the
-    covered pixels (``alpha`` > 0.5, or its :func:`light_basis`), relative to their mean, as
-    the tangent of the light's tilt (a Lambertian face lit from one side is brighter on that
-    side, about in proportion to it), at most :data:`MAX_LIGHT_TILT`."""
-    basis = light_basis(alpha) if isinstance(alpha, np.ndarray) else alpha
+    covered pixels (``coverage`` > 0.5; ``basis``: its :func:`light_basis`, made once per
+    geometry), relative to their mean, as the tangent of the light's tilt (a Lambertian
+    face lit from one side is brighter on that side, about in proportion to it), at most
+    :data:`MAX_LIGHT_TILT`."""
+    basis = light_basis(coverage) if basis is None else basis
     if basis is None:
         return np.array([0.0, 0.0, 1.0])
     pixels, _, bgr = _interleaved(roi)
-    total, sx, sy = _luma_moments(pixels, bgr, basis.rows, basis.cols, basis.x, basis.y)
-    mean = total / len(basis.rows)
+    n, total, sx, sy = _luma_moments(pixels, bgr, coverage, basis.mean_x, basis.mean_y,
+                                     basis.half)  # fmt: skip
+    mean = total / n
     if mean <= 1e-3 * max_value:
         return np.array([0.0, 0.0, 1.0])
     sx, sy = sx / mean, sy / mean

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,12 +93,17 @@ def edge_chains(outline: Outline) -> tuple[np.ndarray, np.ndarray]:
     return _chain(outline.polygon, left, right), _chain(outline.polygon, right, left)[::-1]
 
 
+@njit(cache=True, nogil=True)
 def _arc_parameter(chain: np.ndarray) -> np.ndarray:
-    """Normalised arc length along a chain: 0 at its first point, 1 at its last."""
-    steps = np.hypot(*np.diff(chain, axis=0).T)
-    s = np.concatenate([[0.0], np.cumsum(steps)])
+    """Normalised arc length along a chain (``(n, 2)`` float64): 0 at its first point, 1 at
+    its last."""
+    n = chain.shape[0]
+    s = np.empty(n)
+    s[0] = 0.0
+    for i in range(1, n):
+        s[i] = s[i - 1] + np.hypot(chain[i, 0] - chain[i - 1, 0], chain[i, 1] - chain[i - 1, 1])
     if s[-1] <= 0:
-        return np.linspace(0.0, 1.0, len(chain))
+        return np.linspace(0.0, 1.0, n)
     return s / s[-1]
 
 
@@ -113,16 +119,26 @@ def _columns(*params: np.ndarray) -> np.ndarray:
     return u[keep & np.concatenate([u[:-1] < 1 - _SAME_COLUMN, [True]])]
 
 
+@njit(cache=True, nogil=True)
 def _at(chain: np.ndarray, s: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Points of ``chain`` (parameter ``s``) at ``columns``: its own vertex where a column
     falls on a vertex's parameter, a point on the segment in between otherwise."""
-    seg = np.clip(np.searchsorted(s, columns, side="right") - 1, 0, len(s) - 2)
-    s0, s1 = s[seg], s[seg + 1]
-    t = np.where(s1 > s0, (columns - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0)
-    points = chain[seg] + (chain[seg + 1] - chain[seg]) * t[:, None]
-    nearest = np.abs(columns[:, None] - s[None, :]).argmin(1)
-    exact = np.abs(columns - s[nearest]) <= _SAME_COLUMN
-    points[exact] = chain[nearest[exact]]
+    n, m = s.shape[0], columns.shape[0]
+    points = np.empty((m, 2))
+    for q in range(m):
+        u = columns[q]
+        seg = min(max(np.searchsorted(s, u, side="right") - 1, 0), n - 2)
+        s0, s1 = s[seg], s[seg + 1]
+        t = (u - s0) / (s1 - s0) if s1 > s0 else 0.0
+        nearest = 0
+        for i in range(1, n):  # the first of equally near vertices, as argmin takes it
+            if abs(u - s[i]) < abs(u - s[nearest]):
+                nearest = i
+        if abs(u - s[nearest]) <= _SAME_COLUMN:
+            points[q, 0], points[q, 1] = chain[nearest, 0], chain[nearest, 1]
+        else:
+            for k in range(2):
+                points[q, k] = chain[seg, k] + (chain[seg + 1, k] - chain[seg, k]) * t
     return points
 
 
@@ -133,21 +149,17 @@ RELAX_ITERATIONS = 200
 @njit(cache=True, nogil=True)
 def _relax_kernel(grid: np.ndarray, iterations: int) -> None:
     c, r = grid.shape[0], grid.shape[1]
-    nxt = grid.copy()
+    src, dst = grid, grid.copy()
     for _ in range(iterations):
         for i in range(1, c - 1):
             for j in range(1, r - 1):
                 for k in range(2):
-                    nxt[i, j, k] = 0.25 * (
-                        grid[i - 1, j, k]
-                        + grid[i + 1, j, k]
-                        + grid[i, j - 1, k]
-                        + grid[i, j + 1, k]
+                    dst[i, j, k] = 0.25 * (
+                        src[i - 1, j, k] + src[i + 1, j, k] + src[i, j - 1, k] + src[i, j + 1, k]
                     )
-        for i in range(1, c - 1):
-            for j in range(1, r - 1):
-                grid[i, j, 0] = nxt[i, j, 0]
-                grid[i, j, 1] = nxt[i, j, 1]
+        src, dst = dst, src
+    if iterations % 2:
+        grid[1:-1, 1:-1] = src[1:-1, 1:-1]
 
 
 def _relax(grid: np.ndarray, iterations: int) -> None:
@@ -235,13 +247,17 @@ def outline_grid(outline: Outline, columns: int = 24, rows: int = DEFAULT_ROWS) 
     return chain_grid(top, bottom, columns, rows)
 
 
+@functools.lru_cache(maxsize=64)
 def grid_triangles(columns: int, rows: int) -> np.ndarray:
-    """Triangles ``(T, 3)`` of a ``(columns, rows + 1)`` grid, as indices into its
-    row-major flattening (two per cell; the corner columns' collapsed ones included)."""
-    idx = np.arange(columns * (rows + 1)).reshape(columns, rows + 1)
+    """Triangles ``(T, 3)`` int64 of a ``(columns, rows + 1)`` grid, as indices into its
+    row-major flattening (two per cell; the corner columns' collapsed ones included).
+    Cached; read-only."""
+    idx = np.arange(columns * (rows + 1), dtype=np.int64).reshape(columns, rows + 1)
     a, b, c, d = idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]
-    return np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3),
+    tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3),
                            np.stack([a, c, d], -1).reshape(-1, 3)])  # fmt: skip
+    tris.setflags(write=False)
+    return tris
 
 
 def mask_meshes(outlines: Sequence[Outline], rows: int = DEFAULT_ROWS) -> list[MaskMesh]:

@@ -857,7 +857,7 @@ def _paint_box(
             placement = app.tile_map(frame.origin, frame.ax, period, params.texture_angle,
                                      cov.box)  # type: ignore[arg-type]  # fmt: skip
     if params.fabric > 0 and cov.normals is not None:
-        light = fabric.light_direction(roi, cov.light_basis, frame.ax, max_value)
+        light = fabric.light_direction(roi, cov.alpha, frame.ax, max_value, cov.light_basis)
     paint.paint_mask(
         roi,
         cov.alpha,  # type: ignore[arg-type]

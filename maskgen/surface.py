@@ -426,16 +426,40 @@ def surface_mesh(posed: PosedFace, frontal_grid: np.ndarray) -> SurfaceMesh:
                        np.stack([across, down], -1))  # fmt: skip
 
 
+@njit(cache=True, nogil=True)
 def _grid_normals(points: np.ndarray) -> np.ndarray:
     """Unit normals (towards the viewer, model frame) of a lifted ``(C, R + 1, 3)`` grid from
-    its tangents across and down; where a column collapses to a point (the corners), its
-    neighbour's."""
-    normals = np.cross(np.gradient(points, axis=0), np.gradient(points, axis=1))
-    normals *= np.where(normals[..., 2:] < 0, -1.0, 1.0)
-    length = np.linalg.norm(normals, axis=2, keepdims=True)
-    flat = length[..., 0] < 1e-12
-    normals /= np.maximum(length, 1e-12)
-    for column in (0, -1):
-        inner = 1 if column == 0 else -2
-        normals[column][flat[column]] = normals[inner][flat[column]]
+    its tangents across and down (central differences, one-sided at the borders); where a
+    column collapses to a point (the corners), its neighbour's."""
+    c, r = points.shape[0], points.shape[1]
+    normals = np.empty((c, r, 3))
+    flat = np.zeros((c, r), np.bool_)
+    across = np.empty(3)
+    down = np.empty(3)
+    for i in range(c):
+        i0, i1 = max(i - 1, 0), min(i + 1, c - 1)
+        for j in range(r):
+            j0, j1 = max(j - 1, 0), min(j + 1, r - 1)
+            for k in range(3):
+                across[k] = points[i1, j, k] - points[i0, j, k]
+                down[k] = points[i, j1, k] - points[i, j0, k]
+                if 0 < i < c - 1:
+                    across[k] /= 2.0
+                if 0 < j < r - 1:
+                    down[k] /= 2.0
+            x = across[1] * down[2] - across[2] * down[1]
+            y = across[2] * down[0] - across[0] * down[2]
+            z = across[0] * down[1] - across[1] * down[0]
+            if z < 0:
+                x, y, z = -x, -y, -z
+            length = np.sqrt(x * x + y * y + z * z)
+            flat[i, j] = length < 1e-12
+            length = max(length, 1e-12)
+            normals[i, j, 0] = x / length
+            normals[i, j, 1] = y / length
+            normals[i, j, 2] = z / length
+    for column, inner in ((0, 1), (c - 1, c - 2)):
+        for j in range(r):
+            if flat[column, j]:
+                normals[column, j] = normals[inner, j]
     return normals
