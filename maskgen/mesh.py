@@ -102,8 +102,12 @@ def _arc_parameter(chain: np.ndarray) -> np.ndarray:
     s[0] = 0.0
     for i in range(1, n):
         s[i] = s[i - 1] + np.hypot(chain[i, 0] - chain[i - 1, 0], chain[i, 1] - chain[i - 1, 1])
-    if s[-1] <= 0:
-        return np.linspace(0.0, 1.0, n)
+    if s[-1] <= 0:  # NumPy's linspace(0, 1, n), which numba's does not round alike
+        step = 1.0 / max(n - 1, 1)
+        for i in range(n):
+            s[i] = i * step
+        s[-1] = 1.0
+        return s
     return s / s[-1]
 
 
@@ -232,11 +236,27 @@ def chain_grid(top: np.ndarray, bottom: np.ndarray, columns: int, rows: int) -> 
     if columns < 2 or rows < 1:
         raise ValueError(f"a grid needs at least 2 columns and 1 row, got {columns}×{rows}")
     top, bottom = np.asarray(top, np.float64), np.asarray(bottom, np.float64)
-    u = np.linspace(0.0, 1.0, columns)
+    return _chain_grid(top, bottom, _spacing(columns), _spacing(rows + 1), RELAX_ITERATIONS)
+
+
+@functools.lru_cache(maxsize=64)
+def _spacing(n: int) -> np.ndarray:
+    spaced = np.linspace(0.0, 1.0, n)
+    spaced.setflags(write=False)
+    return spaced
+
+
+@njit(cache=True, nogil=True)
+def _chain_grid(top: np.ndarray, bottom: np.ndarray, u: np.ndarray, v: np.ndarray,
+                iterations: int) -> np.ndarray:  # fmt: skip
     upper, lower = _at(top, _arc_parameter(top), u), _at(bottom, _arc_parameter(bottom), u)
-    v = np.linspace(0.0, 1.0, rows + 1)
-    grid = upper[:, None] * (1 - v[None, :, None]) + lower[:, None] * v[None, :, None]
-    _relax(grid, RELAX_ITERATIONS)
+    grid = np.empty((u.shape[0], v.shape[0], 2))
+    for i in range(u.shape[0]):
+        for j in range(v.shape[0]):
+            for k in range(2):
+                grid[i, j, k] = upper[i, k] * (1 - v[j]) + lower[i, k] * v[j]
+    if grid.shape[0] >= 3 and grid.shape[1] >= 3:
+        _relax_kernel(grid, iterations)
     return grid
 
 
