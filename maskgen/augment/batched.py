@@ -29,7 +29,9 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -110,6 +112,34 @@ def _paint_templates_on_cpu(
             alpha[i, 0, y0:y1, x0:x1] = torch.from_numpy(cover).to(alpha)
 
 
+#: The live modules by key: the compiled container path reaches its module through an int.
+_MODULES: weakref.WeakValueDictionary[int, RandomFaceMask] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("maskgen::random_face_mask", mutates_args=())
+def _mask_op(
+    input: torch.Tensor, names: str, values: list[torch.Tensor], landmarks: torch.Tensor | None,
+    module: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One :meth:`RandomFaceMask._masked` call as an operator TorchDynamo does not trace into:
+    the draws' host work runs when the graph runs, inside the graph."""
+    params = dict(zip(names.split(","), values, strict=True)) if names else {}
+    out, alpha = _MODULES[module]._masked(input, params, landmarks, None, {})
+    return (out.clone() if out is input else out), alpha
+
+
+@_mask_op.register_fake
+def _mask_op_shapes(
+    input: torch.Tensor, names: str, values: list[torch.Tensor], landmarks: torch.Tensor | None,
+    module: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """What :func:`_mask_op` returns, for tracing: the batch and its ``B×1×H×W`` maps."""
+    batch = 1 if input.ndim < 4 else input.shape[0]
+    return torch.empty_like(input), input.new_empty(batch, 1, *input.shape[-2:],
+                                                    dtype=torch.float32)  # fmt: skip
+
+
 class RandomFaceMask(IntensityAugmentationBase2D):
     """Draw synthetic face masks on a ``B×3×H×W`` float batch, on the batch's own device.
 
@@ -181,6 +211,15 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         self._tile_keys: list[tuple[int, int]] = []
         self.register_buffer("tiles", torch.zeros(0, 2, app.TILE, app.TILE), persistent=False)
         self._bank = torch.zeros(64, 2, app.TILE, app.TILE)
+        self._register()
+
+    def _register(self) -> None:
+        self._op_key = next(_KEYS)
+        _MODULES[self._op_key] = self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._register()  # a copy (deepcopy, pickle) is a module of its own
 
     def set_epoch(self, epoch: int) -> None:
         """The variant of every draw from now on (as :meth:`MaskedPairs.set_epoch`)."""
@@ -334,9 +373,6 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         self._alpha = alpha
         return out
 
-    # Eager under torch.compile: the draws and outlines are host work (NumPy, numba) and the
-    # painter picks its band of rows on the host, so tracing in only adds graph breaks.
-    @torch.compiler.disable
     def forward(
         self,
         input: torch.Tensor,
@@ -348,21 +384,65 @@ class RandomFaceMask(IntensityAugmentationBase2D):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # kornia's AugmentationSequential calls its children with ``data_keys=[INPUT]`` and hands
         # them the keypoints afterwards (transform_keypoints), in the same call.
-        in_container = "data_keys" in kwargs and params is not None
-        if in_container:
-            self._settle_pending()
-            if self._keypoints_follow and landmarks is None:
-                # The keypoints of this call come next: render once, with them.
-                out = input.clone()
-                self._pending = _Pending(params, input, out, deferred=True)
-                self.last_alpha = None
-                return (out, torch.zeros_like(input[:, :1], dtype=torch.float32)) if return_alpha \
-                    else out  # fmt: skip
-        out, alpha = self._masked(input, params, landmarks, keys, kwargs)
-        if in_container:
-            out = input.clone() if out is input else out
-            self._pending = _Pending(params, input, out, deferred=False)
+        if "data_keys" not in kwargs or params is None:
+            return self._forward_eager(input, params, landmarks, return_alpha, keys, kwargs)
+        self._settle_pending()
+        if self._keypoints_follow and landmarks is None:
+            # The keypoints of this call come next: render once, with them.
+            out = input.clone()
+            self._pending = _Pending(params, input, out, deferred=True)
+            self.last_alpha = None
+            return (out, torch.zeros_like(input[:, :1], dtype=torch.float32)) if return_alpha \
+                else out  # fmt: skip
+        out, alpha = self._render(input, params, landmarks, kwargs)
+        # The keypoints may mask it again in place; an operator's output (one of two) must not
+        # be the tensor autograd sees modified.
+        out = out.clone() if out is input or torch.compiler.is_compiling() else out
+        self._pending = _Pending(params, input, out, deferred=False)
         return (out, alpha) if return_alpha else out
+
+    # Eager under torch.compile: the draws and outlines are host work (NumPy, numba) and the
+    # painter picks its band of rows on the host, so tracing in only adds graph breaks.
+    @torch.compiler.disable
+    def _forward_eager(
+        self,
+        input: torch.Tensor,
+        params: dict[str, torch.Tensor] | None,
+        landmarks: Any,
+        return_alpha: bool,
+        keys: Sequence[str | int] | None,
+        kwargs: dict[str, Any],
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out, alpha = self._masked(input, params, landmarks, keys, kwargs)
+        return (out, alpha) if return_alpha else out
+
+    def _render(
+        self,
+        input: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        landmarks: torch.Tensor | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_masked` for a container call; inside a TorchDynamo trace it is one operator
+        of the graph (:func:`_mask_op`), so that no graph break lands in kornia's loops."""
+        if not torch.compiler.is_compiling():
+            return self._masked_eagerly(input, params, landmarks, kwargs)
+        names = [k for k, v in params.items() if torch.is_tensor(v)]
+        out, alpha = _mask_op(input, ",".join(names), [params[k] for k in names], landmarks,
+                              self._op_key)  # fmt: skip
+        self.last_alpha = alpha
+        return out, alpha
+
+    # Also where a compiled caller's frame was skipped (run eagerly): the host work is never traced.
+    @torch.compiler.disable
+    def _masked_eagerly(
+        self,
+        input: torch.Tensor,
+        params: dict[str, torch.Tensor],
+        landmarks: torch.Tensor | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._masked(input, params, landmarks, None, kwargs)
 
     def _masked(
         self,
@@ -413,7 +493,6 @@ class RandomFaceMask(IntensityAugmentationBase2D):
 
     # -- keypoints from AugmentationSequential -----------------------------------------------
 
-    @torch.compiler.disable
     def transform_keypoints(
         self,
         input: Any,
@@ -444,7 +523,7 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         return input
 
     def _refill(self, pending: _Pending, landmarks: torch.Tensor | None) -> None:
-        out, _ = self._masked(pending.input, pending.params, landmarks, None, {})
+        out, _ = self._render(pending.input, pending.params, landmarks, {})
         pending.output.copy_(out)
 
     def _settle_pending(self) -> None:

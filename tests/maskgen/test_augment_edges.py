@@ -7,9 +7,11 @@ import kornia.augmentation as kaug
 import numpy as np
 import pytest
 import torch
+import torch._inductor.config as inductor_config
 from torch.utils.data import DataLoader
 
 from maskgen.augment import MaskedPairs, MaskFace, RandomFaceMask
+from maskgen.augment.keypoints import semantic_order
 from maskgen.fabric import shadow_reach
 from maskgen.landmarks import aligned_landmarks, canonical_68
 from maskgen.shapes import FaceFrame
@@ -124,6 +126,46 @@ def test_aligned_layout_under_torch_compile() -> None:
     expected = torch.ones(1) + float(aligned_landmarks(224).sum())
     torch.testing.assert_close(shifted(torch.ones(1)), expected)
     assert not canonical_68().flags.writeable
+
+
+def _container(*geometric: torch.nn.Module) -> kaug.AugmentationSequential:
+    return kaug.AugmentationSequential(*geometric, RandomFaceMask(p=0.5, seed=4),
+                                       data_keys=["input", "keypoints"])  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_torch_compile_of_augmentation_sequential_with_keypoints(faces, backend) -> None:
+    """Compiled, the container's repeated calls equal the eager container's, with the masks
+    placed from the keypoints the flip (and, with the eager backend, an affine) moved. It used
+    to fail on the second call, in TorchDynamo's guards on the flip's lazy matrix."""
+    images, lms = faces
+    x, kp = _batch(images).float() / 255, torch.from_numpy(lms)
+
+    def geometric() -> list[torch.nn.Module]:
+        flip = kaug.RandomHorizontalFlip(p=0.5)  # inductor's compile time is kept short
+        return [flip] if backend == "inductor" else [flip, kaug.RandomAffine(8, scale=(0.9, 1.1))]
+
+    eager, compiled = _container(*geometric()), _container(*geometric())
+    torch._dynamo.reset()
+    fn = torch.compile(compiled, backend=backend)
+    masked = []
+    for step in range(3):
+        torch.manual_seed(step)
+        expect, expect_kp = eager(x, kp)
+        torch.manual_seed(step)
+        # kornia's random draws as in eager; no compile worker pool for three small graphs
+        with inductor_config.patch(fallback_random=True, compile_threads=1):
+            out, out_kp = fn(x, kp)
+        torch.testing.assert_close(out_kp, expect_kp, atol=1e-4, rtol=0)
+        torch.testing.assert_close(out, expect, atol=1e-4, rtol=0)
+        mask, twin = compiled[-1], eager[-1]
+        torch.testing.assert_close(mask.last_alpha, twin.last_alpha, atol=1e-4, rtol=0)
+        assert mask.to_mask_params(mask._params) == twin.to_mask_params(twin._params)
+        # placed from the moved keypoints (semantic order restored after a flip)
+        torch.testing.assert_close(mask._params["landmarks"], semantic_order(out_kp))
+        masked += (mask._params["batch_prob"] > 0.5).tolist()
+    assert float(mask.last_alpha.amax()) > 0.99
+    assert False in masked and True in masked  # gated and masked samples both went through
 
 
 # -- persistent DataLoader workers ---------------------------------------------------------------
