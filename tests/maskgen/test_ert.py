@@ -277,3 +277,50 @@ def test_wild_faces_get_dlibs_landmarks(predictors):
         # A box hanging off the image: feature pixels outside read 0.
         cases.append((image, (-40, -30, 100, 110)))
     _check(_compare(ours, theirs, cases), "wild faces")
+
+
+def test_aligned_fit_gives_what_it_gave_with_dlibs_predictor(predictors):
+    """The backend's landmarks and verdicts are unchanged by the compiled predictor."""
+    import cv2
+
+    from maskgen.landmarks import ARCFACE_112, similarity_transform, to_five
+    from maskgen.landmarks.backends.aligned_fit import AlignedFit
+
+    crops = [SyntheticFaces(8, 2, seed=12, kind="aligned")[i][0] for i in range(16)]
+    for seed in range(8):
+        rng = np.random.default_rng([seed, 9])
+        image, exact = draw_wild_face(sample_identity(rng), rng, yaw=float(rng.uniform(-45, 45)))
+        M = similarity_transform(to_five(exact), ARCFACE_112)
+        crops.append(cv2.warpAffine(image, M, (112, 112), flags=cv2.INTER_LINEAR))
+    crops += [
+        np.full((112, 112, 3), 128, np.uint8),
+        np.random.default_rng(0).integers(0, 256, (112, 112, 3), np.uint8),
+        np.ascontiguousarray(crops[0].mean(2).astype(np.uint8)),  # grey input
+        cv2.resize(crops[1], (224, 224)),  # a larger aligned crop
+    ]
+    for verify in (True, False):
+        ours, theirs = AlignedFit(verify=verify), AlignedFit(verify=verify, engine="dlib")
+        assert (ours.engine, theirs.engine) == ("ert", "dlib")
+        verdicts = set()
+        for crop in crops:
+            (a,), (b,) = ours.detect(crop), theirs.detect(crop)
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
+            assert (a.fit, a.fit_reason) == (b.fit, b.fit_reason)
+            verdicts.add(a.fit)
+        assert verdicts == ({"fitted", "fallback"} if verify else {"fitted"})
+
+
+def test_aligned_fit_falls_back_to_dlib_when_the_file_does_not_parse(monkeypatch, tmp_path):
+    pytest.importorskip("dlib")
+    from maskgen.landmarks.backends import aligned_fit
+    from maskgen.landmarks.backends import dlib as dlib_backend
+
+    (tmp_path / "shape_predictor_68_face_landmarks.dat").write_bytes(b"\x01\x02junk")
+    monkeypatch.setattr(dlib_backend, "face_recognition_models_dir", lambda: tmp_path)
+    monkeypatch.setattr(dlib_backend, "_dlib_model", lambda kind: "dlib's own")
+    with pytest.warns(UserWarning, match="aligned-fit uses dlib's predictor"):
+        fit = aligned_fit.AlignedFit()
+    assert fit.engine == "dlib" and "not a readable dlib shape_predictor" in fit.engine_note
+    assert fit._predictor == "dlib's own"
+    with pytest.raises(ValueError, match=r"shape_predictor_68_face_landmarks\.dat: not a readable"):
+        aligned_fit.AlignedFit(engine="ert")
