@@ -165,6 +165,7 @@ def _decode(buf: np.ndarray):
     if cur[1] == _OK and (
         max(levels, trees, n_splits, nr) > room
         or levels * trees > room
+        or levels * trees * (n_splits + 1) > room
         or levels * trees * (n_splits + 1) * max(nr, 1) * 4 > room
     ):
         cur[1] = _EOF
@@ -200,7 +201,10 @@ def _decode(buf: np.ndarray):
     start = cur[0]
     features = _uint(buf, cur) if levels > 0 else 0
     cur[0] = start
-    if cur[1] != _OK or features > buf.size - start:
+    room = buf.size - start  # every index takes at least 2 bytes
+    if cur[1] == _OK and (features > room or levels * features * 2 > room):
+        cur[1] = _EOF
+    if cur[1] != _OK:
         features = 0
     anchors = np.zeros((levels, features), np.int32)
     deltas = np.zeros((levels, features, 2), np.float32)

@@ -185,6 +185,26 @@ def test_trees_of_unequal_depth_are_refused():
         parse_dlib_shape_predictor(data + enc_tables(anchors, deltas), "ragged.dat")
 
 
+def test_corrupted_models_parse_or_are_refused_never_crash():
+    rng = np.random.default_rng(5)
+    data = enc_model(*tiny_model(rng))
+    refused = 0
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            damaged[int(rng.integers(len(damaged)))] = int(rng.integers(256))
+        try:
+            model = parse_dlib_shape_predictor(bytes(damaged), "damaged.dat")
+        except ValueError as exc:
+            assert str(exc).startswith("damaged.dat: ")
+            refused += 1
+            continue
+        # What parses is in range: predicting cannot read outside its arrays.
+        assert model.idx1.max() < model.anchors.shape[1] and model.anchors.max() < 5
+        assert ERTPredictor(model).predict(np.zeros((20, 20), np.uint8), (2, 2, 15, 15)).shape
+    assert 0 < refused < 300
+
+
 # --- against dlib ---------------------------------------------------------------------------
 
 
