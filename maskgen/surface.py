@@ -98,16 +98,17 @@ def _rotations(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def _upper_hull(y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The upper convex hull of profile points ``(y, z)``, sorted by ``y``."""
-    order = np.argsort(y, kind="stable")
+    order = np.argsort(y, kind="stable").tolist()
+    ys, zs = y.tolist(), z.tolist()  # Python floats: the same doubles, without NumPy scalars
     hull: list[int] = []
     for i in order:
         while len(hull) >= 2:
             j, k = hull[-2], hull[-1]
-            cross = (y[k] - y[j]) * (z[i] - z[j]) - (z[k] - z[j]) * (y[i] - y[j])
+            cross = (ys[k] - ys[j]) * (zs[i] - zs[j]) - (zs[k] - zs[j]) * (ys[i] - ys[j])
             if cross < 0:  # k lies below the chord j → i
                 break
             hull.pop()
-        hull.append(int(i))
+        hull.append(i)
     return y[hull], z[hull]
 
 
