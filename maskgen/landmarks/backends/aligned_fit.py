@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -107,32 +108,43 @@ class AlignedFit:
             self._predictor = _dlib_model("shape68")
             self._rectangle = dlib.rectangle
 
-    def _fit(
-        self, image: np.ndarray, box: tuple[float, ...], shifts: tuple[float, ...]
-    ) -> np.ndarray:
-        """The predictor's landmarks in ``box`` moved by each shift: (len(shifts), 68, 2)."""
-        boxes = [tuple(round(v + shift) for v in box) for shift in shifts]
-        if self._ert is not None:
-            return self._ert.predict_many(image, np.array(boxes, np.int64))
-        fits = [self._predictor(image, self._rectangle(*b)).parts() for b in boxes]
-        return np.array([[(p.x, p.y) for p in parts] for parts in fits], np.float32)
+    def _shifts(self, width: int) -> tuple[float, ...]:
+        """The box shifts of a crop ``width`` pixels wide (two with verification, else one)."""
+        shift = self.jitter * width / ARCFACE_SIZE
+        return (-shift, shift) if self.verify else (0.0,)
 
-    def fit(self, image: np.ndarray) -> tuple[np.ndarray, str | None]:
-        """The fitted landmarks of an aligned crop and why they are implausible (or ``None``)."""
-        image = np.ascontiguousarray(image)
-        w = image.shape[1]
-        box = fit_box(w)
-        scale = w / ARCFACE_SIZE
+    def _fit_many(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The predictor's landmarks in each crop's box moved by each shift: per crop
+        (len(shifts), 68, 2); all boxes of all crops in one batched pass (compiled
+        predictor), each box's landmarks those of a run on its own."""
+        boxes, index = [], []
+        for i, image in enumerate(images):
+            box = fit_box(image.shape[1])
+            for shift in self._shifts(image.shape[1]):
+                boxes.append(tuple(round(v + shift) for v in box))
+                index.append(i)
+        counts = [len(self._shifts(image.shape[1])) for image in images]
+        if self._ert is not None:
+            fits = self._ert.predict_batch(images, np.array(boxes, np.int64).reshape(-1, 4), index)
+        else:
+            parts = [self._predictor(images[i], self._rectangle(*b)).parts()
+                     for i, b in zip(index, boxes, strict=True)]  # fmt: skip
+            fits = np.array([[(p.x, p.y) for p in pts] for pts in parts], np.float32)
+        return np.split(fits, np.cumsum(counts)[:-1]) if images else []
+
+    def _verdict(self, fits: np.ndarray, width: int) -> tuple[np.ndarray, str | None]:
+        """The landmarks of a crop's fits (one per shift) and why they are implausible."""
+        scale = width / ARCFACE_SIZE
         if self.verify:
             shift = self.jitter * scale
-            a, b = self._fit(image, box, (-shift, shift))
+            a, b = fits
             landmarks = (a + b) / 2
             follow = float(np.linalg.norm((b - a).mean(0))) / (2 * shift * np.sqrt(2))
             if follow > MAX_FOLLOW:
                 why = f"the fit follows the box, not the image ({follow:.2f} > {MAX_FOLLOW})"
                 return landmarks, why
         else:
-            landmarks = self._fit(image, box, (0.0,))[0]
+            landmarks = fits[0]
         five = to_five(landmarks) / scale
         deviation = float(np.linalg.norm(five - ARCFACE_112, axis=1).max()) / _IOD_112
         if deviation > MAX_DEVIATION:
@@ -142,14 +154,36 @@ class AlignedFit:
             )
         return landmarks, plausibility_problem(landmarks)
 
-    def detect(self, image: np.ndarray, key: str | None = None) -> list[Face]:
-        h, w = image.shape[:2]
-        landmarks, problem = self.fit(image)
+    def fit(self, image: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """The fitted landmarks of an aligned crop and why they are implausible (or ``None``)."""
+        return self.fit_many([image])[0]
+
+    def fit_many(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, str | None]]:
+        """:meth:`fit` of each crop (crops of any sizes), all fitted in one batched pass:
+        the same landmarks and verdicts as one by one, at a lower cost per crop."""
+        images = [np.ascontiguousarray(image) for image in images]
+        return [
+            self._verdict(fits, image.shape[1])
+            for image, fits in zip(images, self._fit_many(images), strict=True)
+        ]
+
+    def _faces(self, shape: tuple[int, ...], landmarks: np.ndarray, problem: str | None):
+        h, w = shape[:2]
         whole = (0.0, 0.0, float(w), float(h))
         if problem is None:
             return [Face(whole, landmarks, 1.0, self.name, fit="fitted")]
         canonical = aligned_landmarks((h, w))
         return [Face(whole, canonical, 0.0, self.name, fit="fallback", fit_reason=problem)]
+
+    def detect(self, image: np.ndarray, key: str | None = None) -> list[Face]:
+        return self._faces(image.shape, *self.fit(image))
+
+    def detect_many(
+        self, images: Sequence[np.ndarray], keys: Sequence[str | None] | None = None
+    ) -> list[list[Face]]:
+        """:meth:`detect` of each crop, fitted in one batched pass (same faces)."""
+        fits = self.fit_many(images)
+        return [self._faces(im.shape, *fit) for im, fit in zip(images, fits, strict=True)]
 
 
 @register_backend("aligned-fit")
