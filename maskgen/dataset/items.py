@@ -139,8 +139,9 @@ def _quantise_faces(faces: list[Any]) -> Detected:
     return Detected(kept, [text for _, text in quant], entries)
 
 
-def detect(ctx: Context, item: Item, image: np.ndarray) -> Detected:
-    """Faces to mask, or a failure (category, reason)."""
+def detect(ctx: Context, item: Item, image: np.ndarray, found: list[Any] | None = None) -> Detected:
+    """Faces to mask, or a failure (category, reason); ``found``: what the backend already
+    detected in ``image`` (:func:`_batch_faces`), ``None`` to detect it here."""
     options = ctx.options
     h, w = image.shape[:2]
     # The aligned layout depends on the image size only, and without the skin check the
@@ -152,18 +153,41 @@ def detect(ctx: Context, item: Item, image: np.ndarray) -> Detected:
         if hit is None:
             hit = aligned[memo] = _select(ctx, item, image)
         return hit
-    return _select(ctx, item, image)
+    return _select(ctx, item, image, found)
 
 
-def _select(ctx: Context, item: Item, image: np.ndarray) -> Detected:
+def _batch_faces(
+    ctx: Context, items: list[Item], images: list[np.ndarray | Exception]
+) -> dict[int, list[Any]]:
+    """The faces of every decoded image (by position) from one call of the backend's own
+    ``detect_many`` (``aligned-fit`` fits a batch of crops in one pass), or nothing: for
+    backends without one, for the memoised ``aligned`` layout, and when the batch raises
+    (every image is then detected on its own, so that an error is that image's failure)."""
+    todo = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
+    if not todo or ctx.options.landmarks == "aligned":
+        return {}
+    batched = getattr(_STATE.backend(ctx.options), "detect_many", None)
+    if batched is None:
+        return {}
+    try:
+        found = batched([images[i] for i in todo], [items[i].key for i in todo])
+    except Exception:  # retried item by item below, where an error is attributed
+        return {}
+    return dict(zip(todo, found, strict=True))
+
+
+def _select(
+    ctx: Context, item: Item, image: np.ndarray, found: list[Any] | None = None
+) -> Detected:
     from maskgen.landmarks.selection import are_detections, select_faces
 
     backend = _STATE.backend(ctx.options)
     options = ctx.options
-    try:
-        found = backend.detect(image, item.key)
-    except (FileNotFoundError, ValueError) as exc:
-        return Detected([], [], [], "landmarks", str(exc))
+    if found is None:
+        try:
+            found = backend.detect(image, item.key)
+        except (FileNotFoundError, ValueError) as exc:
+            return Detected([], [], [], "landmarks", str(exc))
     kept, reasons = select_faces(
         image, found, mode=options.faces, min_face=options.min_face,
         check_skin=are_detections(options.landmarks, found),
@@ -301,9 +325,11 @@ def mask_items(
     rather than item by item: each phase keeps its Python and compiled code hot, which on
     112×112 crops saves about a quarter of the masking time.
     """
+    images = [got[2].plain if isinstance(got[2], Deep) else got[2] for got in decoded]
+    batch = _batch_faces(ctx, items, images)
     found = [
-        _faces(ctx, it, got[2].plain if isinstance(got[2], Deep) else got[2])
-        for it, got in zip(items, decoded, strict=True)
+        _faces(ctx, it, image, batch.get(i))
+        for i, (it, image) in enumerate(zip(items, images, strict=True))
     ]
     draws = [
         _draws(ctx, it, len(det.faces)) if det.category is None else []
@@ -321,14 +347,17 @@ def mask_items(
     ]
 
 
-def _faces(ctx: Context, item: Item, image: np.ndarray | Exception) -> Detected:
-    """Faces to mask in the decoded ``image``, or why there are none (unreadable included)."""
+def _faces(
+    ctx: Context, item: Item, image: np.ndarray | Exception, found: list[Any] | None = None
+) -> Detected:
+    """Faces to mask in the decoded ``image``, or why there are none (unreadable included);
+    ``found``: the backend's faces when already detected."""
     if isinstance(image, Exception):
         category = getattr(image, "category", "unreadable")
         if isinstance(image, ImageTooLargeError):
             category = "too_large"
         return Detected([], [], [], category, str(image))
-    return detect(ctx, item, image)
+    return detect(ctx, item, image, found)
 
 
 def seed_key(key: str) -> str:

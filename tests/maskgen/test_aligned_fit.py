@@ -22,7 +22,7 @@ from maskgen.landmarks import (
     to_five,
 )
 from maskgen.render import MaskParams, render
-from maskgen.synthetic import draw_wild_face, sample_identity
+from maskgen.synthetic import SyntheticFaces, draw_wild_face, sample_identity
 
 pytest.importorskip("dlib", reason="aligned-fit runs dlib's predictor")
 
@@ -119,3 +119,54 @@ def test_the_manifest_says_fitted_or_fallback(astronaut, tmp_path: Path):
     assert faces["face.png"]["fit"] == "fitted" and "fit_reason" not in faces["face.png"]
     assert faces["blank.png"]["fit"] == "fallback"
     assert "follows the box" in faces["blank.png"]["fit_reason"]
+
+
+def test_a_batch_gives_each_crop_what_detect_gives_it(astronaut):
+    """``detect_many`` (one batched fit) against ``detect`` crop by crop: faces, turned
+    faces, crops without a face that fall back (noise, grey, a cat), a larger crop."""
+    image, full = astronaut
+    crops = [_align(image, full)[0], _align(image, full, 224)[0]]
+    crops += [SyntheticFaces(3, 2, seed=8, kind="aligned")[i][0] for i in range(6)]
+    for seed, yaw in enumerate((-40.0, 25.0)):
+        rng = np.random.default_rng([seed, 77])
+        wild, exact = draw_wild_face(sample_identity(rng), rng, yaw=yaw)
+        crops.append(_align(wild, exact)[0])
+    crops += [
+        np.random.default_rng(1).integers(0, 256, (112, 112, 3), np.uint8),
+        np.full((112, 112, 3), 128, np.uint8),
+        cv2.resize(data.chelsea(), (112, 112), interpolation=cv2.INTER_AREA),
+    ]
+    for verify in (True, False):
+        fit = create_backend("aligned-fit", verify=verify)
+        keys = [f"{i}.jpg" for i in range(len(crops))]
+        many = fit.detect_many(crops, keys)
+        assert len(many) == len(crops)
+        verdicts = set()
+        for crop, got in zip(crops, many, strict=True):
+            ((a,), (b,)) = got, fit.detect(crop)
+            np.testing.assert_array_equal(a.landmarks, b.landmarks)
+            assert (a.box, a.score, a.fit, a.fit_reason) == (b.box, b.score, b.fit, b.fit_reason)
+            verdicts.add(a.fit)
+        assert "fitted" in verdicts and ("fallback" in verdicts or not verify)
+        fits = fit.fit_many(crops)
+        for crop, (landmarks, why) in zip(crops, fits, strict=True):
+            alone = fit.fit(crop)
+            np.testing.assert_array_equal(landmarks, alone[0])
+            assert why == alone[1]
+    assert fit.detect_many([]) == []
+
+
+def test_every_backend_detects_many_images():
+    """``detect_many``: the backend's own, or ``detect`` image by image."""
+    from maskgen.landmarks.backends.base import detect_many
+
+    crops = [np.zeros((112, 112, 3), np.uint8), np.zeros((96, 80, 3), np.uint8)]
+    aligned = create_backend("aligned")
+    got = detect_many(aligned, crops, ["a", "b"])
+    want = [aligned.detect(c, k) for c, k in zip(crops, "ab", strict=True)]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g[0].landmarks, w[0].landmarks)
+    fit = create_backend("aligned-fit")
+    assert [f[0].fit for f in detect_many(fit, crops)] == ["fallback", "fallback"]
+    with pytest.raises(ValueError, match="uint8"):
+        fit.detect_many([crops[0], crops[1].astype(np.float32)])

@@ -235,6 +235,15 @@ def test_a_tiny_model_predicts_what_dlib_predicts(tmp_path, seed, leaf_scale):
         for box, want in zip(boxes, expected, strict=True):
             np.testing.assert_array_equal(ours.predict(img, box), want)
         np.testing.assert_array_equal(ours.predict_many(img, np.array(boxes)), expected)
+    # Boxes on several images of different sizes (RGB and grey) through the cascade
+    # together, in chunks of any size: each box gets what dlib gives it alone.
+    images = [image, np.ascontiguousarray(image[10:70, 20:, 2]), image[::-1, ::2].copy()]
+    index = [0, 1, 2, 0, 1, 2, 2, 1]
+    batch_boxes = [boxes[i % len(boxes)] for i in range(len(index))]
+    expected = [_dlib_parts(theirs, images[i], b) for i, b in zip(index, batch_boxes, strict=True)]
+    for chunk in (1, 3, 256):
+        got = ours.predict_batch(images, np.array(batch_boxes), index, chunk=chunk)
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +353,46 @@ def test_aligned_fit_falls_back_to_dlib_when_the_file_does_not_parse(monkeypatch
     assert fit._predictor == "dlib's own"
     with pytest.raises(ValueError, match=r"shape_predictor_68_face_landmarks\.dat: not a readable"):
         aligned_fit.AlignedFit(engine="ert")
+
+
+def test_a_batch_gives_each_box_what_it_gets_alone(predictors):
+    """``predict_batch`` over crops of different images and sizes (RGB, grey, a uniform
+    grey crop, a box hanging off the image) equals ``predict`` box by box and dlib."""
+    ours, theirs = predictors
+    ds = SyntheticFaces(6, 2, seed=21, kind="aligned")
+    crops = [ds[i][0] for i in range(len(ds))]
+    crops += [
+        np.full((112, 112, 3), 128, np.uint8),
+        np.ascontiguousarray(crops[0].mean(2).astype(np.uint8)),
+        np.ascontiguousarray(np.repeat(np.repeat(crops[1], 2, 0), 2, 1)),  # 224 × 224
+        np.random.default_rng(3).integers(0, 256, (112, 112, 3), np.uint8),
+    ]
+    images, boxes = [], []
+    for i, crop in enumerate(crops):
+        box = fit_box(crop.shape[1])
+        for shift in (-3.0, 3.0):
+            images.append(i)
+            boxes.append(tuple(round(v + shift) for v in box))
+    images.append(0)
+    boxes.append((-60, -50, 40, 60))  # off the image
+    alone = np.stack([ours.predict(crops[i], b) for i, b in zip(images, boxes, strict=True)])
+    for i, b, got in zip(images, boxes, alone, strict=True):
+        np.testing.assert_array_equal(got, _dlib_parts(theirs, crops[i], b))
+    for chunk in (1, 2, 7, 256):
+        batch = ours.predict_batch(crops, np.array(boxes), images, chunk=chunk)
+        np.testing.assert_array_equal(batch, alone)
+    # One box per image, the images listed per box.
+    pairs = ours.predict_batch([crops[i] for i in images], np.array(boxes))
+    np.testing.assert_array_equal(pairs, alone)
+
+
+def test_a_batch_checks_its_arguments(predictors):
+    ours, _ = predictors
+    crop = np.zeros((112, 112, 3), np.uint8)
+    assert ours.predict_batch([crop], np.zeros((0, 4), np.int64), []).shape == (0, 68, 2)
+    with pytest.raises(ValueError, match="2 images for 1 boxes"):
+        ours.predict_batch([crop, crop], np.array([[0, 0, 50, 50]]))
+    with pytest.raises(ValueError, match="image_index"):
+        ours.predict_batch([crop], np.array([[0, 0, 50, 50]]), [1])
+    with pytest.raises(ValueError, match="uint8"):
+        ours.predict_batch([crop.astype(np.float32)], np.array([[0, 0, 50, 50]]))

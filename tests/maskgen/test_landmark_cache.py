@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from maskgen.cli import app
 from maskgen.dataset.landmark_job import fit_landmarks, parts_dir
 from maskgen.dataset.options import meta_dir
-from maskgen.io import RecordWriter
+from maskgen.io import IRHeader, RecordWriter
 from maskgen.landmarks import (
     ARCFACE_112,
     LandmarkCache,
@@ -23,6 +23,7 @@ from maskgen.landmarks import (
     similarity_transform,
     to_five,
 )
+from maskgen.landmarks.cache import STATUS
 from maskgen.synthetic import SyntheticFaces
 
 pytest.importorskip("dlib", reason="the caches here are fitted with dlib's predictor")
@@ -187,3 +188,125 @@ def test_with_landmarks_gives_a_dataset_the_cached_points(tmp_path: Path, crops)
     np.testing.assert_array_equal(lm, LandmarkCache(cache_dir).at(2).landmarks)
     with pytest.raises(LandmarkCacheError, match="3 items, the dataset has 2"):
         WithLandmarks([(c, 0) for c in crops[:2]], cache_dir)
+
+
+# --- batched fits: the same files as item by item ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def batch_crops(crops) -> list[np.ndarray]:
+    """Faces, crops that fall back (blank, noise) and, at index 4, a record that is no image."""
+    faces = SyntheticFaces(6, 2, seed=13, kind="aligned")
+    noise = np.random.default_rng(5).integers(0, 256, (112, 112, 3), np.uint8)
+    return [*crops, *(faces[i][0] for i in range(12)), noise]
+
+
+def _batch_rec(path: Path, crops: list[np.ndarray]) -> Path:
+    with RecordWriter(path) as writer:
+        for i, crop in enumerate(crops):
+            if i == 4:
+                writer.write(i + 1, IRHeader(0, 0.0, i + 1, 0), b"not an image")
+            else:
+                writer.write_image(i + 1, crop, label=3 * i // len(crops))
+        writer.write_header_record()
+    return path
+
+
+def _files(root: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` and its siblings named ``root.*`` (outputs, manifests,
+    part files), by relative path; ``skip``: names whose content holds timings."""
+    found = {}
+    for top in [root, *root.parent.glob(root.name + ".*")]:
+        paths = [top] if top.is_file() else sorted(top.rglob("*"))
+        for p in paths:
+            if p.is_file() and p.name not in skip:
+                found[str(p.relative_to(root.parent))] = p.read_bytes()
+    return found
+
+
+def _one_by_one(monkeypatch) -> None:
+    """Take ``detect_many`` from ``aligned-fit``: the jobs then detect item by item."""
+    from maskgen.landmarks.backends.aligned_fit import AlignedFit
+
+    monkeypatch.delattr(AlignedFit, "detect_many")
+
+
+@pytest.mark.parametrize("kind", ["rec", "folder"])
+def test_a_batched_render_writes_what_item_by_item_wrote(tmp_path, monkeypatch, batch_crops, kind):
+    """``maskgen render --landmarks aligned-fit``: outputs, manifest, failures and part
+    files byte for byte as with the fit item by item (an unreadable item among them)."""
+    if kind == "rec":
+        source = _batch_rec(tmp_path / "in.rec", batch_crops)
+    else:
+        source = _folder(tmp_path / "in", batch_crops)
+        (source / "04.png").write_bytes(b"not an image")
+    name = "out.rec" if kind == "rec" else "out"
+    args = ["--landmarks", "aligned-fit", "--workers", "1", "--no-progress", "--seed", "7"]
+    outs = {}
+    for how in ("batched", "one_by_one"):
+        if how == "one_by_one":
+            _one_by_one(monkeypatch)
+        out = tmp_path / how / name
+        out.parent.mkdir()
+        result = runner.invoke(app, ["render", str(source), str(out), *args])
+        assert result.exit_code == 0, result.output
+        outs[how] = _files(out, skip=("summary.json", "progress.log"))
+    assert outs["batched"] == outs["one_by_one"] and len(outs["batched"]) >= 3
+    records = _manifest(tmp_path / "batched" / name)
+    fits = {r["faces"][0]["fit"] for r in records if r.get("faces")}
+    assert fits == {"fitted", "fallback"}
+    assert any(r.get("failure") for r in records) or kind == "folder"
+
+
+@pytest.mark.parametrize("kind", ["rec", "folder"])
+def test_a_batched_landmarks_job_writes_what_item_by_item_wrote(
+    tmp_path, monkeypatch, batch_crops, kind
+):
+    """``maskgen landmarks``: the cache (and the part files of an unfinished shard) byte for
+    byte as with the fit item by item; the unreadable item fails alone."""
+    if kind == "rec":
+        source = _batch_rec(tmp_path / "in.rec", batch_crops)
+    else:
+        source = _folder(tmp_path / "in", batch_crops)
+        (source / "04.png").write_bytes(b"not an image")
+    caches, parts = {}, {}
+    for how in ("batched", "one_by_one"):
+        if how == "one_by_one":
+            _one_by_one(monkeypatch)
+        out = tmp_path / how / "c.landmarks"
+        out.parent.mkdir()
+        result = runner.invoke(
+            app, ["landmarks", str(source), str(out), "--workers", "1", "--no-progress"]
+        )
+        assert result.exit_code == 0, result.output
+        caches[how] = _files(out)
+        shard = tmp_path / how / "s.landmarks"
+        fit_landmarks(source, shard, workers=1, block=5, shard=(0, 2), progress=False)
+        parts[how] = _files(parts_dir(shard))
+    assert caches["batched"] == caches["one_by_one"] and caches["batched"]
+    assert parts["batched"] == parts["one_by_one"] and len(parts["batched"]) == 3
+    cache = LandmarkCache(tmp_path / "batched" / "c.landmarks")
+    statuses = [cache.get(key).status for key in cache.keys]
+    assert statuses[4] == "failed" and statuses.count("failed") == 1
+    assert {"fitted", "fallback"} <= set(statuses)
+
+
+def test_a_batch_that_raises_is_fitted_item_by_item(batch_crops) -> None:
+    """An image the fit refuses (float pixels) makes the batch raise: each item is then
+    fitted alone, the refused one fails with the reason, the others are as one by one."""
+    from maskgen.dataset.landmark_job import _fit_batch, _fit_item
+    from maskgen.dataset.options import RenderOptions
+    from maskgen.dataset.sources import Item
+
+    options = RenderOptions(landmarks="aligned-fit")
+    images = [batch_crops[0], batch_crops[1].astype(np.float32), batch_crops[6], OSError("gone")]
+    items = [Item(i, f"{i}.png", None) for i in range(len(images))]
+    rows = _fit_batch(None, items, options, images)
+    assert [r[1] for r in rows] == [
+        STATUS.index(s) for s in ("fitted", "failed", "fallback", "failed")
+    ]
+    assert "uint8" in rows[1][2] and rows[3][2] == "gone"
+    for i in (0, 2):
+        alone = _fit_item(None, items[i], options, images[i])
+        np.testing.assert_array_equal(rows[i][0], alone[0])
+        assert rows[i][1:] == alone[1:]
