@@ -315,6 +315,9 @@ def _luma_moments(pixels: np.ndarray, bgr: bool, alpha: np.ndarray, mean_x: floa
     float32)."""
     first, last = (0.114, 0.299) if bgr else (0.299, 0.114)
     h, w = alpha.shape
+    xs = np.empty(w, np.float32)  # each column's coordinate, divided once per column
+    for x in range(w):
+        xs[x] = np.float32((x - mean_x) / half)
     n = 0
     total = sx = sy = 0.0
     for r in range(h):
@@ -325,7 +328,7 @@ def _luma_moments(pixels: np.ndarray, bgr: bool, alpha: np.ndarray, mean_x: floa
                 v = first * pixels[r, c] + 0.587 * pixels[r, c + 1] + last * pixels[r, c + 2]
                 n += 1
                 total += v
-                sx += np.float32((x - mean_x) / half) * v
+                sx += xs[x] * v
                 sy += y * v
     return n, total, sx, sy
 
