@@ -109,7 +109,8 @@ def _paint_templates_on_cpu(
         alpha[i].zero_()
         if box is not None:
             x0, y0, x1, y1 = box
-            alpha[i, 0, y0:y1, x0:x1] = torch.from_numpy(cover).to(alpha)
+            # A copy: the renderer's cached occlusion map is read-only.
+            alpha[i, 0, y0:y1, x0:x1] = torch.tensor(cover, dtype=alpha.dtype, device=alpha.device)
 
 
 #: The live modules by key: the compiled container path reaches its module through an int.
