@@ -386,7 +386,8 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         # kornia's AugmentationSequential calls its children with ``data_keys=[INPUT]`` and hands
         # them the keypoints afterwards (transform_keypoints), in the same call.
         if "data_keys" not in kwargs or params is None:
-            return self._forward_eager(input, params, landmarks, return_alpha, keys, kwargs)
+            out, alpha = self._masked_eagerly(input, params, landmarks, keys, kwargs)
+            return (out, alpha) if return_alpha else out
         self._settle_pending()
         if self._keypoints_follow and landmarks is None:
             # The keypoints of this call come next: render once, with them.
@@ -403,19 +404,18 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         return (out, alpha) if return_alpha else out
 
     # Eager under torch.compile: the draws and outlines are host work (NumPy, numba) and the
-    # painter picks its band of rows on the host, so tracing in only adds graph breaks.
+    # painter picks its band of rows on the host, so tracing in only adds graph breaks. Also
+    # where a compiled caller's frame was skipped (run eagerly): the host work is never traced.
     @torch.compiler.disable
-    def _forward_eager(
+    def _masked_eagerly(
         self,
         input: torch.Tensor,
         params: dict[str, torch.Tensor] | None,
         landmarks: Any,
-        return_alpha: bool,
         keys: Sequence[str | int] | None,
         kwargs: dict[str, Any],
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        out, alpha = self._masked(input, params, landmarks, keys, kwargs)
-        return (out, alpha) if return_alpha else out
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._masked(input, params, landmarks, keys, kwargs)
 
     def _render(
         self,
@@ -427,23 +427,12 @@ class RandomFaceMask(IntensityAugmentationBase2D):
         """:meth:`_masked` for a container call; inside a TorchDynamo trace it is one operator
         of the graph (:func:`_mask_op`), so that no graph break lands in kornia's loops."""
         if not torch.compiler.is_compiling():
-            return self._masked_eagerly(input, params, landmarks, kwargs)
+            return self._masked_eagerly(input, params, landmarks, None, kwargs)
         names = [k for k, v in params.items() if torch.is_tensor(v)]
         out, alpha = _mask_op(input, ",".join(names), [params[k] for k in names], landmarks,
                               self._op_key)  # fmt: skip
         self.last_alpha = alpha
         return out, alpha
-
-    # Also where a compiled caller's frame was skipped (run eagerly): the host work is never traced.
-    @torch.compiler.disable
-    def _masked_eagerly(
-        self,
-        input: torch.Tensor,
-        params: dict[str, torch.Tensor],
-        landmarks: torch.Tensor | None,
-        kwargs: dict[str, Any],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._masked(input, params, landmarks, None, kwargs)
 
     def _masked(
         self,
