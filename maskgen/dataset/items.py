@@ -159,21 +159,13 @@ def detect(ctx: Context, item: Item, image: np.ndarray, found: list[Any] | None 
 def _batch_faces(
     ctx: Context, items: list[Item], images: list[np.ndarray | Exception]
 ) -> dict[int, list[Any]]:
-    """The faces of every decoded image (by position) from one call of the backend's own
-    ``detect_many`` (``aligned-fit`` fits a batch of crops in one pass), or nothing: for
-    backends without one, for the memoised ``aligned`` layout, and when the batch raises
-    (every image is then detected on its own, so that an error is that image's failure)."""
-    todo = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
-    if not todo or ctx.options.landmarks == "aligned":
+    """The faces of the decoded images from one batched detection (:func:`detect_decoded`;
+    ``aligned-fit`` fits the crops in one pass), not for the memoised ``aligned`` layout."""
+    from maskgen.landmarks.backends.base import detect_decoded
+
+    if ctx.options.landmarks == "aligned":
         return {}
-    batched = getattr(_STATE.backend(ctx.options), "detect_many", None)
-    if batched is None:
-        return {}
-    try:
-        found = batched([images[i] for i in todo], [items[i].key for i in todo])
-    except Exception:  # retried item by item below, where an error is attributed
-        return {}
-    return dict(zip(todo, found, strict=True))
+    return detect_decoded(_STATE.backend(ctx.options), images, [it.key for it in items])
 
 
 def _select(

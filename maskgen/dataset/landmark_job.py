@@ -37,6 +37,7 @@ from maskgen.dataset.options import RenderOptions
 from maskgen.dataset.sources import Item, Source, open_source
 from maskgen.dataset.state import worker_state
 from maskgen.io import ImageReadError, RecordIOError, decode_image
+from maskgen.landmarks.backends.base import detect_decoded
 from maskgen.landmarks.cache import STATUS, LandmarkCache, LandmarkCacheError, write_cache
 
 __all__ = ["BLOCK", "fit_landmarks", "parts_dir"]
@@ -115,15 +116,7 @@ def _fit_batch(
     detected in one ``detect_many`` of the backend (``aligned-fit``: one batched fit).
     When the batch raises, each item is detected on its own, so that an error is its
     item's failure."""
-    todo = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
-    found: dict[int, Any] = {}
-    if todo:
-        try:
-            batched = _STATE.backend(options).detect_many
-            got = batched([images[i] for i in todo], [items[i].key for i in todo])
-            found = dict(zip(todo, got, strict=True))
-        except Exception:  # retried item by item, where an error is attributed
-            found = {}
+    found = detect_decoded(_STATE.backend(options), images, [it.key for it in items])
     return [
         _fit_item(source, item, options, image, found.get(i))
         for i, (item, image) in enumerate(zip(items, images, strict=True))

@@ -113,6 +113,24 @@ def detect_many(
     return Backend.detect_many(backend, images, keys)
 
 
+def detect_decoded(
+    backend: Any, images: Sequence[np.ndarray | Exception], keys: Sequence[str | None]
+) -> dict[int, list[Face]]:
+    """The faces of the decodable ``images`` (the others are the errors that stopped them),
+    by position, from one call of the backend's own ``detect_many``; nothing when it has
+    none or when the batch raises, so that each image is then detected on its own and an
+    error is that image's failure (the batch jobs of :mod:`maskgen.dataset`)."""
+    todo = [i for i, image in enumerate(images) if not isinstance(image, Exception)]
+    batched = getattr(backend, "detect_many", None)
+    if not todo or batched is None:
+        return {}
+    try:
+        found = batched([images[i] for i in todo], [keys[i] for i in todo])
+    except Exception:  # retried image by image by the caller, where an error is attributed
+        return {}
+    return dict(zip(todo, found, strict=True))
+
+
 def box_of(landmarks: np.ndarray) -> Box:
     """Bounding box of a landmark set.
 
