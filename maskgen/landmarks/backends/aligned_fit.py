@@ -117,13 +117,13 @@ class AlignedFit:
         """The predictor's landmarks in each crop's box moved by each shift: per crop
         (len(shifts), 68, 2); all boxes of all crops in one batched pass (compiled
         predictor), each box's landmarks those of a run on its own."""
-        boxes, index = [], []
+        boxes, index, counts = [], [], []
         for i, image in enumerate(images):
             box = fit_box(image.shape[1])
-            for shift in self._shifts(image.shape[1]):
-                boxes.append(tuple(round(v + shift) for v in box))
-                index.append(i)
-        counts = [len(self._shifts(image.shape[1])) for image in images]
+            shifts = self._shifts(image.shape[1])
+            boxes += [tuple(round(v + shift) for v in box) for shift in shifts]
+            index += [i] * len(shifts)
+            counts.append(len(shifts))
         if self._ert is not None:
             fits = self._ert.predict_batch(images, np.array(boxes, np.int64).reshape(-1, 4), index)
         else:
