@@ -137,8 +137,10 @@ def _spec(families: str | None, coverage: str | None, palettes: str | None,
     from maskgen.render import MaskSpec
 
     overrides: dict[str, object] = {}
-    if not photo_look:  # masks without the photo's noise, blur and colour
-        overrides.update(noise=(0.0, 0.0), blur=(0.0, 0.0), color_match=(0.0, 0.0))
+    if not photo_look:  # masks without the photo's noise, blur, colour and compression
+        overrides.update(
+            noise=(0.0, 0.0), blur=(0.0, 0.0), color_match=(0.0, 0.0), compression=(0.0, 0.0)
+        )
     for key, text, option in (
         ("families", families, "--families"),
         ("coverages", coverage, "--coverage"),

@@ -107,6 +107,13 @@ class MaskParams:
         contact_shadow: strength of the soft shadow on the skin just outside the mask's
             edge and ear loops (0: none). Both are off in a hand-made ``MaskParams`` and on
             in the draws of a default :class:`MaskSpec`.
+        creases: depth of the cloth's creases on a posed surface with fabric shading: soft
+            folds laid in surface coordinates (seeded by ``texture_seed``) that tilt the
+            normal, so they answer the light like the pleats do (0: a smooth fabric).
+        compression: the mask gets the photo's own JPEG compression, its quantisation scale
+            times this (:func:`maskgen.photo.jpeg_quality` estimates it from the pixels;
+            0, or a photo that shows no JPEG grid: none). Both are off in a hand-made
+            ``MaskParams`` and on in the draws of a default :class:`MaskSpec`.
 
     New draws get the current ``geometry`` and ``lighting``; a recorded draw without them is
     drawn as it was before they existed (:data:`LEGACY`), so old manifests replay as they
@@ -137,6 +144,8 @@ class MaskParams:
     color_match: float = 0.0
     fabric: float = 0.0
     contact_shadow: float = 0.0
+    creases: float = 0.0
+    compression: float = 0.0
 
     def __post_init__(self) -> None:
         if self.family not in GEOMETRY:
@@ -152,9 +161,10 @@ class MaskParams:
             object.__setattr__(self, name, value)
         if not 0.0 <= self.opacity <= 1.0:
             raise ValueError(f"opacity must be in [0, 1], got {self.opacity}")
-        for name in ("noise", "blur", "color_match", "fabric", "contact_shadow"):
+        for name in ("noise", "blur", "color_match", "fabric", "contact_shadow", "creases",
+                     "compression"):  # fmt: skip
             value = getattr(self, name)
-            top = 4.0 if name in ("noise", "blur") else 1.0
+            top = 4.0 if name in ("noise", "blur", "compression") else 1.0
             if not (math.isfinite(value) and 0.0 <= value <= top):
                 raise ValueError(f"{name} must be in [0, {top:g}], got {value}")
         if self.lighting not in paint.LIGHTING_MODELS:
@@ -295,6 +305,8 @@ class MaskSpec:
     color_match: tuple[float, float] = (0.7, 1.0)
     fabric: tuple[float, float] = (0.6, 1.0)
     contact_shadow: tuple[float, float] = (0.3, 0.7)
+    creases: tuple[float, float] = (0.3, 1.0)
+    compression: tuple[float, float] = (0.8, 1.2)
 
     def __post_init__(self) -> None:
         for name, known in (("families", GEOMETRY), ("coverages", COVERAGES),
@@ -329,15 +341,16 @@ class MaskSpec:
     def sample(self, rng: np.random.Generator) -> MaskParams:
         """Draw one :class:`MaskParams` from ``rng``.
 
-        Always consumes the same amount of randomness (19 uniforms, one integer, then 3 + 2
-        uniforms for the photo's look), so a seeded stream of draws stays aligned whatever
-        the options.
+        Always consumes the same amount of randomness (19 uniforms, one integer, then 3 + 2 + 2
+        uniforms for the photo's look, the surface and the cloth), so a seeded stream of draws
+        stays aligned whatever the options.
         """
         u = rng.random(19).tolist()
         texture_seed = int(rng.integers(0, self.texture_variants or 2**31 - 1))
         # Drawn after the others, so that the fields older versions drew keep their values.
         look = rng.random(3).tolist()
         surface = rng.random(2).tolist()
+        cloth = rng.random(2).tolist()
         tables = self._tables  # type: ignore[attr-defined]
         family = _pick(tables["families"], u[0])
         coverage = _pick(tables["coverages"], u[1])
@@ -385,6 +398,9 @@ class MaskSpec:
             fabric=self.fabric[0] + (self.fabric[1] - self.fabric[0]) * surface[0],
             contact_shadow=self.contact_shadow[0]
             + (self.contact_shadow[1] - self.contact_shadow[0]) * surface[1],
+            creases=self.creases[0] + (self.creases[1] - self.creases[0]) * cloth[0],
+            compression=self.compression[0]
+            + (self.compression[1] - self.compression[0]) * cloth[1],
         )
 
     def to_dict(self) -> dict[str, Any]:

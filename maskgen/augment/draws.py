@@ -46,6 +46,8 @@ SCALAR_KEYS: tuple[str, ...] = (
     "color_match",
     "fabric",
     "contact_shadow",
+    "creases",
+    "compression",
 )
 #: Index keys: ``family`` (into :data:`maskgen.shapes.GEOMETRY`'s names at conversion time),
 #: ``coverage``, ``texture``, ``texture_seed``, the flags ``straps`` and ``valve``, and the
