@@ -11,7 +11,11 @@ over a mask's box; from them
   shades the fabric: ambient (:data:`AMBIENT`) plus Lambert light from a direction estimated
   from the face (:func:`light_direction`), normalised to a mean of 1 under the mask, so the
   face's own lighting still sets its brightness and this adds the curvature: the fabric
-  darkens as it turns away from the light and towards the silhouette.
+  darkens as it turns away from the light and towards the silhouette;
+- :func:`crease_lines` lays a draw's cloth creases on the fabric (tension folds fanning from
+  the side corners where the ear loops pull, slack folds across the lower part), as soft
+  ridges of a height field in surface coordinates whose slopes (:func:`crease_slopes`) tilt
+  the normal the kernel shades (``creases``, ``crease_lines``).
 
 :func:`contact_shadow` is a soft dark band on the skin just outside the mask's edge and ear
 loops (the fabric standing off the skin), for every geometry version.
@@ -29,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import NamedTuple
 
 import cv2
@@ -43,6 +48,8 @@ from maskgen.surface import SurfaceMesh
 __all__ = [
     "LightBasis",
     "contact_shadow",
+    "crease_lines",
+    "crease_slopes",
     "light_basis",
     "light_direction",
     "shadow_reach",
@@ -58,6 +65,18 @@ MAX_LIGHT_TILT = 60.0
 SHADOW_SIGMA = 0.04
 SHADOW_DEPTH = 0.35
 _SPAN_TOLERANCE = 1e-4  # barycentric weight; the exact test's is 1e-6
+#: Cloth creases (:func:`crease_lines`): at most this many per mask (rows of the lines array:
+#: two tension folds from each side corner, two slack folds across the lower part) ...
+MAX_CREASES = 6
+#: ... each a row of centre u, v, direction cos, sin, half-length, half-width (face units)
+#: and steepest slope (signed: + a ridge, − a valley; 0: an unused row) ...
+CREASE_FIELDS = 7
+#: ... which is at most this at ``creases`` = 1 (tan of the tilt it gives the normal).
+CREASE_TILT = 0.45
+#: The height of a crease of steepest slope 1 and half-width 1: its profile (1 − s²)² has
+#: its steepest slope 8 / (3√3) at s = 1/√3.
+_CREASE_HEIGHT = 3.0 * math.sqrt(3.0) / 8.0
+_CREASE_STREAM = 0x0C7EA5E5  # the creases' random stream, apart from the texture tile's
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -387,3 +406,143 @@ def contact_shadow(alpha8: np.ndarray, unit: float) -> np.ndarray:
     cover = alpha8.astype(np.float32) * np.float32(1 / 255)
     spread = cv2.GaussianBlur(cover, (0, 0), _shadow_sigma(unit))  # as soften_batch blurs
     return np.clip(2.0 * (spread - cover), 0.0, 1.0) * (1.0 - cover)
+
+
+@lru_cache(maxsize=4096)
+def _crease_uniforms(seed: int) -> np.ndarray:
+    """The uniforms a texture seed lays its creases with (read-only, cached per seed)."""
+    u = np.random.default_rng([_CREASE_STREAM, int(seed) & 0xFFFFFFFFFFFFFFFF]).random(32)
+    u.setflags(write=False)
+    return u
+
+
+@njit(cache=True, nogil=True)
+def _on_fabric(arc: np.ndarray, s: float, r: float) -> tuple[float, float]:
+    """Surface coordinates of the point at fractions ``s`` across the mesh's columns and ``r``
+    down its rows (bilinear in the grid of ``arc``, ``(C, R + 1, 2)``)."""
+    c, rows = arc.shape[0], arc.shape[1]
+    x = min(max(s, 0.0), 1.0) * (c - 1)
+    y = min(max(r, 0.0), 1.0) * (rows - 1)
+    i, j = min(int(x), c - 2), min(int(y), rows - 2)
+    fx, fy = x - i, y - j
+    out = np.empty(2)
+    for k in range(2):
+        top = arc[i, j, k] + fx * (arc[i + 1, j, k] - arc[i, j, k])
+        bottom = arc[i, j + 1, k] + fx * (arc[i + 1, j + 1, k] - arc[i, j + 1, k])
+        out[k] = top + fy * (bottom - top)
+    return out[0], out[1]
+
+
+@njit(cache=True, nogil=True)
+def _segment(lines: np.ndarray, k: int, u0: float, v0: float, u1: float, v1: float,
+             width: float, tilt: float) -> None:  # fmt: skip
+    """Row ``k`` of ``lines``: the crease from (u0, v0) to (u1, v1)."""
+    du, dv = u1 - u0, v1 - v0
+    length = math.sqrt(du * du + dv * dv)
+    if length < 1e-6:
+        return
+    lines[k, 0], lines[k, 1] = 0.5 * (u0 + u1), 0.5 * (v0 + v1)
+    lines[k, 2], lines[k, 3] = du / length, dv / length
+    lines[k, 4], lines[k, 5], lines[k, 6] = 0.5 * length, width, tilt
+
+
+@njit(cache=True, nogil=True)
+def _lay_creases(arc: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """:func:`crease_lines` from the mesh's surface coordinates and 32 uniforms."""
+    lines = np.zeros((MAX_CREASES, CREASE_FIELDS))
+    if arc.shape[0] < 2 or arc.shape[1] < 2:
+        return lines
+    k = 0
+    # Tension folds: from the side corner (where the ear loop pulls) towards the nose and
+    # the chin, fading at both ends; one or two a side.
+    for side in range(2):
+        q = u[8 * side : 8 * side + 8]
+        count = 1 + int(q[0] < 0.6)
+        for f in range(count):
+            towards_chin = (f == 1) or (count == 1 and q[1] < 0.5)
+            s0, r0 = 0.02 + 0.06 * q[2 + f], 0.3 + 0.4 * q[3 + f]
+            s1 = 0.26 + 0.14 * q[4 + f]
+            r1 = 0.62 + 0.3 * q[5 + f] if towards_chin else 0.08 + 0.22 * q[5 + f]
+            if side == 1:
+                s0, s1 = 1.0 - s0, 1.0 - s1
+            a0, b0 = _on_fabric(arc, s0, r0)
+            a1, b1 = _on_fabric(arc, s1, r1)
+            sign = 1.0 if q[6 + f] < 0.5 else -1.0
+            width = 0.06 + 0.05 * q[4 + f]
+            _segment(lines, k, a0, b0, a1, b1, width, sign * CREASE_TILT * (0.6 + 0.4 * q[2 + f]))
+            k += 1
+    # Slack folds: across the lower part and under the chin, along the fabric's width
+    # (turned a little).
+    q = u[16:32]
+    u_lo, u_hi = arc[:, :, 0].min(), arc[:, :, 0].max()
+    for f in range(1 + int(q[0] < 0.5)):
+        p = q[1 + 5 * f : 6 + 5 * f]
+        s, r = 0.3 + 0.4 * p[0], (0.55 + 0.17 * p[1]) if f == 0 else (0.78 + 0.14 * p[1])
+        a, b = _on_fabric(arc, s, r)
+        a_left, b_left = _on_fabric(arc, s - 0.02, r)
+        a_right, b_right = _on_fabric(arc, s + 0.02, r)
+        angle = math.atan2(b_right - b_left, a_right - a_left) + math.radians(24.0) * (p[2] - 0.5)
+        half = min(0.45 + 0.5 * p[3], 0.3 * (u_hi - u_lo))
+        du, dv = half * math.cos(angle), half * math.sin(angle)
+        sign = 1.0 if p[4] < 0.5 else -1.0
+        _segment(lines, k, a - du, b - dv, a + du, b + dv, 0.1 + 0.06 * p[3],
+                 sign * CREASE_TILT * (0.5 + 0.4 * p[2]))  # fmt: skip
+        k += 1
+    return lines
+
+
+def crease_lines(seed: int, surface: SurfaceMesh | None) -> np.ndarray:
+    """The cloth creases of a draw with texture seed ``seed`` on a posed mask's ``surface``:
+    ``(MAX_CREASES, CREASE_FIELDS)`` float64 rows of centre u, v (surface coordinates),
+    direction cos, sin (in those coordinates), half-length and half-width (face units) and
+    steepest slope (signed, ± 0.5–1 of :data:`CREASE_TILT` at ``creases`` = 1; 0: unused).
+
+    Laid in the mesh's own grid (fractions of its columns and rows), so they fit every family
+    and coverage and stay on the fabric whatever the pose: one or two tension folds from each
+    side corner towards the nose and the chin, one or two slack folds across the lower part.
+    No surface: no creases (every row unused).
+
+    Example:
+        >>> from maskgen.landmarks import aligned_landmarks
+        >>> from maskgen.shapes import mask_outline
+        >>> outline = mask_outline(aligned_landmarks(), "surgical", "high", geometry=3)
+        >>> lines = crease_lines(7, outline.surface())
+        >>> lines.shape, bool((lines == crease_lines(7, outline.surface())).all())
+        ((6, 7), True)
+        >>> 3 <= int((lines[:, 6] != 0).sum()) <= 6, bool((lines[:, 5] < 0.2).all())
+        (True, True)
+    """
+    if surface is None:
+        return np.zeros((MAX_CREASES, CREASE_FIELDS))
+    arc = np.ascontiguousarray(surface.arc, np.float64)
+    return _lay_creases(arc, _crease_uniforms(int(seed)))
+
+
+def crease_slopes(uv: np.ndarray, lines: np.ndarray, depth: float = 1.0) -> np.ndarray:
+    """The slope (∂h/∂u, ∂h/∂v) of the creases' height field at surface coordinates ``uv``
+    (``(..., 2)``): ``(..., 2)`` float64, ``depth`` × the sum over the ``lines`` of
+    :func:`crease_lines`. Each crease is h·(1 − s²)²·(1 − t²)² within its half-width
+    (s = ±1 across) and half-length (t = ±1 along), 0 beyond; h is set by its steepest slope.
+    The reference for the painting kernel's creases and the batched ones.
+
+    Example:
+        >>> line = np.array([[0.0, 0.0, 1.0, 0.0, 1.0, 0.1, 0.4]])  # along u, steepest 0.4
+        >>> g = crease_slopes(np.array([[0.0, -0.1 / 3**0.5], [0.0, 0.0], [0.0, 0.5]]), line)
+        >>> [round(float(v), 3) for v in g[:, 1]]  # across it: steepest, flat on top, none
+        [0.4, 0.0, 0.0]
+    """
+    uv = np.asarray(uv, np.float64)
+    out = np.zeros(uv.shape)
+    for cu, cv, c, s, half, width, tilt in np.asarray(lines, np.float64):
+        if tilt == 0.0:
+            continue
+        x, y = uv[..., 0] - cu, uv[..., 1] - cv
+        along, across = (x * c + y * s) / half, (-x * s + y * c) / width
+        a = np.maximum(1.0 - across * across, 0.0)
+        b = np.maximum(1.0 - along * along, 0.0)
+        height = depth * tilt * _CREASE_HEIGHT * width
+        g_across = -4.0 * height * across * a * b * b / width
+        g_along = -4.0 * height * along * b * a * a / half
+        out[..., 0] += g_along * c - g_across * s
+        out[..., 1] += g_along * s + g_across * c
+    return out

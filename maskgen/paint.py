@@ -43,6 +43,7 @@ _NO_OVERLAY_COLOURS = np.zeros((0, 3), np.float32)
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 _NO_UV = np.zeros((0, 0, 2), np.float32)
 _NO_NORMALS = np.zeros((0, 0, 3), np.float32)
+_NO_CREASES = np.zeros((0, 7))
 _FRONTAL = np.array([0.0, 0.0, 1.0])
 _DOWN = np.array([0.0, 1.0, 0.0])
 #: Share of the posed fabric's light that does not depend on its orientation
@@ -55,6 +56,10 @@ _NO_TILE.setflags(write=False)
 _NO_OVERLAYS.setflags(write=False)
 _NO_UV.setflags(write=False)
 _NO_NORMALS.setflags(write=False)
+_NO_CREASES.setflags(write=False)
+#: The height of a crease of steepest slope 1 and half-width 1
+#: (:func:`maskgen.fabric.crease_slopes`).
+_CREASE_HEIGHT = 3.0 * math.sqrt(3.0) / 8.0
 
 
 @njit(cache=True, nogil=True)
@@ -366,6 +371,88 @@ def _blend_row(
         row[i] = b + cover[i] * (c - b) + half
 
 
+@njit(cache=True, nogil=True)
+def _crease_terms(lines: np.ndarray, depth: float) -> np.ndarray:
+    """Per-pixel coefficients of the used ``lines`` (:func:`maskgen.fabric.crease_lines`),
+    scaled by ``depth``: ``(k, 10)`` float32 centre u, v; along and across per unit of
+    u and v (over the half-length and half-width); the slope across and along for a unit
+    profile; the direction's cos and sin."""
+    k = 0
+    for i in range(lines.shape[0]):
+        if lines[i, 6] != 0.0 and lines[i, 4] > 0.0 and lines[i, 5] > 0.0:
+            k += 1
+    terms = np.empty((k, 10), np.float32)
+    k = 0
+    for i in range(lines.shape[0]):
+        cu, cv, c, s, half, width, tilt = lines[i]
+        if not (tilt != 0.0 and half > 0.0 and width > 0.0):
+            continue
+        height = depth * tilt * _CREASE_HEIGHT * width
+        terms[k] = (cu, cv, c / half, s / half, -s / width, c / width, -4.0 * height / width,
+                    -4.0 * height / half, c, s)  # fmt: skip
+        k += 1
+    return terms
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _pleat_tilt(folded: bool, folds: float, relief: float, m: np.ndarray, uv: np.ndarray) -> float:
+    """The pleats' tilt along the downward tangent at surface coordinates ``uv`` (0 unfolded)."""
+    if not folded:
+        return 0.0
+    phase = folds * (m[3] * uv[0] + m[4] * uv[1] + m[5])
+    return relief * math.cos(2.0 * math.pi * phase)
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _creased(n0: float, n1: float, n2: float, d: float, lx: float, ly: float, lz: float,
+             dx: float, dy: float, dz: float, gu: float, gv: float,
+             pleat: float) -> float:  # fmt: skip
+    """Lambert's cosine ``d`` at normal n with the creases' slope (gu, gv) and the pleats'
+    tilt: the normal bent to n + (pleat − gv)·t_v − gu·t_u, t_v the unit tangent down the
+    face (``down`` without its normal part), t_u = t_v × n across it."""
+    dn = dx * n0 + dy * n1 + dz * n2
+    t0, t1, t2 = dx - dn * n0, dy - dn * n1, dz - dn * n2
+    tl = math.sqrt(t0 * t0 + t1 * t1 + t2 * t2)
+    if tl <= 1e-6:
+        return d
+    t0, t1, t2 = t0 / tl, t1 / tl, t2 / tl
+    s0, s1, s2 = t1 * n2 - t2 * n1, t2 * n0 - t0 * n2, t0 * n1 - t1 * n0
+    bend_v = pleat - gv
+    lit_v = t0 * lx + t1 * ly + t2 * lz
+    lit_u = s0 * lx + s1 * ly + s2 * lz
+    return (d + bend_v * lit_v - gu * lit_u) / math.sqrt(1.0 + bend_v * bend_v + gu * gu)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _crease_row(uv: np.ndarray, terms: np.ndarray, ub: np.ndarray, vb: np.ndarray,
+                gu: np.ndarray, gv: np.ndarray) -> None:  # fmt: skip
+    """The creases' slope (∂h/∂u into ``gu``, ∂h/∂v into ``gv``) at a row span's surface
+    coordinates ``uv`` (n, 2), as :func:`maskgen.fabric.crease_slopes` makes it: per crease,
+    one branch-free pass over contiguous float32 buffers (the compiler vectorises it)."""
+    n = gu.shape[0]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    for j in range(n):
+        ub[j] = uv[j, 0]
+        vb[j] = uv[j, 1]
+        gu[j] = zero
+        gv[j] = zero
+    for k in range(terms.shape[0]):
+        cu, cv, au, av = terms[k, 0], terms[k, 1], terms[k, 2], terms[k, 3]
+        bu, bv, ka, kl = terms[k, 4], terms[k, 5], terms[k, 6], terms[k, 7]
+        c, s = terms[k, 8], terms[k, 9]
+        for j in range(n):
+            x = ub[j] - cu
+            y = vb[j] - cv
+            t = x * au + y * av
+            q = x * bu + y * bv
+            a = max(one - q * q, zero)
+            b = max(one - t * t, zero)
+            across = ka * q * a * b * b
+            along = kl * t * b * a * a
+            gu[j] += along * c - across * s
+            gv[j] += along * s + across * c
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _paint(
     pixels: np.ndarray,
@@ -386,6 +473,8 @@ def _paint(
     fabric: float,
     relief: float,
     down: np.ndarray,
+    creases: float,
+    crease_lines: np.ndarray,
 ) -> None:
     # Row by row, over the row's covered span: shade and mix into span buffers, the colour
     # and the coverage into interleaved span buffers, then one blend into the row. float32
@@ -406,6 +495,11 @@ def _paint(
     folded = embossed and on_surface and textured and relief > 0.0
     dx_, dy_, dz_ = down[0], down[1], down[2]
     folds = PLEATS_PER_TILE / (tile.shape[0] - 1)
+    # Cloth creases: a height field in surface coordinates whose slope tilts the normal.
+    terms = _crease_terms(crease_lines, creases)
+    creased = embossed and on_surface and creases > 0.0 and terms.shape[0] > 0
+    ub, vb = np.empty(w, np.float32), np.empty(w, np.float32)
+    gu_buf, gv_buf = np.zeros(w, np.float32), np.zeros(w, np.float32)
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
         light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr, lighting)
@@ -449,12 +543,18 @@ def _paint(
             u0 = m[0] * start + m[1] * y + m[2] + shift
             v0 = m[3] * start + m[4] * y + m[5] + shift
             _sample_row(tile, u0, m[0], v0, m[3], shade, mix)
+        if creased:
+            _crease_row(surface_uv[y, start:stop], terms, ub[:n], vb[:n], gu_buf[:n], gv_buf[:n])
         if embossed:
             nrow = normals[y, start:stop]
             for j in range(n):
                 n0, n1, n2 = nrow[j, 0], nrow[j, 1], nrow[j, 2]
                 d = n0 * lx_ + n1 * ly_ + n2 * lz_
-                if folded:
+                if creased:
+                    pleat = _pleat_tilt(folded, folds, relief, m, surface_uv[y, start + j])
+                    d = _creased(n0, n1, n2, d, lx_, ly_, lz_, dx_, dy_, dz_, gu_buf[j],
+                                 gv_buf[j], pleat)  # fmt: skip
+                elif folded:
                     dn = dx_ * n0 + dy_ * n1 + dz_ * n2
                     t0, t1, t2 = dx_ - dn * n0, dy_ - dn * n1, dz_ - dn * n2
                     tl = math.sqrt(t0 * t0 + t1 * t1 + t2 * t2)
@@ -516,6 +616,8 @@ def paint_mask(
     fabric: float = 0.0,
     relief: float = 0.0,
     down: np.ndarray | None = None,
+    creases: float = 0.0,
+    crease_lines: np.ndarray | None = None,
 ) -> None:
     """Paint a mask into ``roi`` in place.
 
@@ -546,6 +648,10 @@ def paint_mask(
         relief: with a textured posed surface, the tilt its folds give the normal (pleats:
             :data:`maskgen.appearance.TEXTURE_RELIEF`), along ``down`` (3,), the face's
             downward axis in the camera frame, with the tile's period.
+        creases: with ``surface_uv`` and the fabric's shading, the depth of the cloth's
+            creases ``crease_lines`` (:func:`maskgen.fabric.crease_lines`): their height
+            field's slope (:func:`maskgen.fabric.crease_slopes`, × ``creases``) tilts the
+            normal across and down the face (with the pleats' tilt, if any).
     """
     if roi.ndim != 3 or roi.shape[2] < 3 or roi.shape[:2] != alpha.shape:
         raise ValueError(f"roi {roi.shape} and alpha {alpha.shape} do not match")
@@ -573,6 +679,8 @@ def paint_mask(
         float(fabric),
         float(relief),
         _DOWN if down is None else np.asarray(down, np.float64),
+        float(creases),
+        _NO_CREASES if crease_lines is None else np.asarray(crease_lines, np.float64),
     )
     if copied:
         roi[..., :3] = pixels.reshape(roi.shape[0], roi.shape[1], 3)
