@@ -10,6 +10,9 @@ few tens of microseconds per face:
 - **blur**: the Gaussian σ that explains how the strongest edges' gradients at spacings 1
   and 2 compare (a sharp edge's central difference halves from spacing 1 to 2; a blurred
   one's hardly changes), the noise's share taken out;
+- **compression**: the JPEG grid and quantisation scale its pixels show
+  (:func:`maskgen.jpeg.estimate_jpeg`, on a central crop of at most :data:`JPEG_PATCH`
+  pixels a side), when asked for;
 - **colour**: the photo's cast (the mean colour of its near-neutral pixels — a grey or white
   object's colour in it — over its mean) and how colourful the face region is (mean HSV
   saturation).
@@ -30,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
+
+from maskgen.jpeg import JpegGrid, estimate_jpeg
 
 #: Pixels sampled (at most) for each statistic.
 SAMPLES = 1024
@@ -65,12 +70,15 @@ class PhotoLook:
         saturation: mean HSV saturation of the region (0 on a grey photo).
         gains: the photo's colour cast, per RGB channel (mean 1; ones when it has no
             near-neutral pixels to tell it).
+        jpeg: its JPEG compression, the grid's phase in the whole image's pixels (``None``:
+            none shows, or it was not measured).
     """
 
     noise: float
     blur: float
     saturation: float
     gains: tuple[float, float, float]
+    jpeg: JpegGrid | None = None
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -161,11 +169,12 @@ def _stride(h: int, w: int) -> int:
 
 
 def photo_look(
-    image: np.ndarray, box: tuple[int, int, int, int], max_value: float = 255.0
-) -> PhotoLook:
+    image: np.ndarray, box: tuple[int, int, int, int], max_value: float = 255.0,
+    jpeg: bool = False,
+) -> PhotoLook:  # fmt: skip
     """Measure the noise and blur of ``image`` inside ``box`` = (x0, y0, x1, y1), the
     colourfulness of that region and the cast of the whole image (RGB order, any dtype;
-    ``max_value`` is its white)."""
+    ``max_value`` is its white); with ``jpeg``, its JPEG compression too."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), min(w, box[2]), min(h, box[3])
     region = image[y0:y1, x0:x1, :3]
@@ -174,8 +183,27 @@ def photo_look(
     gains = np.ones(3)
     if neutral.sum() > 0:
         gains = np.clip(neutral / float(neutral.mean()), *GAIN_RANGE)
+    grid = _jpeg_grid(image, (x0, y0, x1, y1), max_value) if jpeg else None
     return PhotoLook(float(noise), float(blur), float(saturation),
-                     (float(gains[0]), float(gains[1]), float(gains[2])))  # fmt: skip
+                     (float(gains[0]), float(gains[1]), float(gains[2])), grid)  # fmt: skip
+
+
+#: The side (pixels) of the central patch of a face's region the compression is read on.
+JPEG_PATCH = 128
+
+
+def _jpeg_grid(
+    image: np.ndarray, box: tuple[int, int, int, int], max_value: float
+) -> JpegGrid | None:
+    """The compression a face's region shows (:func:`maskgen.jpeg.estimate_jpeg` on its
+    central patch), its phase in the image's pixels."""
+    x0, y0, x1, y1 = box
+    cx, cy = max(x0, (x0 + x1 - JPEG_PATCH) // 2), max(y0, (y0 + y1 - JPEG_PATCH) // 2)
+    patch = image[cy : min(y1, cy + JPEG_PATCH), cx : min(x1, cx + JPEG_PATCH)]
+    found = estimate_jpeg(patch, max_value, likely=((-cy) % 8, (-cx) % 8))
+    if found is None:
+        return None
+    return JpegGrid(found.scale, ((found.phase[0] + cy) % 8, (found.phase[1] + cx) % 8))
 
 
 def match_colours(rgb: np.ndarray, look: PhotoLook, strength: float) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 
 from maskgen import appearance as app
 from maskgen import fabric, paint
+from maskgen.jpeg import MCU, JpegGrid, compress, noise_survival
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
 from maskgen.photo import (
     MIN_BLUR,
@@ -773,30 +774,49 @@ def paint_face(
     x0, y0, x1, y1 = cov.box
     max_value = _max_value(image.dtype)
     look = None
-    if params.noise > 0 or params.blur > 0 or params.color_match > 0:
+    if params.noise > 0 or params.blur > 0 or params.color_match > 0 or params.compression > 0:
         frame = cov.outline.frame
-        look = photo_look(image, face_region(frame.origin, frame.ax, frame.unit, h, w), max_value)
+        region = face_region(frame.origin, frame.ax, frame.unit, h, w)
+        look = photo_look(image, region, max_value, jpeg=params.compression > 0)
     roi = image[y0:y1, x0:x1, :3]
     _paint_box(roi, cov, params, max_value, look)
     if params.contact_shadow > 0 and cov.shadow is not None:
         depth = params.contact_shadow * fabric.SHADOW_DEPTH * params.opacity
         paint.darken(roi, cov.shadow, depth, max_value)
-    if look is not None:
+    if look is not None and look.jpeg is not None and params.compression > 0:
+        # The photo's noise is measured as its compression left it. The mask's goes in
+        # before the same compression, which keeps a share of it (as it does on a flat
+        # patch); fresh noise after it makes up the rest.
+        scale = look.jpeg.scale * params.compression
+        kept = noise_survival(scale, params.noise * look.noise)
+        _photo_degradations(roi, cov, params, look, max_value)
+        _photo_compression(image, cov, params, look.jpeg, max_value)
+        _photo_degradations(roi, cov, params, look, max_value, blur=False,
+                            noise_gain=math.sqrt(1 - kept * kept), grain_seed=1)  # fmt: skip
+    elif look is not None:
         _photo_degradations(roi, cov, params, look, max_value)
     alpha = cov.alpha if params.opacity == 1.0 else cov.alpha * np.float32(params.opacity)
     return cov.box, alpha
 
 
 def _photo_degradations(
-    roi: np.ndarray, cov: _Occlusion, params: MaskParams, look: PhotoLook, max_value: float
-) -> None:
+    roi: np.ndarray,
+    cov: _Occlusion,
+    params: MaskParams,
+    look: PhotoLook,
+    max_value: float,
+    *, blur: bool = True, noise_gain: float = 1.0, grain_seed: int = 0,
+) -> None:  # fmt: skip
     """Give the painted mask the photo's blur (its texture and edge, within the occlusion
-    map) and then its noise (under the mask), in place."""
+    map; ``blur``) and then its noise (under the mask; times ``noise_gain``, from the noise
+    field of the draw's texture seed + ``grain_seed``), in place."""
     assert cov.alpha is not None
     h, w = cov.alpha.shape
     sigma = params.blur * look.blur
     spread = params.noise * look.noise * max_value / 255.0
-    do_blur, do_noise = sigma >= MIN_BLUR, spread >= MIN_NOISE * max_value / 255.0
+    do_blur = blur and sigma >= MIN_BLUR
+    do_noise = spread >= MIN_NOISE * max_value / 255.0
+    spread *= noise_gain
     if not (do_blur or do_noise):
         return
     pixels, copied, _ = paint._interleaved(roi)
@@ -804,13 +824,39 @@ def _photo_degradations(
     if do_blur:  # in the storage order of the pixels, whatever it is
         k = blur_kernel_size(sigma)
         blurred = cv2.GaussianBlur(pixels.reshape(h, w, 3), (k, k), sigma).reshape(h, 3 * w)
-    grain = noise_field(h, w, params.texture_seed) if do_noise else _EMPTY
+    grain = noise_field(h, w, params.texture_seed + grain_seed) if do_noise else _EMPTY
     degrade_pixels(pixels, blurred, cov.alpha, grain, spread * params.opacity, max_value)
     if copied:
         roi[..., :3] = pixels.reshape(h, w, 3)
 
 
 _EMPTY = np.zeros((0, 0), np.float32)
+
+
+def _photo_compression(
+    image: np.ndarray, cov: _Occlusion, params: MaskParams, grid: JpegGrid, max_value: float
+) -> None:
+    """Give the painted mask the photo's JPEG compression, in place: the mask's box, widened
+    to whole MCUs of the photo's grid, through an encoder and decoder at the photo's scale
+    (times ``params.compression``), taken where the mask covers (its occlusion map times
+    its opacity), so its blocks and ringing fall on the photo's own grid."""
+    assert cov.box is not None and cov.alpha is not None
+    x0, y0, x1, y1 = cov.box
+    h, w = image.shape[:2]
+    py, px = grid.phase
+    gx0, gy0 = max(0, x0 - (x0 - px) % MCU), max(0, y0 - (y0 - py) % MCU)
+    gx1, gy1 = min(w, x1 + (px - x1) % MCU), min(h, y1 + (py - y1) % MCU)
+    region = image[gy0:gy1, gx0:gx1, :3]
+    decoded = compress(region, grid.scale * params.compression,
+                       ((py - gy0) % MCU, (px - gx0) % MCU), max_value)  # fmt: skip
+    inner = decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+    roi = image[y0:y1, x0:x1, :3]
+    a = (cov.alpha * np.float32(params.opacity))[..., None]
+    out = roi.astype(np.float32)
+    out += a * (inner - out)
+    if np.issubdtype(roi.dtype, np.integer):
+        out = np.clip(np.rint(out), 0, max_value)
+    roi[...] = out.astype(roi.dtype)
 
 
 def _paint_template(
@@ -895,6 +941,10 @@ def _paint_box(
         fabric=params.fabric,
         relief=app.TEXTURE_RELIEF.get(params.texture, 0.0),
         down=None if cov.outline.posed is None else cov.outline.posed.rotation[:, 1],
+        creases=params.creases,
+        crease_lines=fabric.crease_lines(params.texture_seed, cov.outline.surface())
+        if params.creases > 0 and light is not None and cov.uv is not None
+        else None,
     )
 
 

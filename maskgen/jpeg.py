@@ -1,0 +1,353 @@
+"""A photo's JPEG compression, read from its pixels, and the same compression given to a mask.
+
+A decoded JPEG keeps the trace of its quantisation: on the encoder's 8×8 grid, every block's
+DCT coefficient ``k`` is (up to the decoder's rounding) a multiple of the table's step
+``Q[k]``. :func:`estimate_jpeg` finds the grid (the block boundaries where the luminance
+jumps most) and the steps of the DC and three low-frequency coefficients (the largest
+step to which the coefficients cluster), and turns them into the IJG quality scale
+(``5000 / quality`` below quality 50, ``200 − 2·quality`` above: libjpeg's, PIL's and
+OpenCV's tables). A photo that was never compressed, or was resized since, shows no such
+clustering and gets ``None``.
+
+:func:`compress` passes pixels through a real encoder and decoder (OpenCV's libjpeg) at
+that scale, on that grid. The batched augmentation quantises with the same IJG tables
+(:func:`tables`) on the device.
+
+Example:
+    >>> import cv2, numpy as np
+    >>> from skimage.data import astronaut
+    >>> photo = astronaut()
+    >>> ok, data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 60])
+    >>> decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+    >>> found = estimate_jpeg(decoded[100:300, 150:350])
+    >>> found.phase, found.quality
+    ((4, 2), 60)
+    >>> estimate_jpeg(photo[100:300, 150:350]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "CHROMA_TABLE",
+    "LUMA_TABLE",
+    "JpegGrid",
+    "compress",
+    "estimate_jpeg",
+    "noise_survival",
+    "quality_of_scale",
+    "scale_of_quality",
+    "tables",
+]
+
+#: The JPEG standard's example tables (Annex K), the base of IJG's quality scaling.
+LUMA_TABLE = np.array(
+    [[16, 11, 10, 16, 24, 40, 51, 61],
+     [12, 12, 14, 19, 26, 58, 60, 55],
+     [14, 13, 16, 24, 40, 57, 69, 56],
+     [14, 17, 22, 29, 51, 87, 80, 62],
+     [18, 22, 37, 56, 68, 109, 103, 77],
+     [24, 35, 55, 64, 81, 104, 113, 92],
+     [49, 64, 78, 87, 103, 121, 120, 101],
+     [72, 92, 95, 98, 112, 100, 103, 99]], np.float64)  # fmt: skip
+CHROMA_TABLE = np.full((8, 8), 99.0)
+CHROMA_TABLE[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]
+#: The coefficients whose steps are read, in zigzag order: DC first (every block has one),
+#: then the lowest frequencies (large enough to survive quantisation in many blocks); each
+#: step found narrows the range of scales the table can have.
+PROBED = ((0, 0), (0, 1), (1, 0), (2, 0), (1, 1), (0, 2), (0, 3), (1, 2), (2, 1), (3, 0))
+#: Blocks read at most (evenly spaced over the region) and needed at least.
+MAX_BLOCKS, MIN_BLOCKS = 128, 12
+#: Mean cos(2π·c/q) over the coefficients above which they cluster at multiples of q: the
+#: decoder's rounding (σ ≈ 0.35 per coefficient) leaves ≈ 0.55 at q = 2, ≈ 0.95 at q = 8.
+CLUSTERED = 0.45
+#: Distinct multiples of a step the DC values must be near for the step to count.
+MIN_LEVELS = 6
+#: Low frequencies whose steps must agree with the DC's for a region to count as a JPEG's.
+MIN_CONFIRMED = 2
+#: How much sparser a grid's high frequencies must be than elsewhere for the region to count
+#: as a JPEG's (their ratio; a compressed photo reads 0.1–0.6, an uncompressed one ≈ 1).
+SPARSE = 0.8
+#: The largest step looked for (IJG quality ≈ 12 for the DC).
+MAX_STEP = 64
+#: The MCU of 4:2:0 JPEG: chroma blocks span 16×16 pixels.
+MCU = 16
+_K = np.arange(8)
+_DCT = np.sqrt(np.where(_K == 0, 1 / 8, 2 / 8))[:, None] * np.cos(
+    (2 * _K[None, :] + 1) * _K[:, None] * np.pi / 16
+)  # orthonormal: JPEG's FDCT
+_HIGH = np.ascontiguousarray(_DCT[6:])
+_BASIS = np.stack([np.outer(_DCT[r], _DCT[c]) for r, c in PROBED])
+_PROBED_BASE = np.array([LUMA_TABLE[r, c] for r, c in PROBED])
+
+
+@dataclass(frozen=True)
+class JpegGrid:
+    """A photo's JPEG compression as its pixels show it.
+
+    Attributes:
+        scale: IJG quality scale in percent of the standard tables (100 = quality 50).
+        phase: (rows, columns) offset of the 8×8 grid: blocks start where
+            ``y % 8 == phase[0]`` and ``x % 8 == phase[1]`` in the measured array's pixels.
+        quality: the IJG quality that scale belongs to (1–100).
+    """
+
+    scale: float
+    phase: tuple[int, int]
+
+    @property
+    def quality(self) -> int:
+        return quality_of_scale(self.scale)
+
+
+def scale_of_quality(quality: float) -> float:
+    """IJG's quality → table scale (percent).
+
+    >>> scale_of_quality(75), scale_of_quality(25)
+    (50.0, 200.0)
+    """
+    q = min(max(float(quality), 1.0), 100.0)
+    return 5000.0 / q if q < 50 else 200.0 - 2.0 * q
+
+
+def quality_of_scale(scale: float) -> int:
+    """The IJG quality whose scale is nearest ``scale`` (the inverse of
+    :func:`scale_of_quality`).
+
+    >>> quality_of_scale(50.0), quality_of_scale(200.0)
+    (75, 25)
+    """
+    s = max(float(scale), 0.0)
+    q = 5000.0 / s if s > 100 else (200.0 - s) / 2.0
+    return int(min(max(round(q), 1), 100))
+
+
+def tables(scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The luma and chroma quantisation tables (8×8 float64) of IJG scale ``scale``."""
+    luma = np.clip(np.floor((LUMA_TABLE * scale + 50) / 100), 1, 255)
+    chroma = np.clip(np.floor((CHROMA_TABLE * scale + 50) / 100), 1, 255)
+    return luma, chroma
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _window_energy(luma: np.ndarray, high: np.ndarray, row_step: int) -> np.ndarray:
+    """Per residue r (mod 8), the mean magnitude of the highest DCT frequencies (rows of
+    ``high``) of the 8-pixel row windows that start at columns x ≡ r, over every
+    ``row_step``-th row."""
+    h, w = luma.shape
+    total = np.zeros(8)
+    count = np.zeros(8)
+    for y in range(0, h, row_step):
+        for x in range(w - 7):
+            e = 0.0
+            for k in range(high.shape[0]):
+                c = 0.0
+                for i in range(8):
+                    c += high[k, i] * luma[y, x + i]
+                e += abs(c)
+            total[x % 8] += e
+            count[x % 8] += 1
+    return total / np.maximum(count, 1.0)
+
+
+def _grid_phase(luma: np.ndarray) -> tuple[int, float]:
+    """The column residue (mod 8) at which blocks start, and how sparse the rows' highest
+    frequencies are there against elsewhere (their mean magnitude at that phase over the
+    median of the other phases: ≪ 1 on a JPEG's grid, ≈ 1 without one). A JPEG's quantiser
+    zeroes most high frequencies of every block; windows astride block edges keep them."""
+    per_residue = _window_energy(luma, _HIGH, 4)
+    best = int(np.argmin(per_residue))
+    others = np.delete(per_residue, best)
+    return best, float(per_residue[best] / max(float(np.median(others)), 1e-9))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _probed_coefficients(
+    luma: np.ndarray, py: int, px: int, basis: np.ndarray, max_blocks: int
+) -> np.ndarray:
+    """The probed DCT coefficients (len(basis), n) of up to ``max_blocks`` whole blocks of
+    the grid at (py, px), evenly spaced; ``basis`` holds each coefficient's 8×8 basis."""
+    rows, cols = (luma.shape[0] - py) // 8, (luma.shape[1] - px) // 8
+    total = max(rows, 0) * max(cols, 0)
+    n = min(total, max_blocks)
+    out = np.empty((basis.shape[0], n))
+    for j in range(n):
+        b = j * total // n
+        y0, x0 = py + 8 * (b // cols), px + 8 * (b % cols)
+        for k in range(basis.shape[0]):
+            c = 0.0
+            for i in range(8):
+                for m in range(8):
+                    c += basis[k, i, m] * (luma[y0 + i, x0 + m] - 128.0)
+            out[k, j] = c
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _clustering(values: np.ndarray, step: float, limit: int) -> tuple[float, int, int]:
+    """Mean cos(2π·c/step) over the first ``limit`` values with |c| ≥ step/2 (zeros fit
+    every step), how many there were, and how many distinct multiples of the step they
+    are near."""
+    total = 0.0
+    n = 0
+    scale = 2.0 * math.pi / step
+    seen = np.zeros(int(4096 / step) + 3, np.bool_)  # multiples of coefficients in ±2048
+    distinct = 0
+    for c in values:
+        if abs(c) >= 0.5 * step:
+            total += math.cos(scale * c)
+            n += 1
+            k = min(max(math.floor(c / step + 0.5) + seen.shape[0] // 2, 0), seen.shape[0] - 1)
+            if not seen[k]:
+                seen[k] = True
+                distinct += 1
+            if n == limit:
+                break
+    return (total / n if n else 0.0), n, distinct
+
+
+@njit(cache=True, nogil=True)
+def _largest_step(values: np.ndarray, candidates: np.ndarray, levels: int) -> float:
+    """The largest candidate step the values cluster to, near at least ``levels`` distinct
+    multiples of it (0: none of them; a flat region's few values fit many steps). A quick
+    look at a few values first rules most candidates out."""
+    for i in range(candidates.shape[0] - 1, -1, -1):
+        score, n, _ = _clustering(values, candidates[i], 24)
+        if n < MIN_BLOCKS or score < 0.5 * CLUSTERED:
+            continue
+        score, n, distinct = _clustering(values, candidates[i], values.shape[0])
+        if score >= CLUSTERED and distinct >= levels:
+            return candidates[i]
+    return 0.0
+
+
+@njit(cache=True, nogil=True)
+def _scale_range(
+    coefficients: np.ndarray, bases: np.ndarray, max_step: float
+) -> tuple[float, float]:
+    """The range [low, high) of IJG scales the probed coefficients' steps allow (high ≤ low:
+    they show no quantisation, or fewer than :data:`MIN_CONFIRMED` low frequencies agree
+    with the DC). The DC's step is searched among all steps, each other
+    coefficient's among the steps the range found so far allows; a step outside the range
+    (a table IJG did not make) leaves it as it is."""
+    dc = _largest_step(coefficients[0], np.arange(2.0, max_step + 1), MIN_LEVELS)
+    if dc == 0:
+        return 0.0, 0.0
+    low, high = (100 * dc - 50) / bases[0], (100 * dc + 50) / bases[0]
+    confirmed = 0
+    for k in range(1, bases.shape[0]):
+        first = max(2.0, min(255.0, math.floor((bases[k] * low + 50) / 100)))
+        last = min(255.0, math.floor((bases[k] * high + 50) / 100))
+        if last < first:
+            continue
+        step = _largest_step(coefficients[k], np.arange(first, last + 1), 3)
+        if step > 0:
+            confirmed += 1
+            lo, hi = (100 * step - 50) / bases[k], (100 * step + 50) / bases[k]
+            if max(lo, low) < min(hi, high):
+                low, high = max(lo, low), min(hi, high)
+    if confirmed < MIN_CONFIRMED:  # a few flat regions' DC values fit steps by chance
+        return 0.0, 0.0
+    return low, high
+
+
+def estimate_jpeg(
+    image: np.ndarray, max_value: float = 255.0, likely: tuple[int, int] | None = None
+) -> JpegGrid | None:
+    """The JPEG compression an RGB (or grey) region shows, or ``None`` when it shows none.
+
+    The region should be where the compression is to be matched (a face's region); its
+    phase is given in the region's own pixels. ``likely``: a phase to try before searching
+    (that of the photo's origin, for a region cut from an uncropped photo).
+    """
+    pixels = np.asarray(image)
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels[..., :3], np.float32), cv2.COLOR_RGB2GRAY)
+    luma = pixels.astype(np.float64) * (255.0 / max_value)
+    if min(luma.shape) < 24:
+        return None
+    if likely is not None:  # the grid an uncropped photo has: no search needed if it fits
+        found = _scales_at(luma, (likely[0] % 8, likely[1] % 8))
+        if found is not None:
+            return found
+    px, sparse_x = _grid_phase(luma)
+    py, sparse_y = _grid_phase(luma.T)
+    if max(sparse_x, sparse_y) > SPARSE:
+        return None
+    return _scales_at(luma, (py, px))
+
+
+def _scales_at(luma: np.ndarray, phase: tuple[int, int]) -> JpegGrid | None:
+    """The compression the grid at ``phase`` shows, or ``None`` when its blocks show no
+    quantisation."""
+    py, px = phase
+    coefficients = _probed_coefficients(luma, py, px, _BASIS, MAX_BLOCKS)
+    if coefficients.shape[1] < MIN_BLOCKS:
+        return None
+    low, high = _scale_range(coefficients, _PROBED_BASE, float(MAX_STEP))
+    if high <= low:
+        return None
+    return JpegGrid((low + high) / 2, (py, px))
+
+
+def compress(
+    rgb: np.ndarray, scale: float, phase: tuple[int, int] = (0, 0), max_value: float = 255.0
+) -> np.ndarray:
+    """What a baseline JPEG encoder and decoder (OpenCV's libjpeg, 4:2:0 chroma) at IJG
+    scale ``scale`` make of an h×w×3 RGB region (any dtype, white ``max_value``; float32
+    out, same white).
+
+    ``phase`` is where the grid's MCUs (16×16 pixels: 4:2:0 chroma blocks span 16 pixels)
+    start in the region, as in :class:`JpegGrid`, taken modulo 16; the region is padded by
+    repeating its edges to whole MCUs, as an encoder pads an image, so the blocks fall on
+    the photo's own grid.
+
+    >>> import numpy as np
+    >>> flat = np.full((16, 16, 3), 200, np.uint8)
+    >>> float(np.abs(compress(flat, 50.0) - 200).max()) <= 1.0
+    True
+    """
+    h, w = rgb.shape[:2]
+    top, left = (MCU - phase[0] % MCU) % MCU, (MCU - phase[1] % MCU) % MCU
+    bottom, right = (-(top + h)) % MCU, (-(left + w)) % MCU
+    pixels = np.asarray(rgb)[..., 2::-1]  # BGR, as OpenCV's codec takes it
+    if max_value != 255.0 or pixels.dtype != np.uint8:
+        pixels = np.clip(np.rint(pixels * (255.0 / max_value)), 0, 255).astype(np.uint8)
+    padded = cv2.copyMakeBorder(np.ascontiguousarray(pixels), top, bottom, left, right,
+                                cv2.BORDER_REPLICATE)  # fmt: skip
+    quality = quality_of_scale(scale)
+    ok, data = cv2.imencode(".jpg", padded, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 BGR image
+        raise RuntimeError("OpenCV could not JPEG-encode a region")
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[top : top + h, left : left + w, ::-1]
+    out = decoded.astype(np.float32)
+    return out if max_value == 255.0 else out * np.float32(max_value / 255.0)
+
+
+_SURVIVAL: dict[tuple[int, float], float] = {}
+
+
+def noise_survival(scale: float, sigma: float) -> float:
+    """The share of white noise σ ``sigma`` (0–255 units) that a JPEG at ``scale`` leaves
+    on a flat patch (its residual σ over ``sigma``; cached per quality and half unit of σ).
+
+    A photo's noise is measured as its compression left it: of noise given to a mask
+    before the mask is compressed like the photo, this share remains.
+
+    >>> 0.2 < noise_survival(scale_of_quality(50), 6.0) < noise_survival(scale_of_quality(90), 6.0)
+    True
+    """
+    key = (quality_of_scale(scale), round(2 * sigma) / 2)
+    if key not in _SURVIVAL:
+        noise = np.random.default_rng(7).standard_normal((64, 64)) * max(key[1], 0.5)
+        patch = np.clip(np.rint(128 + noise), 0, 255).astype(np.uint8)
+        out = compress(np.repeat(patch[..., None], 3, axis=2), scale)[..., 1]
+        _SURVIVAL[key] = float(np.clip((out - out.mean()).std() / patch.std(), 1e-3, 1.0))
+    return _SURVIVAL[key]

@@ -1,0 +1,116 @@
+"""The photo's JPEG compression read from its pixels and given to the mask (maskgen.jpeg)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from maskgen.jpeg import compress, estimate_jpeg, noise_survival, scale_of_quality
+from maskgen.render import MaskParams, MaskSpec, render
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                            [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+    assert ok
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def _luma(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)
+
+
+def _grid_jump(luma: np.ndarray, inside: np.ndarray) -> float:
+    """How much more the luminance jumps across the 8×8 grid's boundaries than beside
+    them, inside a region (0: no grid shows), both axes."""
+    jumps = []
+    for plane, region in ((luma, inside), (luma.T, inside.T)):
+        d = np.abs(np.diff(plane, axis=1))
+        both = region[:, 1:] & region[:, :-1]
+        x = (np.arange(d.shape[1]) + 1) % 8
+        across, beside = x == 0, (x == 1) | (x == 7)
+        jumps.append(d[:, across][both[:, across]].mean() - d[:, beside][both[:, beside]].mean())
+    return float(np.mean(jumps))
+
+
+@pytest.mark.parametrize("quality", [25, 50, 75])
+@pytest.mark.parametrize("offset", [(0, 0), (3, 5)])
+def test_the_quality_and_grid_of_a_jpeg_are_read_from_its_pixels(astronaut, quality, offset):
+    image, _ = astronaut
+    dy, dx = offset
+    region = _jpeg(image, quality)[100 + dy : 260 + dy, 150 + dx : 310 + dx]
+    found = estimate_jpeg(region)
+    assert found is not None
+    assert abs(found.quality - quality) <= 2
+    assert found.phase == ((-100 - dy) % 8, (-150 - dx) % 8)
+
+
+def test_photos_that_show_no_jpeg_grid_get_none(astronaut):
+    image, _ = astronaut
+    assert estimate_jpeg(image[100:260, 150:310]) is None  # never compressed
+    resized = cv2.resize(_jpeg(image, 40), (384, 384), interpolation=cv2.INTER_AREA)
+    assert estimate_jpeg(resized[80:240, 110:270]) is None  # compressed, then resized
+    flat = np.full((96, 96, 3), 128, np.uint8)
+    assert estimate_jpeg(_jpeg(flat, 30)) is None  # nothing to tell it by
+
+
+def test_compress_is_the_codec_on_the_photos_grid(astronaut):
+    image, _ = astronaut
+    whole = _jpeg(image, 50)
+    # A region cut off the grid and compressed on its phase gives the codec's own pixels.
+    region = image[37:165, 43:171]
+    out = compress(region, scale_of_quality(50), ((-37) % 16, (-43) % 16))
+    assert np.abs(out - whole[37:165, 43:171]).mean() < 0.6
+    off_grid = compress(region, scale_of_quality(50))
+    assert np.abs(off_grid - whole[37:165, 43:171]).mean() > 1.5
+
+
+def test_noise_survival_falls_with_the_quality():
+    low, high = noise_survival(scale_of_quality(30), 6.0), noise_survival(scale_of_quality(90), 6.0)
+    assert 0 < low < high <= 1
+
+
+_CLOTH = {"family": "cloth", "coverage": "high", "color": (60, 90, 160),
+          "secondary_color": (230, 230, 230), "texture_scale": 0.5, "shading": 0.7,
+          "edge_softness": 0.01, "texture_seed": 3}  # fmt: skip
+
+
+@pytest.mark.parametrize("texture", ["none", "checks", "pleats"])
+@pytest.mark.parametrize("quality", [30, 60])
+def test_the_mask_gets_the_compression_a_photo_of_a_mask_would_have(astronaut, texture, quality):
+    """The truth: the mask drawn on the clean photo, then the photo compressed."""
+    image, lm = astronaut
+    params = MaskParams(**_CLOTH, texture=texture)
+    truth = _luma(_jpeg(render(image, lm, params).image, quality))
+    photo = _jpeg(image, quality)
+    sticker = render(photo, lm, params)
+    matched = render(photo, lm, MaskParams(**{**params.to_dict(), "compression": 1.0}))
+    inside = cv2.erode((matched.alpha > 0.99).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    jump = _grid_jump(truth, inside)
+    assert abs(_grid_jump(_luma(matched.image), inside) - jump) < 0.25 * jump + 0.15
+    error = np.abs(_luma(matched.image) - truth)[inside].mean()
+    assert error < 0.5 * np.abs(_luma(sticker.image) - truth)[inside].mean()
+
+
+def test_compression_changes_only_what_the_mask_covers_and_replays(astronaut):
+    image, lm = astronaut
+    photo = _jpeg(image, 40)
+    params = MaskParams(**_CLOTH, texture="checks", compression=1.1, noise=1.0)
+    out = render(photo, lm, params)
+    changed = np.any(out.image != photo, axis=-1)
+    assert changed.any() and not (changed & (out.alpha == 0)).any()
+    again = render(photo, lm, MaskParams.from_json(params.to_json()))
+    assert np.array_equal(again.image, out.image)
+    # Off, or a photo that shows no compression: as without the field.
+    plain = MaskParams(**_CLOTH, texture="checks", noise=1.0)
+    assert np.array_equal(render(image, lm, params).image, render(image, lm, plain).image)
+    assert not np.array_equal(out.image, render(photo, lm, plain).image)
+
+
+def test_default_draws_match_the_compression_and_recorded_draws_do_not():
+    spec = MaskSpec()
+    draws = [spec.sample(np.random.default_rng(i)) for i in range(50)]
+    assert all(spec.compression[0] <= d.compression <= spec.compression[1] for d in draws)
+    recorded = {k: v for k, v in draws[0].to_dict().items() if k not in ("compression", "creases")}
+    assert MaskParams.from_dict(recorded).compression == 0.0
