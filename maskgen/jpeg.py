@@ -64,7 +64,7 @@ CHROMA_TABLE[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [4
 #: step found narrows the range of scales the table can have.
 PROBED = ((0, 0), (0, 1), (1, 0), (2, 0), (1, 1), (0, 2), (0, 3), (1, 2), (2, 1), (3, 0))
 #: Blocks read at most (evenly spaced over the region) and needed at least.
-MAX_BLOCKS, MIN_BLOCKS = 128, 12
+MAX_BLOCKS, MIN_BLOCKS = 96, 12
 #: Mean cos(2π·c/q) over the coefficients above which they cluster at multiples of q: the
 #: decoder's rounding (σ ≈ 0.35 per coefficient) leaves ≈ 0.55 at q = 2, ≈ 0.95 at q = 8.
 CLUSTERED = 0.45
@@ -162,7 +162,7 @@ def _grid_phase(luma: np.ndarray) -> tuple[int, float]:
     frequencies are there against elsewhere (their mean magnitude at that phase over the
     median of the other phases: ≪ 1 on a JPEG's grid, ≈ 1 without one). A JPEG's quantiser
     zeroes most high frequencies of every block; windows astride block edges keep them."""
-    per_residue = _window_energy(luma, _HIGH, 4)
+    per_residue = _window_energy(luma, _HIGH, 6)
     best = int(np.argmin(per_residue))
     others = np.delete(per_residue, best)
     return best, float(per_residue[best] / max(float(np.median(others)), 1e-9))
