@@ -114,3 +114,43 @@ def test_default_draws_match_the_compression_and_recorded_draws_do_not():
     assert all(spec.compression[0] <= d.compression <= spec.compression[1] for d in draws)
     recorded = {k: v for k, v in draws[0].to_dict().items() if k not in ("compression", "creases")}
     assert MaskParams.from_dict(recorded).compression == 0.0
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_the_batched_path_compresses_the_mask_as_the_cpu_renderer_does(astronaut, per_sample):
+    torch = pytest.importorskip("torch")
+    from maskgen.augment import draws_to_params
+    from maskgen.augment.functional import (
+        apply_look,
+        batch_geometry,
+        mask_batch,
+        match_look_colours,
+        measure_looks,
+    )
+
+    image, lm = astronaut
+    photo = _jpeg(image, 25)
+    draws = [MaskParams(**{**_CLOTH, "color": c}, noise=1.0, compression=1.0)
+             for c in ((60, 90, 160), (235, 235, 230))]  # fmt: skip
+    x = torch.from_numpy(np.stack([photo, photo])).permute(0, 3, 1, 2).float() / 255
+    lms = np.stack([lm, lm])
+    geometry = batch_geometry(lms, draws, *photo.shape[:2])
+    params = draws_to_params(draws)
+    looks = measure_looks(x, geometry, params)
+    assert all(look is not None and look.jpeg is not None for look in looks)
+    painted, alpha = mask_batch(x, geometry, match_look_colours(params, looks))
+    out, _ = apply_look(painted, alpha, geometry, params, looks, per_sample=per_sample)
+    plain = draws_to_params([MaskParams(**{**d.to_dict(), "compression": 0.0}) for d in draws])
+    sticker, _ = apply_look(painted, alpha, geometry, plain, looks, per_sample=per_sample)
+    for i, draw in enumerate(draws):
+        ref = render(photo, lm, draw)
+        inside = cv2.erode((ref.alpha > 0.99).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+        batched = out[i].permute(1, 2, 0).numpy() * 255
+        unmatched = sticker[i].permute(1, 2, 0).numpy() * 255
+        cpu_plain = render(photo, lm, MaskParams(**{**draw.to_dict(), "compression": 0.0}))
+        # The batched path's compression (a torch simulation of the codec) brings it as
+        # close to the CPU renderer's as the plain paths are.
+        gap = np.abs(ref.image - batched)[inside].mean()
+        change = np.abs(ref.image.astype(np.float64) - cpu_plain.image)[inside].mean()
+        assert change > 1.5, change
+        assert gap < 1.5 and gap < 0.6 * np.abs(ref.image - unmatched)[inside].mean(), gap

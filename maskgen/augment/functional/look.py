@@ -1,10 +1,12 @@
-"""The photo's own look on the batched path: the CPU renderer's noise, blur and colour match.
+"""The photo's own look on the batched path: the CPU renderer's noise, blur, colour match
+and JPEG compression.
 
 The looks are measured on the host with :func:`maskgen.photo.photo_look` (the same sampled
 estimators, so both paths give a draw the same look; a CUDA batch is copied to the host for
 it, once per call); the colours are matched before painting, the blur and the noise are
 applied to the painted batch on its own device, with :mod:`maskgen.photo`'s noise tile and
-offsets.
+offsets, and the compression box by box on the device
+(:func:`maskgen.augment.functional.jpeg.jpeg_roundtrip`, the CPU path's tables and grid).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from maskgen.augment.functional.geometry import BatchGeometry
+from maskgen.augment.functional.jpeg import jpeg_roundtrip
+from maskgen.jpeg import MCU, noise_survival
 from maskgen.photo import (
     MIN_BLUR,
     MIN_NOISE,
@@ -33,7 +37,7 @@ _COLOURS = ("color", "secondary_color", "strap_color")
 
 
 def _wants_look(params: dict[str, torch.Tensor]) -> torch.Tensor:
-    keys = [k for k in ("noise", "blur", "color_match") if k in params]
+    keys = [k for k in ("noise", "blur", "color_match", "compression") if k in params]
     if not keys:
         return torch.zeros(params["family"].shape[0], dtype=torch.bool)
     return torch.stack([params[k].cpu() > 0 for k in keys]).any(0)
@@ -52,11 +56,18 @@ def measure_looks(
         t.detach().cpu().numpy() for t in (geometry.origin, geometry.ax, geometry.unit)
     )
     H, W = host.shape[1:3]
+    compression = _values(params, "compression", len(wanted))
     return [
-        photo_look(host[i], face_region(origin[i], ax[i], float(unit[i]), H, W), 1.0)
+        photo_look(host[i], face_region(origin[i], ax[i], float(unit[i]), H, W), 1.0,
+                   jpeg=compression[i] > 0)
         if want else None
         for i, want in enumerate(wanted)
     ]  # fmt: skip
+
+
+def _values(params: dict[str, torch.Tensor], key: str, n: int) -> list[float]:
+    """A per-sample scalar of the draws as host floats (zeros where the params lack it)."""
+    return params[key].cpu().tolist() if key in params else [0.0] * n
 
 
 def match_look_colours(
@@ -180,7 +191,78 @@ def apply_look(
         grain = tile[ys[:, :, None], xs[:, None, :]]  # (B, H, W), each box's own cut
         spread = torch.tensor(spreads, device=device, dtype=out.dtype)[:, None, None, None]
         out = out + (alpha * spread * grain[:, None]).to(out.dtype)
-    return out.clamp(0.0, 1.0), alpha
+    out = out.clamp(0.0, 1.0)
+    if _compressed(params, looks):
+        samples = list(out.unbind(0))
+        _compress_samples(samples, alpha, geometry, params, looks)
+        out = torch.stack(samples)
+    return out, alpha
+
+
+def _compressed(params: dict[str, torch.Tensor], looks: list[PhotoLook | None]) -> list[bool]:
+    """Which samples get their photo's JPEG compression (none: an empty list)."""
+    strength = _values(params, "compression", len(looks))
+    wanted = [look is not None and look.jpeg is not None and strength[i] > 0
+              for i, look in enumerate(looks)]  # fmt: skip
+    return wanted if any(wanted) else []
+
+
+def _box_noise(
+    roi: torch.Tensor, cover: torch.Tensor, spread: float, seed: int, tile: torch.Tensor
+) -> torch.Tensor:
+    """``roi`` (C, h, w) plus the draw's noise over its box: the tile cut at
+    :func:`maskgen.photo.noise_offsets` of ``seed``, times ``spread`` and ``cover``."""
+    h, w = roi.shape[1:]
+    oy, ox = noise_offsets(int(seed), h, w)
+    n = tile.shape[0]
+    rows = (oy + torch.arange(h, device=roi.device)) % n
+    cols = (ox + torch.arange(w, device=roi.device)) % n
+    return roi + (cover * spread * tile[rows][:, cols])[None]
+
+
+def _compress_samples(
+    samples: list[torch.Tensor],
+    alpha: torch.Tensor,
+    geometry: BatchGeometry,
+    params: dict[str, torch.Tensor],
+    looks: list[PhotoLook | None],
+) -> None:
+    """The CPU renderer's compression step (``maskgen.render._photo_compression``) for
+    each sample that wants it, in place in ``samples``: the mask's box, widened to whole
+    MCUs of the photo's grid, through :func:`jpeg_roundtrip` at the photo's scale times
+    ``compression``, taken under the mask; then the noise the compression took away, from
+    the draw's texture seed + 1."""
+    strength = _values(params, "compression", len(looks))
+    noise = _values(params, "noise", len(looks))
+    seeds = params["texture_seed"].cpu().tolist()
+    boxes = geometry.box.detach().cpu().long().tolist()
+    tile = None
+    for i, wanted in enumerate(_compressed(params, looks)):
+        look = looks[i]
+        x0, y0, x1, y1 = boxes[i]
+        if not wanted or look is None or look.jpeg is None or x1 <= x0 or y1 <= y0:
+            continue
+        frame = samples[i]
+        H, W = frame.shape[1:]
+        py, px = look.jpeg.phase
+        gx0, gy0 = max(0, x0 - (x0 - px) % MCU), max(0, y0 - (y0 - py) % MCU)
+        gx1, gy1 = min(W, x1 + (px - x1) % MCU), min(H, y1 + (py - y1) % MCU)
+        scale = look.jpeg.scale * strength[i]
+        decoded = jpeg_roundtrip(frame[:, gy0:gy1, gx0:gx1], scale,
+                                 ((py - gy0) % MCU, (px - gx0) % MCU))  # fmt: skip
+        roi = frame[:, y0:y1, x0:x1]
+        a = alpha[i, :, y0:y1, x0:x1].to(roi.dtype)  # opacity applied
+        roi = roi + a * (decoded[:, y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] - roi)
+        spread = noise[i] * look.noise / 255.0
+        if spread >= MIN_NOISE / 255.0:
+            if tile is None:
+                tile = torch.from_numpy(noise_tile()).to(frame.device, frame.dtype)
+            kept = noise_survival(scale, noise[i] * look.noise)
+            cover = a[0]  # the map times the opacity, as the CPU renderer weighs it
+            roi = _box_noise(roi, cover, spread * (1 - kept * kept) ** 0.5, seeds[i] + 1, tile)
+        frame = frame.clone()
+        frame[:, y0:y1, x0:x1] = roi.clamp(0.0, 1.0)
+        samples[i] = frame
 
 
 def _look_per_sample(
@@ -214,14 +296,10 @@ def _look_per_sample(
         if spread >= MIN_NOISE / 255.0:
             if tile is None:
                 tile = torch.from_numpy(noise_tile()).to(out.device, out.dtype)
-            h, w = y1 - y0, x1 - x0
-            oy, ox = noise_offsets(int(seeds[i]), h, w)
-            n = tile.shape[0]
-            rows = (oy + torch.arange(h, device=out.device)) % n
-            cols = (ox + torch.arange(w, device=out.device)) % n
-            grain = tile[rows][:, cols]
-            roi = roi + (a * opacity[i] * spread * grain)[None]
+            roi = _box_noise(roi, a * opacity[i], spread, seeds[i], tile)
         sample = samples[i].clone()
         sample[:, y0:y1, x0:x1] = roi.clamp(0.0, 1.0)
         samples[i] = sample
+    if _compressed(params, looks):
+        _compress_samples(samples, alpha, geometry, params, looks)
     return torch.stack(samples), alpha
