@@ -68,6 +68,8 @@ MAX_BLOCKS, MIN_BLOCKS = 96, 12
 #: Mean cos(2π·c/q) over the coefficients above which they cluster at multiples of q: the
 #: decoder's rounding (σ ≈ 0.35 per coefficient) leaves ≈ 0.55 at q = 2, ≈ 0.95 at q = 8.
 CLUSTERED = 0.45
+#: Up to this sparsity a grid counts as faint: the photo's origin's grid is tried then.
+UNSURE = 0.95
 #: Distinct multiples of a step the DC values must be near for the step to count.
 MIN_LEVELS = 6
 #: Low frequencies whose steps must agree with the DC's for a region to count as a JPEG's.
@@ -229,17 +231,12 @@ def _largest_step(values: np.ndarray, candidates: np.ndarray, levels: int) -> fl
 
 
 @njit(cache=True, nogil=True)
-def _scale_range(
-    coefficients: np.ndarray, bases: np.ndarray, max_step: float
-) -> tuple[float, float]:
+def _scale_range(coefficients: np.ndarray, bases: np.ndarray, dc: float) -> tuple[float, float]:
     """The range [low, high) of IJG scales the probed coefficients' steps allow (high ≤ low:
     they show no quantisation, or fewer than :data:`MIN_CONFIRMED` low frequencies agree
-    with the DC). The DC's step is searched among all steps, each other
-    coefficient's among the steps the range found so far allows; a step outside the range
-    (a table IJG did not make) leaves it as it is."""
-    dc = _largest_step(coefficients[0], np.arange(2.0, max_step + 1), MIN_LEVELS)
-    if dc == 0:
-        return 0.0, 0.0
+    with the DC's step ``dc``). Each other coefficient's step is searched among the steps
+    the range found so far allows; a step outside the range (a table IJG did not make)
+    leaves it as it is."""
     low, high = (100 * dc - 50) / bases[0], (100 * dc + 50) / bases[0]
     confirmed = 0
     for k in range(1, bases.shape[0]):
@@ -264,8 +261,8 @@ def estimate_jpeg(
     """The JPEG compression an RGB (or grey) region shows, or ``None`` when it shows none.
 
     The region should be where the compression is to be matched (a face's region); its
-    phase is given in the region's own pixels. ``likely``: a phase to try before searching
-    (that of the photo's origin, for a region cut from an uncropped photo).
+    phase is given in the region's own pixels. ``likely``: the phase to try where the grid
+    found is faint (that of the photo's origin, for a region cut from an uncropped photo).
     """
     pixels = np.asarray(image)
     if pixels.ndim == 3:
@@ -273,25 +270,28 @@ def estimate_jpeg(
     luma = pixels.astype(np.float64) * (255.0 / max_value)
     if min(luma.shape) < 24:
         return None
-    if likely is not None:  # the grid an uncropped photo has: no search needed if it fits
-        found = _scales_at(luma, (likely[0] % 8, likely[1] % 8))
-        if found is not None:
-            return found
     px, sparse_x = _grid_phase(luma)
     py, sparse_y = _grid_phase(luma.T)
-    if max(sparse_x, sparse_y) > SPARSE:
-        return None
-    return _scales_at(luma, (py, px))
+    sparse = max(sparse_x, sparse_y)
+    if sparse <= SPARSE:
+        return _scales_at(luma, (py, px))
+    if likely is not None and sparse <= UNSURE:  # a faint grid: the photo's origin's, if it fits
+        return _scales_at(luma, (likely[0] % 8, likely[1] % 8))
+    return None
 
 
 def _scales_at(luma: np.ndarray, phase: tuple[int, int]) -> JpegGrid | None:
     """The compression the grid at ``phase`` shows, or ``None`` when its blocks show no
-    quantisation."""
+    quantisation. The DC alone (cheap) rules most regions out."""
     py, px = phase
-    coefficients = _probed_coefficients(luma, py, px, _BASIS, MAX_BLOCKS)
-    if coefficients.shape[1] < MIN_BLOCKS:
+    dc = _probed_coefficients(luma, py, px, _BASIS[:1], MAX_BLOCKS)[0]
+    if dc.shape[0] < MIN_BLOCKS:
         return None
-    low, high = _scale_range(coefficients, _PROBED_BASE, float(MAX_STEP))
+    step = _largest_step(dc, np.arange(2.0, MAX_STEP + 1), MIN_LEVELS)
+    if step == 0:
+        return None
+    coefficients = _probed_coefficients(luma, py, px, _BASIS, MAX_BLOCKS)
+    low, high = _scale_range(coefficients, _PROBED_BASE, step)
     if high <= low:
         return None
     return JpegGrid((low + high) / 2, (py, px))
