@@ -374,83 +374,137 @@ def _blend_row(
 @njit(cache=True, nogil=True)
 def _crease_terms(lines: np.ndarray, depth: float) -> np.ndarray:
     """Per-pixel coefficients of the used ``lines`` (:func:`maskgen.fabric.crease_lines`),
-    scaled by ``depth``: ``(k, 10)`` float32 centre u, v; along and across per unit of
+    scaled by ``depth``: ``(k, 14)`` float32 centre u, v; along and across per unit of
     u and v (over the half-length and half-width); the slope across and along for a unit
-    profile; the direction's cos and sin."""
+    profile; the direction's cos and sin; the support's bounds u0, u1, v0, v1."""
     k = 0
     for i in range(lines.shape[0]):
         if lines[i, 6] != 0.0 and lines[i, 4] > 0.0 and lines[i, 5] > 0.0:
             k += 1
-    terms = np.empty((k, 10), np.float32)
+    terms = np.empty((k, 14), np.float32)
     k = 0
     for i in range(lines.shape[0]):
         cu, cv, c, s, half, width, tilt = lines[i]
         if not (tilt != 0.0 and half > 0.0 and width > 0.0):
             continue
         height = depth * tilt * _CREASE_HEIGHT * width
+        reach_u = abs(c) * half + abs(s) * width
+        reach_v = abs(s) * half + abs(c) * width
         terms[k] = (cu, cv, c / half, s / half, -s / width, c / width, -4.0 * height / width,
-                    -4.0 * height / half, c, s)  # fmt: skip
+                    -4.0 * height / half, c, s, cu - reach_u, cu + reach_u, cv - reach_v,
+                    cv + reach_v)  # fmt: skip
         k += 1
     return terms
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _pleat_tilt(folded: bool, folds: float, relief: float, m: np.ndarray, uv: np.ndarray) -> float:
-    """The pleats' tilt along the downward tangent at surface coordinates ``uv`` (0 unfolded)."""
-    if not folded:
-        return 0.0
-    phase = folds * (m[3] * uv[0] + m[4] * uv[1] + m[5])
-    return relief * math.cos(2.0 * math.pi * phase)
+#: The creases' slopes are summed over chunks of this many pixels of a row, each crease
+#: only over the chunks whose surface coordinates its support reaches.
+_CREASE_CHUNK = 16
 
 
 @njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _creased(n0: float, n1: float, n2: float, d: float, lx: float, ly: float, lz: float,
-             dx: float, dy: float, dz: float, gu: float, gv: float,
-             pleat: float) -> float:  # fmt: skip
-    """Lambert's cosine ``d`` at normal n with the creases' slope (gu, gv) and the pleats'
-    tilt: the normal bent to n + (pleat − gv)·t_v − gu·t_u, t_v the unit tangent down the
-    face (``down`` without its normal part), t_u = t_v × n across it."""
-    dn = dx * n0 + dy * n1 + dz * n2
-    t0, t1, t2 = dx - dn * n0, dy - dn * n1, dz - dn * n2
-    tl = math.sqrt(t0 * t0 + t1 * t1 + t2 * t2)
-    if tl <= 1e-6:
-        return d
-    t0, t1, t2 = t0 / tl, t1 / tl, t2 / tl
-    s0, s1, s2 = t1 * n2 - t2 * n1, t2 * n0 - t0 * n2, t0 * n1 - t1 * n0
-    bend_v = pleat - gv
-    lit_v = t0 * lx + t1 * ly + t2 * lz
-    lit_u = s0 * lx + s1 * ly + s2 * lz
-    return (d + bend_v * lit_v - gu * lit_u) / math.sqrt(1.0 + bend_v * bend_v + gu * gu)
+def _crease_row(
+    uv: np.ndarray, nrow: np.ndarray, terms: np.ndarray, light: np.ndarray, pleats: np.ndarray,
+    buffers: tuple[np.ndarray, ...], lambert: np.ndarray, chunks: np.ndarray,
+) -> bool:  # fmt: skip
+    """The creased fabric's Lambert cosine along a row span (surface coordinates ``uv`` and
+    normals ``nrow``, (n, 3)), in chunks of :data:`_CREASE_CHUNK` pixels: for each chunk
+    some crease's support reaches (``chunks[i]``; the others are left unset), the creases'
+    slope (∂h/∂u, ∂h/∂v) as :func:`maskgen.fabric.crease_slopes` makes it bends the normal
+    n to n + (p − ∂h/∂v)·t_v − ∂h/∂u·t_u, p the pleats' tilt, t_v the unit tangent down the
+    face (the face's downward axis without its normal part), t_u = t_v × n across it; the
+    cosine with the light, clamped at 0, goes into ``lambert``. Whether any chunk is creased.
 
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _crease_row(uv: np.ndarray, terms: np.ndarray, ub: np.ndarray, vb: np.ndarray,
-                gu: np.ndarray, gv: np.ndarray) -> None:  # fmt: skip
-    """The creases' slope (∂h/∂u into ``gu``, ∂h/∂v into ``gv``) at a row span's surface
-    coordinates ``uv`` (n, 2), as :func:`maskgen.fabric.crease_slopes` makes it: per crease,
-    one branch-free pass over contiguous float32 buffers (the compiler vectorises it)."""
-    n = gu.shape[0]
-    zero, one = np.float32(0.0), np.float32(1.0)
-    for j in range(n):
-        ub[j] = uv[j, 0]
-        vb[j] = uv[j, 1]
-        gu[j] = zero
-        gv[j] = zero
-    for k in range(terms.shape[0]):
-        cu, cv, au, av = terms[k, 0], terms[k, 1], terms[k, 2], terms[k, 3]
-        bu, bv, ka, kl = terms[k, 4], terms[k, 5], terms[k, 6], terms[k, 7]
-        c, s = terms[k, 8], terms[k, 9]
-        for j in range(n):
-            x = ub[j] - cu
-            y = vb[j] - cv
-            t = x * au + y * av
-            q = x * bu + y * bv
-            a = max(one - q * q, zero)
-            b = max(one - t * t, zero)
-            across = ka * q * a * b * b
-            along = kl * t * b * a * a
-            gu[j] += along * c - across * s
-            gv[j] += along * s + across * c
+    ``light`` (9,) float32: the light L, the downward axis D and L × D; ``pleats`` (4,):
+    the pleats' tilt and the coefficients of their phase on u, v and 1 (tilt 0: none);
+    ``buffers``: eight float32 scratch arrays of :data:`_CREASE_CHUNK`. Each chunk's work runs over
+    contiguous float32 buffers indexed from 0: the compiler vectorises it."""
+    n = lambert.shape[0]
+    zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
+    tiny = np.float32(1e-6)
+    lx, ly, lz, dx, dy, dz = light[0], light[1], light[2], light[3], light[4], light[5]
+    qx, qy, qz = light[6], light[7], light[8]
+    dl = dx * lx + dy * ly + dz * lz
+    ub, vb, gu, gv, n0, n1, n2, tilt = buffers
+    touched = False
+    for i in range((n + _CREASE_CHUNK - 1) // _CREASE_CHUNK):
+        c0 = i * _CREASE_CHUNK
+        m = min(_CREASE_CHUNK, n - c0)
+        u0 = u1 = uv[c0, 0]
+        v0 = v1 = uv[c0, 1]
+        for j in range(_CREASE_CHUNK):  # a constant count: the loops below vectorise whole
+            r = c0 + min(j, m - 1)  # a short chunk repeats its last pixel
+            a, b = uv[r, 0], uv[r, 1]
+            ub[j] = a
+            vb[j] = b
+            u0 = a if a < u0 else u0
+            u1 = a if a > u1 else u1
+            v0 = b if b < v0 else v0
+            v1 = b if b > v1 else v1
+        chunks[i] = False
+        mu, mv = np.float32(0.5) * (u0 + u1), np.float32(0.5) * (v0 + v1)
+        hu, hv = np.float32(0.5) * (u1 - u0), np.float32(0.5) * (v1 - v0)
+        for k in range(terms.shape[0]):
+            # Separating axes: the chunk's box of coordinates and the crease's support.
+            if terms[k, 10] >= u1 or terms[k, 11] <= u0 or terms[k, 12] >= v1 or terms[k, 13] <= v0:
+                continue
+            au, av, bu, bv = terms[k, 2], terms[k, 3], terms[k, 4], terms[k, 5]
+            x, y = mu - terms[k, 0], mv - terms[k, 1]
+            if abs(x * au + y * av) >= one + abs(au) * hu + abs(av) * hv:
+                continue
+            if abs(x * bu + y * bv) >= one + abs(bu) * hu + abs(bv) * hv:
+                continue
+            if not chunks[i]:
+                chunks[i] = True
+                for j in range(_CREASE_CHUNK):
+                    gu[j] = zero
+                    gv[j] = zero
+            cu, cv, ka, kl = terms[k, 0], terms[k, 1], terms[k, 6], terms[k, 7]
+            c, s = terms[k, 8], terms[k, 9]
+            for j in range(_CREASE_CHUNK):
+                x = ub[j] - cu
+                y = vb[j] - cv
+                t = x * au + y * av
+                q = x * bu + y * bv
+                a = one - q * q
+                a = a if a > zero else zero
+                b = one - t * t
+                b = b if b > zero else zero
+                across = ka * q * a * b * b
+                along = kl * t * b * a * a
+                gu[j] += along * c - across * s
+                gv[j] += along * s + across * c
+        if not chunks[i]:
+            continue
+        touched = True
+        for j in range(_CREASE_CHUNK):
+            r = c0 + min(j, m - 1)
+            n0[j] = nrow[r, 0]
+            n1[j] = nrow[r, 1]
+            n2[j] = nrow[r, 2]
+            tilt[j] = zero
+        if pleats[0] != 0.0:
+            for j in range(m):
+                phase = pleats[1] * ub[j] + pleats[2] * vb[j] + pleats[3]
+                tilt[j] = pleats[0] * math.cos(2.0 * math.pi * phase)
+        for j in range(_CREASE_CHUNK):
+            a, b, c = n0[j], n1[j], n2[j]
+            d = a * lx + b * ly + c * lz
+            dn = a * dx + b * dy + c * dz
+            nn = a * a + b * b + c * c
+            # |D − (D·n) n|² for a unit D; (D − (D·n) n)·L; ((D − (D·n) n) × n)·L = n·(L × D).
+            # x ** −0.5 rather than 1 / sqrt(x): numba's float32 sqrt keeps the loop scalar.
+            tangent = one - dn * dn * (two - nn)
+            inv = (tangent if tangent > tiny else tiny) ** np.float32(-0.5)
+            lit_v = (dl - dn * d) * inv
+            lit_u = (a * qx + b * qy + c * qz) * inv
+            bend = tilt[j] - gv[j]
+            g = gu[j]
+            bent = (d + bend * lit_v - g * lit_u) * (one + bend * bend + g * g) ** np.float32(-0.5)
+            n0[j] = bent if bent > zero else zero
+        for j in range(m):
+            lambert[c0 + j] = n0[j]
+    return touched
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -498,8 +552,23 @@ def _paint(
     # Cloth creases: a height field in surface coordinates whose slope tilts the normal.
     terms = _crease_terms(crease_lines, creases)
     creased = embossed and on_surface and creases > 0.0 and terms.shape[0] > 0
-    ub, vb = np.empty(w, np.float32), np.empty(w, np.float32)
-    gu_buf, gv_buf = np.zeros(w, np.float32), np.zeros(w, np.float32)
+    touched = False
+    span = w if creased else 0
+    crease_lambert = np.zeros(span, np.float32)
+    chunks = np.zeros(span // _CREASE_CHUNK + 1, np.bool_)
+    scratch = np.empty((8, _CREASE_CHUNK), np.float32)
+    buffers = (scratch[0], scratch[1], scratch[2], scratch[3], scratch[4], scratch[5],
+               scratch[6], scratch[7])  # fmt: skip
+    crease_light = np.empty(9, np.float32)  # L, D and L × D
+    crease_light[:3] = light_dir
+    crease_light[3:6] = down
+    crease_light[6] = light_dir[1] * down[2] - light_dir[2] * down[1]
+    crease_light[7] = light_dir[2] * down[0] - light_dir[0] * down[2]
+    crease_light[8] = light_dir[0] * down[1] - light_dir[1] * down[0]
+    pleats = np.zeros(4)
+    if folded:
+        pleats[0] = relief
+        pleats[1:] = folds * m[3:6]
     if lit:  # measured on the face before any of it is painted
         grid_rows, grid_cols = lighting_grid(h, w)
         light = _lighting_ratio(pixels, alpha, grid_rows, grid_cols, shading, bgr, lighting)
@@ -544,16 +613,16 @@ def _paint(
             v0 = m[3] * start + m[4] * y + m[5] + shift
             _sample_row(tile, u0, m[0], v0, m[3], shade, mix)
         if creased:
-            _crease_row(surface_uv[y, start:stop], terms, ub[:n], vb[:n], gu_buf[:n], gv_buf[:n])
+            touched = _crease_row(surface_uv[y, start:stop], normals[y, start:stop], terms,
+                                  crease_light, pleats, buffers, crease_lambert[:n],
+                                  chunks)  # fmt: skip
         if embossed:
             nrow = normals[y, start:stop]
             for j in range(n):
                 n0, n1, n2 = nrow[j, 0], nrow[j, 1], nrow[j, 2]
                 d = n0 * lx_ + n1 * ly_ + n2 * lz_
-                if creased:
-                    pleat = _pleat_tilt(folded, folds, relief, m, surface_uv[y, start + j])
-                    d = _creased(n0, n1, n2, d, lx_, ly_, lz_, dx_, dy_, dz_, gu_buf[j],
-                                 gv_buf[j], pleat)  # fmt: skip
+                if touched and chunks[j // _CREASE_CHUNK]:
+                    d = crease_lambert[j]
                 elif folded:
                     dn = dx_ * n0 + dy_ * n1 + dz_ * n2
                     t0, t1, t2 = dx_ - dn * n0, dy_ - dn * n1, dz_ - dn * n2
