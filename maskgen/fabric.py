@@ -42,7 +42,7 @@ from numba import njit
 
 from maskgen.appearance import TILE
 from maskgen.mesh import grid_triangles
-from maskgen.paint import FABRIC_AMBIENT, _interleaved
+from maskgen.paint import CREASE_HEIGHT, FABRIC_AMBIENT, _interleaved
 from maskgen.surface import SurfaceMesh
 
 __all__ = [
@@ -73,9 +73,6 @@ MAX_CREASES = 6
 CREASE_FIELDS = 7
 #: ... which is at most this at ``creases`` = 1 (tan of the tilt it gives the normal).
 CREASE_TILT = 0.45
-#: The height of a crease of steepest slope 1 and half-width 1: its profile (1 − s²)² has
-#: its steepest slope 8 / (3√3) at s = 1/√3.
-_CREASE_HEIGHT = 3.0 * math.sqrt(3.0) / 8.0
 _CREASE_STREAM = 0x0C7EA5E5  # the creases' random stream, apart from the texture tile's
 
 
@@ -540,7 +537,7 @@ def crease_slopes(uv: np.ndarray, lines: np.ndarray, depth: float = 1.0) -> np.n
         along, across = (x * c + y * s) / half, (-x * s + y * c) / width
         a = np.maximum(1.0 - across * across, 0.0)
         b = np.maximum(1.0 - along * along, 0.0)
-        height = depth * tilt * _CREASE_HEIGHT * width
+        height = depth * tilt * CREASE_HEIGHT * width
         g_across = -4.0 * height * across * a * b * b / width
         g_along = -4.0 * height * along * b * a * a / half
         out[..., 0] += g_along * c - g_across * s

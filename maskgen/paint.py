@@ -57,9 +57,9 @@ _NO_OVERLAYS.setflags(write=False)
 _NO_UV.setflags(write=False)
 _NO_NORMALS.setflags(write=False)
 _NO_CREASES.setflags(write=False)
-#: The height of a crease of steepest slope 1 and half-width 1
-#: (:func:`maskgen.fabric.crease_slopes`).
-_CREASE_HEIGHT = 3.0 * math.sqrt(3.0) / 8.0
+#: The height of a crease of steepest slope 1 and half-width 1 (:mod:`maskgen.fabric`): its
+#: profile (1 − s²)² has its steepest slope 8 / (3√3) at s = 1/√3.
+CREASE_HEIGHT = 3.0 * math.sqrt(3.0) / 8.0
 
 
 @njit(cache=True, nogil=True)
@@ -387,7 +387,7 @@ def _crease_terms(lines: np.ndarray, depth: float) -> np.ndarray:
         cu, cv, c, s, half, width, tilt = lines[i]
         if not (tilt != 0.0 and half > 0.0 and width > 0.0):
             continue
-        height = depth * tilt * _CREASE_HEIGHT * width
+        height = depth * tilt * CREASE_HEIGHT * width
         reach_u = abs(c) * half + abs(s) * width
         reach_v = abs(s) * half + abs(c) * width
         terms[k] = (cu, cv, c / half, s / half, -s / width, c / width, -4.0 * height / width,

@@ -4,7 +4,9 @@ The surface maps (normals, surface coordinates) are rasterised on the host by th
 renderer's own :func:`maskgen.fabric.surface_maps` over the batch's band of rows and columns
 and moved to the device once; from them, on the device and for the whole batch: the
 surface-following texture fields, the light direction estimated from each face, the Lambert
-relief, and the contact shadow on the skin, with the CPU renderer's constants.
+relief (pleats and cloth creases included), and the contact shadow on the skin, with the CPU
+renderer's constants. The creases are laid per sample on the host by the CPU renderer's own
+:func:`maskgen.fabric.crease_lines` and evaluated here for the whole batch.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from maskgen import fabric
 from maskgen.appearance import PLEATS_PER_TILE
 from maskgen.augment.functional.raster import soften_batch
 from maskgen.fabric import AMBIENT
+from maskgen.paint import CREASE_HEIGHT
 from maskgen.shapes import Outline
 
 __all__ = [
     "contact_shadow_batch",
+    "crease_slopes_batch",
     "fabric_relief_batch",
     "fold_phases",
     "surface_fields",
@@ -120,19 +124,51 @@ def light_directions(crop: torch.Tensor, alpha: torch.Tensor, ax: torch.Tensor) 
     return torch.where(usable[:, None], light, frontal).to(torch.float32)
 
 
+def crease_slopes_batch(
+    arc: torch.Tensor, lines: torch.Tensor, depth: torch.Tensor
+) -> torch.Tensor:
+    """:func:`maskgen.fabric.crease_slopes` of every sample: the slope (∂h/∂u, ∂h/∂v)
+    ``(n, 2, h, w)`` of the creases ``lines`` ``(n, K, CREASE_FIELDS)``
+    (:func:`maskgen.fabric.crease_lines`) at surface coordinates ``arc`` ``(n, 2, h, w)``,
+    times ``depth`` ``(n,)``."""
+    lines = lines.to(arc)
+    u, v = arc[:, 0], arc[:, 1]
+    gu = torch.zeros_like(u)
+    gv = torch.zeros_like(v)
+    scale = depth.to(arc)
+    for k in range(lines.shape[1]):
+        cu, cv, c, s, half, width, tilt = (t[:, None, None] for t in lines[:, k].unbind(1))
+        half, width = half.clamp_min(1e-6), width.clamp_min(1e-6)
+        x, y = u - cu, v - cv
+        along, across = (x * c + y * s) / half, (y * c - x * s) / width
+        a = (1.0 - across * across).clamp_min(0.0)
+        b = (1.0 - along * along).clamp_min(0.0)
+        height = (scale[:, None, None] * tilt) * (CREASE_HEIGHT * 4.0)
+        g_across = -height * across * a * b * b
+        g_along = -height * along * b * a * a * (width / half)
+        gu += g_along * c - g_across * s
+        gv += g_along * s + g_across * c
+    return torch.stack([gu, gv], 1)
+
+
 def fabric_relief_batch(
     normals: torch.Tensor, alpha: torch.Tensor, light: torch.Tensor, strength: torch.Tensor,
     folds: tuple[torch.Tensor, ...] | None = None,
+    creases: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """The CPU kernel's fabric shading (:func:`maskgen.paint.paint_mask`'s ``fabric``) of
     every sample: ``(n, h, w)`` from the normals
     ``(n, 3, h, w)``, occlusion maps, lights ``(n, 3)`` and strengths ``(n,)``; with ``folds``
     = (tilt ``(n,)``, down axes ``(n, 3)``, fold phases ``(n, h, w)``), pleats as relief as the
-    CPU kernel makes them (:func:`maskgen.paint.paint_mask`'s ``relief``)."""
+    CPU kernel makes them (:func:`maskgen.paint.paint_mask`'s ``relief``); with ``creases`` =
+    (down axes ``(n, 3)``, slopes ``(n, 2, h, w)``, :func:`crease_slopes_batch`), the cloth's
+    creases too (``creases``, ``crease_lines``)."""
     lambert = (normals * light[:, :, None, None]).sum(1)
     plain = AMBIENT + (1.0 - AMBIENT) * lambert.clamp_min(0.0)
     mean = (plain * alpha).sum((1, 2)) / alpha.sum((1, 2)).clamp_min(1e-6)
-    if folds is not None:
+    if creases is not None:
+        lambert = _creased(normals, lambert, light, creases, folds)
+    elif folds is not None:
         tilt, down, phase = folds
         along = (normals * down[:, :, None, None]).sum(1, keepdim=True)
         tangent = down[:, :, None, None] - along * normals
@@ -144,6 +180,30 @@ def fabric_relief_batch(
     shade = AMBIENT + (1.0 - AMBIENT) * lambert.clamp_min(0.0)
     relief = shade / mean.clamp_min(1e-6)[:, None, None]
     return 1.0 + strength[:, None, None].to(relief) * (relief - 1.0)
+
+
+def _creased(
+    normals: torch.Tensor, lambert: torch.Tensor, light: torch.Tensor,
+    creases: tuple[torch.Tensor, torch.Tensor], folds: tuple[torch.Tensor, ...] | None,
+) -> torch.Tensor:  # fmt: skip
+    """Lambert's cosine with the normal n bent by the creases' slope (and the pleats' tilt p,
+    if any) as the CPU kernel bends it: to n + (p − ∂h/∂v)·t_v − ∂h/∂u·t_u, t_v the unit
+    tangent down the face, t_u = t_v × n."""
+    down, slope = creases
+    lit = light[:, :, None, None]
+    along = (normals * down[:, :, None, None]).sum(1, keepdim=True)
+    tangent = down[:, :, None, None] - along * normals
+    length = tangent.norm(dim=1)
+    unit = tangent / length.clamp_min(1e-6)[:, None]
+    lit_v = (unit * lit).sum(1)
+    lit_u = (torch.cross(unit, normals, dim=1) * lit).sum(1)
+    bend = -slope[:, 1]
+    if folds is not None:
+        tilt, _, phase = folds
+        bend = bend + tilt[:, None, None] * torch.cos(2 * math.pi * phase)
+    g = slope[:, 0]
+    bent = (lambert + bend * lit_v - g * lit_u) / torch.sqrt(1 + bend * bend + g * g)
+    return torch.where(length > 1e-6, bent, lambert)
 
 
 def fold_phases(

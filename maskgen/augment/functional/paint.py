@@ -21,6 +21,7 @@ from maskgen import fabric as fabric_
 from maskgen.augment._memory import empty_like_large
 from maskgen.augment.functional.fabric import (
     contact_shadow_batch,
+    crease_slopes_batch,
     fabric_relief_batch,
     fold_phases,
     light_directions,
@@ -389,8 +390,9 @@ def _fabric_draws(
     drawn: torch.Tensor, window: tuple[int, int, int, int], device: torch.device,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """The posed surface's per-sample draw tensors: its maps over the window (host-rasterised,
-    only for samples whose texture or fabric shading uses them), scale, fabric strength and
-    contact-shadow depth."""
+    only for samples whose texture or fabric shading uses them), scale, fabric strength,
+    contact-shadow depth and the creases (their depth, and the lines the CPU renderer's
+    :func:`maskgen.fabric.crease_lines` lays for the samples with fabric shading)."""
     B = len(drawn)
     zeros = torch.zeros(B, device=device)
     strength = params["fabric"].to(device).float() * drawn if "fabric" in params else zeros
@@ -423,6 +425,17 @@ def _fabric_draws(
         out["scale"][index] = torch.tensor(scale, device=device, dtype=torch.float32)
         down = np.stack([f.rotation[:, 1] for f in posed_faces])  # type: ignore[union-attr]
         out["down"][index] = torch.from_numpy(down).to(device, torch.float32)
+        creases = params["creases"].to(device).float() * drawn if "creases" in params else zeros
+        creased = [i for i, c in zip(rows, (creases[rows] * strength[rows]).tolist(),
+                                     strict=True) if c > 0]  # fmt: skip
+        if creased:
+            seeds = params["texture_seed"].tolist()
+            lines = np.zeros((B, fabric_.MAX_CREASES, fabric_.CREASE_FIELDS), np.float32)
+            for i in creased:
+                surface = outlines[i].surface()  # type: ignore[union-attr]
+                lines[i] = fabric_.crease_lines(seeds[i], surface)
+            out["creases"] = creases
+            out["crease_lines"] = torch.from_numpy(lines).to(device)
     return out
 
 
@@ -561,8 +574,13 @@ def _draw_band(
                                     q["angle"][lit], tiles.shape[-1])  # fmt: skip
                 tilt = q["relief"][lit] * q["textured"][lit]
                 folds = (tilt, q["down"][lit], phase)
+            creases = None
+            if "crease_lines" in q and bool((q["creases"][lit] > 0).any()):
+                slope = crease_slopes_batch(q["maps"][lit, :2], q["crease_lines"][lit],
+                                            q["creases"][lit])  # fmt: skip
+                creases = (q["down"][lit], slope)
             relief = fabric_relief_batch(q["maps"][lit, 2:], alpha[lit], light, q["fabric"][lit],
-                                         folds)  # fmt: skip
+                                         folds, creases)  # fmt: skip
             if shade is None:
                 shade = torch.ones(B, h, w, device=device)
             shade.index_copy_(0, lit, shade.index_select(0, lit).mul_(relief))
