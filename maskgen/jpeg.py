@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,6 +42,9 @@ __all__ = [
     "JpegGrid",
     "compress",
     "estimate_jpeg",
+    "grid_of_file",
+    "jpeg_entry",
+    "jpeg_from_entry",
     "noise_survival",
     "quality_of_scale",
     "scale_of_quality",
@@ -68,6 +72,8 @@ MAX_BLOCKS, MIN_BLOCKS = 96, 12
 #: Mean cos(2π·c/q) over the coefficients above which they cluster at multiples of q: the
 #: decoder's rounding (σ ≈ 0.35 per coefficient) leaves ≈ 0.55 at q = 2, ≈ 0.95 at q = 8.
 CLUSTERED = 0.45
+#: The corner (pixels a side) of a decoded photo its file's grid is checked on.
+JPEG_CHECK = 128
 #: Up to this sparsity a grid counts as faint: the photo's origin's grid is tried then.
 UNSURE = 0.95
 #: Distinct multiples of a step the DC values must be near for the step to count.
@@ -110,13 +116,13 @@ class JpegGrid:
 
 
 def scale_of_quality(quality: float) -> float:
-    """IJG's quality → table scale (percent).
+    """IJG's quality → table scale (percent), in libjpeg's integer arithmetic.
 
-    >>> scale_of_quality(75), scale_of_quality(25)
-    (50.0, 200.0)
+    >>> scale_of_quality(75), scale_of_quality(25), scale_of_quality(35)
+    (50.0, 200.0, 142.0)
     """
     q = min(max(float(quality), 1.0), 100.0)
-    return 5000.0 / q if q < 50 else 200.0 - 2.0 * q
+    return float(math.floor(5000.0 / q)) if q < 50 else 200.0 - 2.0 * q
 
 
 def quality_of_scale(scale: float) -> int:
@@ -255,6 +261,14 @@ def _scale_range(coefficients: np.ndarray, bases: np.ndarray, dc: float) -> tupl
     return low, high
 
 
+def _luma(image: np.ndarray, max_value: float) -> np.ndarray:
+    """JPEG's luma (0–255, float64) of an RGB or grey array."""
+    pixels = np.asarray(image)
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(np.ascontiguousarray(pixels[..., :3], np.float32), cv2.COLOR_RGB2GRAY)
+    return pixels.astype(np.float64) * (255.0 / max_value)
+
+
 def estimate_jpeg(
     image: np.ndarray, max_value: float = 255.0, likely: tuple[int, int] | None = None
 ) -> JpegGrid | None:
@@ -264,10 +278,7 @@ def estimate_jpeg(
     phase is given in the region's own pixels. ``likely``: the phase to try where the grid
     found is faint (that of the photo's origin, for a region cut from an uncropped photo).
     """
-    pixels = np.asarray(image)
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(np.ascontiguousarray(pixels[..., :3], np.float32), cv2.COLOR_RGB2GRAY)
-    luma = pixels.astype(np.float64) * (255.0 / max_value)
+    luma = _luma(image, max_value)
     if min(luma.shape) < 24:
         return None
     px, sparse_x = _grid_phase(luma)
@@ -351,3 +362,136 @@ def noise_survival(scale: float, sigma: float) -> float:
         out = compress(np.repeat(patch[..., None], 3, axis=2), scale)[..., 1]
         _SURVIVAL[key] = float(np.clip((out - out.mean()).std() / patch.std(), 1e-3, 1.0))
     return _SURVIVAL[key]
+
+
+def _zigzag() -> np.ndarray:
+    """Natural (row-major) index of each coefficient in a JPEG file's zigzag order: by
+    anti-diagonal, alternately walked up and down."""
+    cells = [(r, c) for r in range(8) for c in range(8)]
+    order = sorted(cells, key=lambda rc: (rc[0] + rc[1], rc[0] if sum(rc) % 2 else rc[1]))
+    return np.array([r * 8 + c for r, c in order])
+
+
+_ZIGZAG = _zigzag()
+
+
+def _segments(data: bytes):
+    """(marker, body) of each segment of a JPEG file's header, up to its first scan."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        yield marker, data[i + 4 : i + 2 + length]
+        if marker == 0xDA:
+            return
+        i += 2 + length
+
+
+def _tables(body: bytes) -> dict[int, np.ndarray]:
+    """The quantisation tables of a DQT segment (64 one- or two-byte steps each, zigzag
+    order), by id, in natural order."""
+    found: dict[int, np.ndarray] = {}
+    j = 0
+    while j < len(body):
+        precision, table_id = body[j] >> 4, body[j] & 15
+        size = 128 if precision else 64
+        raw = body[j + 1 : j + 1 + size]
+        if len(raw) < size:
+            break
+        table = np.empty(64)
+        table[_ZIGZAG] = np.frombuffer(raw, ">u2" if precision else np.uint8)
+        found[table_id] = table.reshape(8, 8)
+        j += 1 + size
+    return found
+
+
+def _orientation(body: bytes) -> int:
+    """The EXIF orientation an APP1 segment gives (1, upright, if it gives none)."""
+    if not body.startswith(b"Exif\x00\x00") or len(body) < 16:
+        return 1
+    tiff = body[6:]
+    order = "little" if tiff[:2] == b"II" else "big"
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for k in range(int.from_bytes(tiff[ifd : ifd + 2], order)):
+        entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        if len(entry) == 12 and int.from_bytes(entry[:2], order) == 0x0112:
+            return int.from_bytes(entry[8:10], order)
+    return 1
+
+
+def luma_table_of_file(data: bytes | bytearray | memoryview) -> tuple[np.ndarray, int] | None:
+    """The quantisation table (8×8, natural order) a JPEG file's first component (its luma)
+    uses, and the file's EXIF orientation (1: upright), read from its header; ``None`` if
+    the data is no JPEG or holds no such table."""
+    head = bytes(data[:65536])
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    found: dict[int, np.ndarray] = {}
+    luma_id, orientation = 0, 1
+    for marker, body in _segments(head):
+        if marker == 0xDB:
+            found.update(_tables(body))
+        elif marker in (0xC0, 0xC1, 0xC2) and len(body) >= 9:  # the frame's first component
+            luma_id = body[8] & 15
+        elif marker == 0xE1:
+            orientation = _orientation(body)
+    table = found.get(luma_id)
+    return None if table is None else (table, orientation)
+
+
+_IJG_LUMA = np.stack([tables(scale_of_quality(q))[0] for q in range(1, 101)])
+
+
+def _scale_of_table(table: np.ndarray, used: np.ndarray) -> float:
+    """The IJG scale of a luma table: that of the IJG quality whose table it is, else (a
+    table of another encoder) the median of its steps over the standard's."""
+    exact = np.flatnonzero((table == _IJG_LUMA).all(axis=(1, 2)))
+    if exact.size:
+        return scale_of_quality(int(exact[-1]) + 1)
+    return float(np.median(table[used] / LUMA_TABLE[used])) * 100
+
+
+def grid_of_file(
+    data: bytes | bytearray | memoryview, image: np.ndarray, max_value: float = 255.0
+) -> JpegGrid | None:
+    """The compression of a photo decoded from ``data``: the IJG scale that fits the file's
+    own luma table best, on the grid at the decoded pixels' origin (for an EXIF-rotated
+    photo, which decoders turn upright, the grid its pixels show, :func:`estimate_jpeg`).
+    ``None`` for data that is no JPEG, or a table of ones (quality 100)."""
+    read = luma_table_of_file(data)
+    if read is None:
+        return None
+    table, orientation = read
+    used = (table > 1) & (table < 255)
+    if used.sum() < 4:  # quality 100 (or nearly): nothing to match
+        return None
+    scale = _scale_of_table(table, used)
+    if orientation == 1:
+        return JpegGrid(scale, (0, 0))
+    found = estimate_jpeg(image[:JPEG_CHECK, :JPEG_CHECK], max_value)
+    return None if found is None else JpegGrid(scale, found.phase)
+
+
+def jpeg_entry(grid: JpegGrid) -> dict[str, Any]:
+    """A grid as a manifest records it (``maskgen render``'s ``"jpeg"`` field).
+
+    >>> jpeg_from_entry(jpeg_entry(JpegGrid(50.0, (0, 3)))) == JpegGrid(50.0, (0, 3))
+    True
+    """
+    return {"scale": grid.scale, "phase": list(grid.phase)}
+
+
+def jpeg_from_entry(entry: dict[str, Any] | None) -> JpegGrid | bool:
+    """What a manifest's ``"jpeg"`` field tells :func:`maskgen.render.paint_face`: the grid,
+    or ``False`` (``null``: the photo's file showed no compression)."""
+    if entry is None:
+        return False
+    return JpegGrid(float(entry["scale"]), (int(entry["phase"][0]), int(entry["phase"][1])))

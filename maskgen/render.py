@@ -24,7 +24,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 import cv2
@@ -742,7 +742,7 @@ def _occlusion(face: _Face, h: int, w: int, params: MaskParams) -> _Occlusion:
 
 
 def paint_face(
-    image: np.ndarray, landmarks: np.ndarray, params: MaskParams
+    image: np.ndarray, landmarks: np.ndarray, params: MaskParams, *, jpeg: JpegGrid | bool = True
 ) -> tuple[tuple[int, int, int, int] | None, np.ndarray | None]:
     """Paint the mask described by ``params`` into ``image`` in place; the core of
     :func:`render`, without its full-frame occlusion map.
@@ -752,6 +752,10 @@ def paint_face(
             mask's bounding box is touched.
         landmarks: (68, 2) or (5, 2) pixel landmarks (see :func:`render`).
         params: the draw.
+        jpeg: the photo's JPEG compression, for ``params.compression``: ``True`` to read it
+            from the pixels (:func:`maskgen.jpeg.estimate_jpeg`), ``False`` for a photo
+            known not to be compressed, or the grid its file gives
+            (:func:`maskgen.jpeg.grid_of_file`: exact, and cheaper than reading pixels).
 
     Returns:
         The box (x0, y0, x1, y1) and the occlusion (float32 over the box, opacity applied),
@@ -777,7 +781,9 @@ def paint_face(
     if params.noise > 0 or params.blur > 0 or params.color_match > 0 or params.compression > 0:
         frame = cov.outline.frame
         region = face_region(frame.origin, frame.ax, frame.unit, h, w)
-        look = photo_look(image, region, max_value, jpeg=params.compression > 0)
+        look = photo_look(image, region, max_value, jpeg=params.compression > 0 and jpeg is True)
+        if isinstance(jpeg, JpegGrid):
+            look = replace(look, jpeg=jpeg)
     roi = image[y0:y1, x0:x1, :3]
     _paint_box(roi, cov, params, max_value, look)
     if params.contact_shadow > 0 and cov.shadow is not None:
@@ -949,7 +955,12 @@ def _paint_box(
 
 
 def render(
-    image: np.ndarray, landmarks: np.ndarray, params: MaskParams, *, inplace: bool = False
+    image: np.ndarray,
+    landmarks: np.ndarray,
+    params: MaskParams,
+    *,
+    inplace: bool = False,
+    jpeg: JpegGrid | bool = True,
 ) -> RenderResult:
     """Draw the mask described by ``params`` on the face given by ``landmarks``.
 
@@ -962,6 +973,7 @@ def render(
         inplace: write the mask into ``image`` itself (H×W×3 or H×W×4 arrays only) and
             return it, touching only the mask's bounding box: no full-frame copy, which
             matters for large photos in a pipeline that owns its decoded images.
+        jpeg: the photo's JPEG compression (:func:`paint_face`).
     """
     image = np.asarray(image)
     rgb, kind = _as_rgb(image)
@@ -969,7 +981,7 @@ def render(
         raise ValueError("inplace rendering needs an H×W×3 or H×W×4 image")
     # Gray input is already a fresh RGB expansion: only RGB(A) views need a copy.
     out_rgb = rgb if inplace or kind in ("gray", "gray1") else rgb.copy()
-    box, alpha = paint_face(out_rgb, landmarks, params)
+    box, alpha = paint_face(out_rgb, landmarks, params, jpeg=jpeg)
     alpha_full = np.zeros(rgb.shape[:2], np.float32)
     if box is not None:
         x0, y0, x1, y1 = box

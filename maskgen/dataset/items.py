@@ -31,6 +31,7 @@ from maskgen.io import (
     rgb_to_bgr,
 )
 from maskgen.io.formats import decode_full, encode_gif, frame_count, lost_in, may_hold_more
+from maskgen.jpeg import JpegGrid, grid_of_file, jpeg_entry
 from maskgen.protocol import protocol_masks
 from maskgen.render import MaskParams, paint_face
 from maskgen.seeding import draw_item
@@ -327,16 +328,34 @@ def mask_items(
         _draws(ctx, it, len(det.faces)) if det.category is None else []
         for it, det in zip(items, found, strict=True)
     ]
+    grids = [
+        _file_grid(got[0], got[2].full if isinstance(got[2], Deep) else got[2], ds)
+        for got, ds in zip(decoded, draws, strict=True)
+    ]
     painted = [
-        _paint_outputs(ctx, got[2].full if isinstance(got[2], Deep) else got[2], det.faces, ds)
+        _paint_outputs(
+            ctx, got[2].full if isinstance(got[2], Deep) else got[2], det.faces, ds, grid
+        )
         if ds
         else []
-        for got, det, ds in zip(decoded, found, draws, strict=True)
+        for got, det, ds, grid in zip(decoded, found, draws, grids, strict=True)
     ]
     return [
-        _describe(ctx, it, got, det, ds, px)
-        for it, got, det, ds, px in zip(items, decoded, found, draws, painted, strict=True)
+        _describe(ctx, it, got, det, ds, px, grid)
+        for it, got, det, ds, px, grid in zip(
+            items, decoded, found, draws, painted, grids, strict=True
+        )
     ]
+
+
+def _file_grid(raw: bytes, image: Any, draws: list[Draw]) -> JpegGrid | bool:
+    """The photo's JPEG compression for its draws: from its file when a draw wants it
+    (``False``: the file is no JPEG, or one of quality 100), else ``True`` (not looked at)."""
+    if not draws or isinstance(image, Exception) or not raw:
+        return True
+    if not any(p is not None and p.compression > 0 for d in draws for p in d.params):
+        return True
+    return grid_of_file(raw, image) or False
 
 
 def _faces(
@@ -381,9 +400,11 @@ def _draws(ctx: Context, item: Item, n_faces: int) -> list[Draw]:
 
 
 def _paint_outputs(
-    ctx: Context, image: np.ndarray, faces: list[Any], draws: list[Draw]
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Each output's pixels and (with ``save_occlusion``) its occlusion map.
+    ctx: Context, image: np.ndarray, faces: list[Any], draws: list[Draw],
+    jpeg: JpegGrid | bool = True,
+) -> list[tuple[np.ndarray, np.ndarray | None]]:  # fmt: skip
+    """Each output's pixels and (with ``save_occlusion``) its occlusion map; ``jpeg``: the
+    photo's compression (:func:`_file_grid`).
 
     The last output is painted in place into the decoded image when no earlier output
     still shows it (an unmasked one does); every other masked output paints a copy.
@@ -397,7 +418,7 @@ def _paint_outputs(
             if ctx.options.save_occlusion:
                 alpha = np.zeros(image.shape[:2], np.float32)
             for face, params in zip(faces, draw.params, strict=True):
-                box, cover = paint_face(out, face.landmarks, params)  # type: ignore[arg-type]
+                box, cover = paint_face(out, face.landmarks, params, jpeg=jpeg)  # type: ignore[arg-type]
                 if alpha is not None and box is not None:
                     x0, y0, x1, y1 = box
                     np.maximum(alpha[y0:y1, x0:x1], cover, out=alpha[y0:y1, x0:x1])
@@ -412,9 +433,11 @@ def _describe(
     det: Detected,
     draws: list[Draw],
     painted: list[tuple[np.ndarray, np.ndarray | None]],
+    jpeg: JpegGrid | bool = True,
 ) -> ItemResult:
     """The item's result: manifest lines, occlusion maps (written here) and pending outputs;
-    a failed item falls back to its original bytes."""
+    a failed item falls back to its original bytes. The compression its file gave the
+    draws (``jpeg``) is recorded, so that a replay from the manifest repeats it."""
     raw, label, image = decoded
     if det.category is not None:
         return _fallback(ctx, item, failure(ctx, item, det.category, det.reason), raw, label)
@@ -422,6 +445,8 @@ def _describe(
     for variant, (draw, (out, alpha)) in enumerate(zip(draws, painted, strict=True)):
         name = out_name(ctx, item, variant, label)
         rec = record(ctx, item, variant, name, label, det.entries, draw.params)
+        if jpeg is not True and draw.masked:
+            rec["jpeg"] = None if jpeg is False else jpeg_entry(jpeg)
         if getattr(raw, "note", ""):  # e.g. a record found elsewhere than its .idx says
             rec["note"] = raw.note
         if ctx.options.save_occlusion:

@@ -6,13 +6,15 @@ from typing import Any
 
 import numpy as np
 
+from maskgen.jpeg import jpeg_from_entry
 from maskgen.render import MaskParams, render
 
 __all__ = ["replay_record"]
 
 
 def replay_record(image: np.ndarray, record: dict[str, Any]) -> np.ndarray:
-    """Re-render one manifest record (all its faces) on its clean input image.
+    """Re-render one manifest record (all its faces) on its clean input image, with the
+    JPEG compression the record says its file had (``"jpeg"``; else read from the pixels).
 
     Example:
         >>> import numpy as np
@@ -22,9 +24,11 @@ def replay_record(image: np.ndarray, record: dict[str, Any]) -> np.ndarray:
     faces = record.get("faces")
     if faces is None:
         faces = [{"landmarks": record["landmarks"], "params": record["params"]}]
+    jpeg = jpeg_from_entry(record["jpeg"]) if "jpeg" in record else True
     out = image
     for face in faces:
         if face.get("params") is not None:
             params = MaskParams.from_dict(face["params"])
-            out = render(out, np.asarray(face["landmarks"], np.float32), params).image
+            lm = np.asarray(face["landmarks"], np.float32)
+            out = render(out, lm, params, jpeg=jpeg).image
     return out

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import cv2
 import numpy as np
 import pytest
 
-from maskgen.jpeg import compress, estimate_jpeg, noise_survival, scale_of_quality
+from maskgen.jpeg import (
+    JpegGrid,
+    compress,
+    estimate_jpeg,
+    grid_of_file,
+    luma_table_of_file,
+    noise_survival,
+    scale_of_quality,
+    tables,
+)
 from maskgen.render import MaskParams, MaskSpec, render
 
 
@@ -154,3 +166,60 @@ def test_the_batched_path_compresses_the_mask_as_the_cpu_renderer_does(astronaut
         change = np.abs(ref.image.astype(np.float64) - cpu_plain.image)[inside].mean()
         assert change > 1.5, change
         assert gap < 1.5 and gap < 0.6 * np.abs(ref.image - unmatched)[inside].mean(), gap
+
+
+@pytest.mark.parametrize("quality", [20, 50, 75, 90, 95])
+def test_a_jpeg_files_own_table_gives_its_scale_exactly(astronaut, quality):
+    image, _ = astronaut
+    _, data = cv2.imencode(".jpg", image[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+    table, orientation = luma_table_of_file(data.tobytes())
+    assert np.array_equal(table, tables(scale_of_quality(quality))[0]) and orientation == 1
+    grid = grid_of_file(data.tobytes(), decoded)
+    assert grid == JpegGrid(scale_of_quality(quality), (0, 0))
+
+
+def test_a_rotated_or_progressive_jpeg_and_other_files(astronaut):
+    from PIL import Image
+
+    image, _ = astronaut
+    exif = Image.Exif()
+    exif[0x0112] = 3  # upside down: decoders turn it upright, and the grid moves
+    buffer = io.BytesIO()
+    Image.fromarray(image[:301, :333]).save(buffer, "JPEG", quality=40, exif=exif.tobytes())
+    decoded = cv2.imdecode(np.frombuffer(buffer.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    grid = grid_of_file(buffer.getvalue(), decoded[..., ::-1])
+    assert grid == JpegGrid(scale_of_quality(40), (293 % 8, 325 % 8))
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=60, progressive=True)
+    assert grid_of_file(buffer.getvalue(), image) == JpegGrid(scale_of_quality(60), (0, 0))
+    _, png = cv2.imencode(".png", image)
+    assert grid_of_file(png.tobytes(), image) is None
+    _, lossless = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert grid_of_file(lossless.tobytes(), image) is None
+    assert luma_table_of_file(b"\xff\xd8\xff\xdb\x00") is None  # truncated: no table
+
+
+def test_maskgen_render_takes_the_compression_from_the_files_and_records_it(tmp_path, astronaut):
+    from maskgen.dataset import RenderOptions, render_dataset
+    from maskgen.dataset.paths import meta_dir
+    from maskgen.dataset.replay import replay_record
+
+    image, _ = astronaut
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, quality in (("a.jpg", 35), ("b.jpg", 80)):
+        cv2.imwrite(str(src / name), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    cv2.imwrite(str(src / "c.png"), _jpeg(image, 35)[..., ::-1])  # a JPEG's pixels in a PNG
+    out = tmp_path / "out"
+    options = RenderOptions(landmarks="dlib", seed=1, format=".png")
+    render_dataset(src, out, options, workers=1, progress=False)
+    lines = (meta_dir(out) / "manifest.jsonl").read_text().splitlines()
+    records = {r["input"].split("/")[-1]: r for r in map(json.loads, lines)}
+    assert records["a.jpg"]["jpeg"] == {"scale": scale_of_quality(35), "phase": [0, 0]}
+    assert records["b.jpg"]["jpeg"] == {"scale": scale_of_quality(80), "phase": [0, 0]}
+    assert records["c.png"]["jpeg"] is None  # its file is no JPEG: nothing is matched
+    for name in ("a.jpg", "b.jpg"):
+        clean = cv2.imread(str(src / name))[..., ::-1]
+        written = cv2.imread(str(out / (name[:-4] + ".png")))[..., ::-1]
+        assert np.array_equal(replay_record(clean, records[name]), written)
