@@ -116,13 +116,14 @@ def test_the_contact_shadow_darkens_the_skin_just_outside_the_mask():
 
 def test_old_records_replay_without_the_fabric_and_new_draws_have_it():
     old = {k: v for k, v in MaskParams(geometry=2).to_dict().items()
-           if k not in ("fabric", "contact_shadow")}  # fmt: skip
+           if k not in ("fabric", "contact_shadow", "creases")}  # fmt: skip
     replayed = MaskParams.from_dict(old)
-    assert replayed.fabric == 0.0 and replayed.contact_shadow == 0.0
+    assert replayed.fabric == 0.0 and replayed.contact_shadow == 0.0 and replayed.creases == 0.0
     spec = MaskSpec()
     draws = [spec.sample(np.random.default_rng(i)) for i in range(50)]
     assert all(spec.fabric[0] <= d.fabric <= spec.fabric[1] for d in draws)
     assert all(spec.contact_shadow[0] <= d.contact_shadow <= spec.contact_shadow[1] for d in draws)
+    assert all(spec.creases[0] <= d.creases <= spec.creases[1] for d in draws)
     with pytest.raises(ValueError, match="fabric"):
         MaskParams(fabric=1.5)
 
