@@ -72,7 +72,7 @@ MAX_CREASES = 6
 #: and steepest slope (signed: + a ridge, − a valley; 0: an unused row) ...
 CREASE_FIELDS = 7
 #: ... which is at most this at ``creases`` = 1 (tan of the tilt it gives the normal).
-CREASE_TILT = 0.45
+CREASE_TILT = 0.7
 _CREASE_STREAM = 0x0C7EA5E5  # the creases' random stream, apart from the texture tile's
 
 
