@@ -12,12 +12,16 @@ has: ``skimage.data.astronaut()`` and the built-in synthetic faces.
   with fabric shading and contact shadows.
 - ``posed_vs_flat.png``: four families with textures, flat in the image plane (geometry 2)
   and on the posed 3D surface with fabric shading (geometry 3), yaw −45…45°.
+- ``creases.png``: cloth creases (``creases`` 0 against 1) on solid and textured masks, on a
+  synthetic face lit from the left at yaw −30, 0 and 30°, and on the astronaut at full size
+  (creases 0, 0.6, 1) and aligned to 112 (0, 1).
 
 Run: ``python scripts/docs_sheets.py`` (writes every file).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -135,12 +139,63 @@ def posed_sheet() -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+def creases_sheet() -> np.ndarray:
+    """Creases 0 against 1: synthetic faces lit from the left, then the astronaut."""
+    cases = (("surgical", "none", (141, 191, 226), 3), ("n95", "none", (236, 236, 236), 7),
+             ("cloth", "none", (45, 45, 50), 11), ("surgical", "pleats", (120, 170, 215), 3),
+             ("cloth", "checks", (200, 60, 60), 9))  # fmt: skip
+    ramp = 1.0 + 0.45 * np.linspace(-1, 1, 320)[None, :, None]
+    rows = []
+    for family, texture, colour, seed in cases:
+        tiles = []
+        for yaw in (-30.0, 0.0, 30.0):
+            rng = np.random.default_rng(11)
+            image, lm = draw_wild_face(sample_identity(rng), rng, size=(320, 320), yaw=yaw,
+                                       pitch=0.0, roll=0.0, face_frac=0.55)  # fmt: skip
+            image = np.clip(image * ramp, 0, 255).astype(np.uint8)
+            draw = MaskParams(family=family, shading=0.7, straps=True, color=colour,
+                              secondary_color=(250, 250, 250), texture=texture,
+                              texture_seed=seed, texture_scale=0.6, fabric=0.9,
+                              contact_shadow=0.6)  # fmt: skip
+            for creases in (0.0, 1.0):
+                out = render(image, lm, replace(draw, creases=creases)).image[60:300, 40:280]
+                out = cv2.resize(out, (168, 168), interpolation=cv2.INTER_AREA)
+                tiles.append(_label(out, f"{family} {yaw:+.0f} creases {creases:.0f}"))
+        rows.append(np.concatenate(tiles, axis=1))
+    image = data.astronaut()
+    face = max(DlibDetector(upsample=1).detect(image), key=lambda f: f.box_area)
+    lm = face.landmarks
+    x0, y0, x1, y1 = (int(v) for v in face.box)
+    pad = (x1 - x0) // 2
+    crop = (slice(max(0, y0 - pad), y1 + pad), slice(max(0, x0 - pad), x1 + pad))
+    M = similarity_transform(to_five(lm), ARCFACE_112)
+    draw = MaskParams(family="surgical", color=(141, 191, 226), shading=0.8, straps=True,
+                      texture_seed=3, noise=1.0, blur=1.0, color_match=1.0, fabric=0.8,
+                      contact_shadow=0.5)  # fmt: skip
+    tiles = []
+    for creases in (0.0, 0.6, 1.0):
+        out = render(image, lm, replace(draw, creases=creases)).image
+        full = cv2.resize(out[crop], (201, 201), interpolation=cv2.INTER_AREA)
+        tiles.append(_label(full, f"astronaut: creases {creases:.1f}"))
+    for creases in (0.0, 1.0):
+        out = render(image, lm, replace(draw, creases=creases)).image
+        small = cv2.warpAffine(out, M, (112, 112), flags=cv2.INTER_AREA)
+        tiles.append(_label(cv2.resize(small, (201, 201), interpolation=cv2.INTER_NEAREST),
+                            f"112: creases {creases:.0f}"))  # fmt: skip
+    astronaut = np.concatenate(tiles, axis=1)
+    synthetic = np.concatenate(rows, axis=0)
+    width = max(synthetic.shape[1], astronaut.shape[1])
+    return np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)))
+                           for a in (synthetic, astronaut)], axis=0)  # fmt: skip
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for name, sheet in (("realism_astronaut.png", realism_sheet()),
                         ("templates.png", template_sheet()),
                         ("families_by_yaw.png", yaw_sheet()),
-                        ("posed_vs_flat.png", posed_sheet())):  # fmt: skip
+                        ("posed_vs_flat.png", posed_sheet()),
+                        ("creases.png", creases_sheet())):  # fmt: skip
         cv2.imwrite(str(OUT / name), sheet[:, :, ::-1])
         print(f"wrote {OUT / name}")
 
