@@ -74,8 +74,6 @@ MAX_BLOCKS, MIN_BLOCKS = 96, 12
 CLUSTERED = 0.45
 #: The corner (pixels a side) of a decoded photo its file's grid is checked on.
 JPEG_CHECK = 128
-#: Up to this sparsity a grid counts as faint: the photo's origin's grid is tried then.
-UNSURE = 0.95
 #: Distinct multiples of a step the DC values must be near for the step to count.
 MIN_LEVELS = 6
 #: Low frequencies whose steps must agree with the DC's for a region to count as a JPEG's.
@@ -269,26 +267,22 @@ def _luma(image: np.ndarray, max_value: float) -> np.ndarray:
     return pixels.astype(np.float64) * (255.0 / max_value)
 
 
-def estimate_jpeg(
-    image: np.ndarray, max_value: float = 255.0, likely: tuple[int, int] | None = None
-) -> JpegGrid | None:
+def estimate_jpeg(image: np.ndarray, max_value: float = 255.0) -> JpegGrid | None:
     """The JPEG compression an RGB (or grey) region shows, or ``None`` when it shows none.
 
     The region should be where the compression is to be matched (a face's region); its
-    phase is given in the region's own pixels. ``likely``: the phase to try where the grid
-    found is faint (that of the photo's origin, for a region cut from an uncropped photo).
+    phase is given in the region's own pixels.
     """
     luma = _luma(image, max_value)
     if min(luma.shape) < 24:
         return None
-    px, sparse_x = _grid_phase(luma)
-    py, sparse_y = _grid_phase(luma.T)
-    sparse = max(sparse_x, sparse_y)
-    if sparse <= SPARSE:
-        return _scales_at(luma, (py, px))
-    if likely is not None and sparse <= UNSURE:  # a faint grid: the photo's origin's, if it fits
-        return _scales_at(luma, (likely[0] % 8, likely[1] % 8))
-    return None
+    px, sparse = _grid_phase(luma)
+    if sparse > SPARSE:  # no grid across: no need to look down
+        return None
+    py, sparse = _grid_phase(luma.T)
+    if sparse > SPARSE:
+        return None
+    return _scales_at(luma, (py, px))
 
 
 def _scales_at(luma: np.ndarray, phase: tuple[int, int]) -> JpegGrid | None:

@@ -200,7 +200,7 @@ def _jpeg_grid(
     x0, y0, x1, y1 = box
     cx, cy = max(x0, (x0 + x1 - JPEG_PATCH) // 2), max(y0, (y0 + y1 - JPEG_PATCH) // 2)
     patch = image[cy : min(y1, cy + JPEG_PATCH), cx : min(x1, cx + JPEG_PATCH)]
-    found = estimate_jpeg(patch, max_value, likely=((-cy) % 8, (-cx) % 8))
+    found = estimate_jpeg(patch, max_value)
     if found is None:
         return None
     return JpegGrid(found.scale, ((found.phase[0] + cy) % 8, (found.phase[1] + cx) % 8))
