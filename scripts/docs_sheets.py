@@ -16,7 +16,12 @@ has: ``skimage.data.astronaut()`` and the built-in synthetic faces.
   synthetic face lit from the left at yaw −30, 0 and 30°, and on the astronaut at full size
   (creases 0, 0.6, 1) and aligned to 112 (0, 1).
 
-Run: ``python scripts/docs_sheets.py`` (writes every file).
+- ``jpeg_astronaut.png``: the astronaut saved as JPEG at qualities 25 and 50, with a mask
+  masked before saving (the truth), drawn on the saved photo without its compression, and
+  with it (1:1 pixels shown ×2).
+
+Run: ``python scripts/docs_sheets.py`` (writes every file) or name the files to write, e.g.
+``python scripts/docs_sheets.py jpeg_astronaut.png``.
 """
 
 from __future__ import annotations
@@ -189,16 +194,61 @@ def creases_sheet() -> np.ndarray:
                            for a in (synthetic, astronaut)], axis=0)  # fmt: skip
 
 
-def main() -> None:
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    _, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])  # fmt: skip
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def jpeg_sheet() -> np.ndarray:
+    image = data.astronaut()
+    face = max(DlibDetector(upsample=1).detect(image), key=lambda f: f.box_area)
+    lm = face.landmarks
+    x0, y0 = int(lm[:, 0].min()) - 12, int(lm[27, 1])
+    crop = (slice(y0, y0 + 112), slice(x0, x0 + 144))
+    rows = []
+    for params in (MaskParams(family="surgical", color=(141, 191, 226), shading=0.8,
+                              texture_seed=5, straps=True),
+                   MaskParams(family="cloth", color=(60, 90, 160), secondary_color=(230, 230, 230),
+                              texture="checks", texture_scale=0.5, shading=0.7)):  # fmt: skip
+        matched = MaskParams(**{**params.to_dict(), "compression": 1.0})
+        for quality in (25, 50):
+            photo = _jpeg(image, quality)
+            tiles = [
+                (
+                    _jpeg(render(image, lm, params).image, quality),
+                    f"q{quality}: masked, then saved",
+                ),
+                (render(photo, lm, params).image, f"q{quality}: drawn, no compression"),
+                (render(photo, lm, matched).image, f"q{quality}: drawn, compression 1"),
+            ]
+            zoomed = [_label(cv2.resize(t[crop], None, fx=2, fy=2,
+                                        interpolation=cv2.INTER_NEAREST), text)
+                      for t, text in tiles]  # fmt: skip
+            rows.append(np.concatenate(zoomed, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+SHEETS = {
+    "realism_astronaut.png": realism_sheet,
+    "templates.png": template_sheet,
+    "families_by_yaw.png": yaw_sheet,
+    "posed_vs_flat.png": posed_sheet,
+    "creases.png": creases_sheet,
+    "jpeg_astronaut.png": jpeg_sheet,
+}
+
+
+def main(names: list[str]) -> None:
+    """Write the named sheets (every one without names)."""
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, sheet in (("realism_astronaut.png", realism_sheet()),
-                        ("templates.png", template_sheet()),
-                        ("families_by_yaw.png", yaw_sheet()),
-                        ("posed_vs_flat.png", posed_sheet()),
-                        ("creases.png", creases_sheet())):  # fmt: skip
+    for name in names or SHEETS:
+        sheet = SHEETS[name]()
         cv2.imwrite(str(OUT / name), sheet[:, :, ::-1])
         print(f"wrote {OUT / name}")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
