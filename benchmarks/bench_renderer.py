@@ -47,16 +47,18 @@ def _params(spec: MaskSpec, count: int, **overrides) -> list[MaskParams]:
 
 
 def _no_look(params: MaskParams) -> MaskParams:
-    """The draw without the photo's noise, blur and colour (``--no-photo-look``)."""
+    """The draw without the photo's noise, blur, colour and compression
+    (``--no-photo-look``)."""
     return MaskParams.from_dict({**params.to_dict(), "noise": 0.0, "blur": 0.0,
-                                 "color_match": 0.0})  # fmt: skip
+                                 "color_match": 0.0, "compression": 0.0})  # fmt: skip
 
 
 def _flat(params: MaskParams) -> MaskParams:
-    """The draw as stop 12 made it: flat outline (geometry 2), no fabric, no contact shadow,
-    no photo's look (the realism's price is the difference to the plain rows)."""
+    """The draw as stop 12 made it: flat outline (geometry 2), no fabric, creases or
+    contact shadow, no photo's look (the realism's price is the difference to the plain
+    rows)."""
     return MaskParams.from_dict({**_no_look(params).to_dict(), "geometry": 2, "fabric": 0.0,
-                                 "contact_shadow": 0.0})  # fmt: skip
+                                 "contact_shadow": 0.0, "creases": 0.0})  # fmt: skip
 
 
 def _uncached(image: np.ndarray, lm: np.ndarray, params: MaskParams) -> None:

@@ -89,7 +89,7 @@ _K = np.arange(8)
 _DCT = np.sqrt(np.where(_K == 0, 1 / 8, 2 / 8))[:, None] * np.cos(
     (2 * _K[None, :] + 1) * _K[:, None] * np.pi / 16
 )  # orthonormal: JPEG's FDCT
-_HIGH = np.ascontiguousarray(_DCT[6:])
+_HIGH = np.ascontiguousarray(_DCT[7:])
 _BASIS = np.stack([np.outer(_DCT[r], _DCT[c]) for r, c in PROBED])
 _PROBED_BASE = np.array([LUMA_TABLE[r, c] for r, c in PROBED])
 
@@ -143,35 +143,55 @@ def tables(scale: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _window_energy(luma: np.ndarray, high: np.ndarray, row_step: int) -> np.ndarray:
+def _window_energy(
+    pixels: np.ndarray, scale: float, high: np.ndarray, step: int, across: bool
+) -> np.ndarray:
     """Per residue r (mod 8), the mean magnitude of the highest DCT frequencies (rows of
-    ``high``) of the 8-pixel row windows that start at columns x ≡ r, over every
-    ``row_step``-th row."""
-    h, w = luma.shape
+    ``high``) of the 8-pixel luma windows that start at x ≡ r along every ``step``-th row
+    (``across``; else down every ``step``-th column) of an RGB or grey array, its values
+    times ``scale`` (the luma is computed on the fly: only the lines read)."""
+    h, w = pixels.shape[0], pixels.shape[1]
+    lines, length = (h, w) if across else (w, h)
     total = np.zeros(8)
     count = np.zeros(8)
-    for y in range(0, h, row_step):
-        for x in range(w - 7):
+    line = np.empty(length)
+    colour = pixels.ndim == 3
+    for k in range(0, lines, step):
+        for i in range(length):
+            y, x = (k, i) if across else (i, k)
+            if colour:
+                v = 0.299 * pixels[y, x, 0] + 0.587 * pixels[y, x, 1] + 0.114 * pixels[y, x, 2]
+            else:
+                v = float(pixels[y, x])
+            line[i] = v * scale
+        for x in range(length - 7):
             e = 0.0
-            for k in range(high.shape[0]):
+            for f in range(high.shape[0]):
                 c = 0.0
                 for i in range(8):
-                    c += high[k, i] * luma[y, x + i]
+                    c += high[f, i] * line[x + i]
                 e += abs(c)
             total[x % 8] += e
             count[x % 8] += 1
     return total / np.maximum(count, 1.0)
 
 
-def _grid_phase(luma: np.ndarray) -> tuple[int, float]:
-    """The column residue (mod 8) at which blocks start, and how sparse the rows' highest
-    frequencies are there against elsewhere (their mean magnitude at that phase over the
-    median of the other phases: ≪ 1 on a JPEG's grid, ≈ 1 without one). A JPEG's quantiser
-    zeroes most high frequencies of every block; windows astride block edges keep them."""
-    per_residue = _window_energy(luma, _HIGH, 6)
+@njit(cache=True, nogil=True)
+def _sparsest(per_residue: np.ndarray) -> tuple[int, float]:
+    """The residue of least energy, and its energy over the median of the others'."""
     best = int(np.argmin(per_residue))
-    others = np.delete(per_residue, best)
-    return best, float(per_residue[best] / max(float(np.median(others)), 1e-9))
+    others = np.sort(np.concatenate((per_residue[:best], per_residue[best + 1 :])))
+    median = 0.5 * (others[(len(others) - 1) // 2] + others[len(others) // 2])
+    return best, per_residue[best] / max(median, 1e-9)
+
+
+def _grid_phase(pixels: np.ndarray, scale: float, across: bool) -> tuple[int, float]:
+    """The residue (mod 8) at which blocks start along the lines (``across``: the columns'
+    residue; else the rows'), and how sparse the highest frequencies are there against
+    elsewhere (their mean magnitude at that phase over the median of the other phases: ≪ 1
+    on a JPEG's grid, ≈ 1 without one). A JPEG's quantiser zeroes most high frequencies of
+    every block; windows astride block edges keep them."""
+    return _sparsest(_window_energy(pixels, scale, _HIGH, 8, across))
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -273,16 +293,18 @@ def estimate_jpeg(image: np.ndarray, max_value: float = 255.0) -> JpegGrid | Non
     The region should be where the compression is to be matched (a face's region); its
     phase is given in the region's own pixels.
     """
-    luma = _luma(image, max_value)
-    if min(luma.shape) < 24:
+    pixels = np.asarray(image)
+    if min(pixels.shape[:2]) < 24:
         return None
-    px, sparse = _grid_phase(luma)
+    pixels = pixels[..., :3] if pixels.ndim == 3 else pixels
+    scale = 255.0 / max_value
+    px, sparse = _grid_phase(pixels, scale, True)
     if sparse > SPARSE:  # no grid across: no need to look down
         return None
-    py, sparse = _grid_phase(luma.T)
+    py, sparse = _grid_phase(pixels, scale, False)
     if sparse > SPARSE:
         return None
-    return _scales_at(luma, (py, px))
+    return _scales_at(_luma(image, max_value), (py, px))
 
 
 def _scales_at(luma: np.ndarray, phase: tuple[int, int]) -> JpegGrid | None:
