@@ -41,6 +41,7 @@ __all__ = [
     "LUMA_TABLE",
     "JpegGrid",
     "compress",
+    "compress_bgr",
     "estimate_jpeg",
     "grid_of_file",
     "jpeg_entry",
@@ -341,21 +342,25 @@ def compress(
     >>> float(np.abs(compress(flat, 50.0) - 200).max()) <= 1.0
     True
     """
-    h, w = rgb.shape[:2]
-    top, left = (MCU - phase[0] % MCU) % MCU, (MCU - phase[1] % MCU) % MCU
-    bottom, right = (-(top + h)) % MCU, (-(left + w)) % MCU
     pixels = np.asarray(rgb)[..., 2::-1]  # BGR, as OpenCV's codec takes it
     if max_value != 255.0 or pixels.dtype != np.uint8:
         pixels = np.clip(np.rint(pixels * (255.0 / max_value)), 0, 255).astype(np.uint8)
-    padded = cv2.copyMakeBorder(np.ascontiguousarray(pixels), top, bottom, left, right,
+    out = compress_bgr(pixels, quality_of_scale(scale), phase)[..., ::-1].astype(np.float32)
+    return out if max_value == 255.0 else out * np.float32(max_value / 255.0)
+
+
+def compress_bgr(bgr: np.ndarray, quality: int, phase: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """:func:`compress`'s codec round trip of a uint8 BGR region (a view is fine) at IJG
+    ``quality``: uint8 BGR out, the region's size."""
+    h, w = bgr.shape[:2]
+    top, left = (MCU - phase[0] % MCU) % MCU, (MCU - phase[1] % MCU) % MCU
+    bottom, right = (-(top + h)) % MCU, (-(left + w)) % MCU
+    padded = cv2.copyMakeBorder(np.ascontiguousarray(bgr), top, bottom, left, right,
                                 cv2.BORDER_REPLICATE)  # fmt: skip
-    quality = quality_of_scale(scale)
-    ok, data = cv2.imencode(".jpg", padded, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, data = cv2.imencode(".jpg", padded, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 BGR image
         raise RuntimeError("OpenCV could not JPEG-encode a region")
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)[top : top + h, left : left + w, ::-1]
-    out = decoded.astype(np.float32)
-    return out if max_value == 255.0 else out * np.float32(max_value / 255.0)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[top : top + h, left : left + w]
 
 
 _SURVIVAL: dict[tuple[int, float], float] = {}
@@ -505,9 +510,10 @@ def jpeg_entry(grid: JpegGrid) -> dict[str, Any]:
     return {"scale": grid.scale, "phase": list(grid.phase)}
 
 
-def jpeg_from_entry(entry: dict[str, Any] | None) -> JpegGrid | bool:
+def jpeg_from_entry(entry: dict[str, Any] | str | None) -> JpegGrid | bool:
     """What a manifest's ``"jpeg"`` field tells :func:`maskgen.render.paint_face`: the grid,
-    or ``False`` (``null``: the photo's file showed no compression)."""
-    if entry is None:
+    or ``False`` (``null``: the photo's file showed no compression; ``"output"``: the
+    output's JPEG encoder gave the mask the photo's compression, not the renderer)."""
+    if entry is None or isinstance(entry, str):
         return False
     return JpegGrid(float(entry["scale"]), (int(entry["phase"][0]), int(entry["phase"][1])))

@@ -32,12 +32,13 @@ import numpy as np
 
 from maskgen import appearance as app
 from maskgen import fabric, paint
-from maskgen.jpeg import MCU, JpegGrid, compress, noise_survival
+from maskgen.jpeg import MCU, JpegGrid, compress, compress_bgr, noise_survival, quality_of_scale
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
 from maskgen.photo import (
     MIN_BLUR,
     MIN_NOISE,
     PhotoLook,
+    blend_decoded,
     blur_kernel_size,
     degrade_pixels,
     face_region,
@@ -853,16 +854,21 @@ def _photo_compression(
     gx0, gy0 = max(0, x0 - (x0 - px) % MCU), max(0, y0 - (y0 - py) % MCU)
     gx1, gy1 = min(w, x1 + (px - x1) % MCU), min(h, y1 + (py - y1) % MCU)
     region = image[gy0:gy1, gx0:gx1, :3]
-    decoded = compress(region, grid.scale * params.compression,
-                       ((py - gy0) % MCU, (px - gx0) % MCU), max_value)  # fmt: skip
-    inner = decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+    scale = grid.scale * params.compression
+    phase = ((py - gy0) % MCU, (px - gx0) % MCU)
+    if image.dtype == np.uint8:  # the codec's own pixels (BGR), no float round trip
+        decoded = compress_bgr(region[..., ::-1], quality_of_scale(scale), phase)
+        inner = decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+    else:
+        decoded = compress(region, scale, phase, max_value)
+        inner = decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0, ::-1]  # as BGR
     roi = image[y0:y1, x0:x1, :3]
-    a = (cov.alpha * np.float32(params.opacity))[..., None]
-    out = roi.astype(np.float32)
-    out += a * (inner - out)
-    if np.issubdtype(roi.dtype, np.integer):
-        out = np.clip(np.rint(out), 0, max_value)
-    roi[...] = out.astype(roi.dtype)
+    pixels, copied, bgr = paint._interleaved(roi)
+    rows, cols = cov.alpha.shape
+    target = np.ascontiguousarray(inner if bgr else inner[..., ::-1]).reshape(rows, 3 * cols)
+    blend_decoded(pixels, target, cov.alpha, float(params.opacity), max_value)
+    if copied:
+        roi[...] = pixels.reshape(rows, cols, 3)
 
 
 def _paint_template(

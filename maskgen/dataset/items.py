@@ -31,7 +31,7 @@ from maskgen.io import (
     rgb_to_bgr,
 )
 from maskgen.io.formats import decode_full, encode_gif, frame_count, lost_in, may_hold_more
-from maskgen.jpeg import JpegGrid, grid_of_file, jpeg_entry
+from maskgen.jpeg import JpegGrid, grid_of_file, jpeg_entry, scale_of_quality
 from maskgen.protocol import protocol_masks
 from maskgen.render import MaskParams, paint_face
 from maskgen.seeding import draw_item
@@ -329,12 +329,16 @@ def mask_items(
         for it, det in zip(items, found, strict=True)
     ]
     grids = [
-        _file_grid(got[0], got[2].full if isinstance(got[2], Deep) else got[2], ds)
-        for got, ds in zip(decoded, draws, strict=True)
+        _file_grid(ctx, it, got[0], got[2].full if isinstance(got[2], Deep) else got[2], ds)
+        for it, got, ds in zip(items, decoded, draws, strict=True)
     ]
     painted = [
         _paint_outputs(
-            ctx, got[2].full if isinstance(got[2], Deep) else got[2], det.faces, ds, grid
+            ctx,
+            got[2].full if isinstance(got[2], Deep) else got[2],
+            det.faces,
+            ds,
+            False if grid == BY_OUTPUT else grid,
         )
         if ds
         else []
@@ -348,14 +352,30 @@ def mask_items(
     ]
 
 
-def _file_grid(raw: bytes, image: Any, draws: list[Draw]) -> JpegGrid | bool:
-    """The photo's JPEG compression for its draws: from its file when a draw wants it
-    (``False``: the file is no JPEG, or one of quality 100), else ``True`` (not looked at)."""
+#: What ``_file_grid`` returns when the output's own JPEG encoder gives the masks the
+#: photo's compression (recorded as ``"jpeg": "output"``).
+BY_OUTPUT = "output"
+
+
+def _file_grid(
+    ctx: Context, item: Item, raw: bytes, image: Any, draws: list[Draw]
+) -> JpegGrid | bool | str:
+    """The photo's JPEG compression for its draws, from its file, when a draw wants it:
+    the grid; ``False`` when the file is no JPEG (or one of quality 100); :data:`BY_OUTPUT`
+    when the output is a JPEG on the same grid at a scale at least the input's (its
+    encoder compresses mask and face alike, so the renderer need not); ``True`` when no
+    draw wants it (not looked at)."""
     if not draws or isinstance(image, Exception) or not raw:
         return True
     if not any(p is not None and p.compression > 0 for d in draws for p in d.params):
         return True
-    return grid_of_file(raw, image) or False
+    grid = grid_of_file(raw, image)
+    if grid is None:
+        return False
+    same_grid = grid.phase == (0, 0) and out_ext(ctx, item, raw) in (".jpg", ".jpeg")
+    if same_grid and scale_of_quality(ctx.options.quality) >= grid.scale:
+        return BY_OUTPUT
+    return grid
 
 
 def _faces(
@@ -433,7 +453,7 @@ def _describe(
     det: Detected,
     draws: list[Draw],
     painted: list[tuple[np.ndarray, np.ndarray | None]],
-    jpeg: JpegGrid | bool = True,
+    jpeg: JpegGrid | bool | str = True,
 ) -> ItemResult:
     """The item's result: manifest lines, occlusion maps (written here) and pending outputs;
     a failed item falls back to its original bytes. The compression its file gave the
@@ -446,7 +466,7 @@ def _describe(
         name = out_name(ctx, item, variant, label)
         rec = record(ctx, item, variant, name, label, det.entries, draw.params)
         if jpeg is not True and draw.masked:
-            rec["jpeg"] = None if jpeg is False else jpeg_entry(jpeg)
+            rec["jpeg"] = jpeg if isinstance(jpeg, str) else jpeg_entry(jpeg) if jpeg else None
         if getattr(raw, "note", ""):  # e.g. a record found elsewhere than its .idx says
             rec["note"] = raw.note
         if ctx.options.save_occlusion:

@@ -223,3 +223,50 @@ def test_maskgen_render_takes_the_compression_from_the_files_and_records_it(tmp_
         clean = cv2.imread(str(src / name))[..., ::-1]
         written = cv2.imread(str(out / (name[:-4] + ".png")))[..., ::-1]
         assert np.array_equal(replay_record(clean, records[name]), written)
+
+
+@pytest.mark.parametrize(("quality", "expected"), [(95, "output"), (99, "grid")])
+def test_a_rec_output_leaves_the_compression_to_its_encoder_when_it_compresses_enough(
+    tmp_path, astronaut, quality, expected
+):
+    """Input crops at quality 95: an output at 95 compresses the masks like the faces by
+    itself; one at 99 compresses less, so the renderer gives the masks the input's."""
+    from maskgen.dataset import RenderOptions, render_dataset
+    from maskgen.dataset.paths import meta_dir
+    from maskgen.io import RecordWriter
+    from maskgen.landmarks import ARCFACE_112, similarity_transform, to_five
+
+    image, lm = astronaut
+    crop = cv2.warpAffine(image, similarity_transform(to_five(lm), ARCFACE_112), (112, 112))
+    with RecordWriter(tmp_path / "train.rec") as writer:
+        for i in range(3):
+            writer.write_image(i + 1, np.roll(crop, i, axis=1), label=0, quality=95)
+        writer.write_header_record()
+    out = tmp_path / "masked" / "train.rec"
+    options = RenderOptions(landmarks="aligned", seed=3, quality=quality)
+    render_dataset(tmp_path / "train.rec", out, options, workers=1, progress=False)
+    records = [
+        json.loads(line) for line in (meta_dir(out) / "manifest.jsonl").read_text().splitlines()
+    ]
+    for record in records:
+        if expected == "output":
+            assert record["jpeg"] == "output"
+        else:
+            assert record["jpeg"] == {"scale": scale_of_quality(95), "phase": [0, 0]}
+
+
+def test_float_and_rgba_photos_get_the_same_compression(astronaut):
+    image, lm = astronaut
+    photo = _jpeg(image, 30)
+    params = MaskParams(**_CLOTH, texture="checks", compression=1.0)
+    grid = JpegGrid(scale_of_quality(30), (0, 0))
+    plain = render(photo, lm, params, jpeg=grid).image.astype(np.float64)
+    as_float = render(photo / 255.0, lm, params, jpeg=grid).image * 255.0
+    rgba = render(np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)]), lm, params,
+                  jpeg=grid).image  # fmt: skip
+    sticker = render(photo, lm, MaskParams(**_CLOTH, texture="checks"))
+    inside = sticker.alpha > 0.99
+    changed = np.abs(plain - sticker.image)[inside].mean()
+    assert changed > 2.0
+    assert np.abs(as_float - plain)[inside].mean() < 0.1 * changed
+    assert np.array_equal(rgba[..., :3], plain.astype(np.uint8)) and (rgba[..., 3] == 255).all()
