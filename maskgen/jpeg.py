@@ -2,12 +2,13 @@
 
 A decoded JPEG keeps the trace of its quantisation: on the encoder's 8×8 grid, every block's
 DCT coefficient ``k`` is (up to the decoder's rounding) a multiple of the table's step
-``Q[k]``. :func:`estimate_jpeg` finds the grid (the block boundaries where the luminance
-jumps most) and the steps of the DC and three low-frequency coefficients (the largest
-step to which the coefficients cluster), and turns them into the IJG quality scale
-(``5000 / quality`` below quality 50, ``200 − 2·quality`` above: libjpeg's, PIL's and
-OpenCV's tables). A photo that was never compressed, or was resized since, shows no such
-clustering and gets ``None``.
+``Q[k]``, and most high frequencies are zero. :func:`estimate_jpeg` finds the grid (the
+phase at which 8-pixel windows are sparsest in their highest frequency) and the steps of
+the DC and nine low-frequency coefficients (the largest step to which each clusters), and
+turns them into the IJG quality scale (``5000 / quality`` below quality 50,
+``200 − 2·quality`` above: libjpeg's, PIL's and OpenCV's tables). A photo that was never
+compressed, or was resized since, shows no such grid and gets ``None``. A file says it
+directly: :func:`grid_of_file` reads the table from its header.
 
 :func:`compress` passes pixels through a real encoder and decoder (OpenCV's libjpeg) at
 that scale, on that grid. The batched augmentation quantises with the same IJG tables
