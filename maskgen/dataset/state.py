@@ -33,6 +33,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from maskgen.io import RecordReader
@@ -171,6 +173,24 @@ def main_gone(main_pid: int, main_host: str) -> bool:
 
 def stop_if_orphaned(main_pid: int, main_host: str) -> None:
     """End this worker process at once if the run's main process is gone (:func:`main_gone`):
-    nobody would journal what it writes."""
+    nobody would journal what it writes. The first call in a worker also starts a watcher
+    thread that checks every :data:`WATCH_INTERVAL` seconds, so that a worker busy with one
+    long item (a huge photo, a kernel compiled on first use) stops too."""
     if main_gone(main_pid, main_host):
         os._exit(70)
+    if main_pid and os.getpid() != main_pid and os.getpid() not in _WATCHING:
+        _WATCHING.append(os.getpid())
+        threading.Thread(target=_watch, args=(main_pid, main_host), daemon=True,
+                         name="maskgen-orphan-watch").start()  # fmt: skip
+
+
+#: How often (seconds) a worker's watcher thread looks for its main process.
+WATCH_INTERVAL = 0.5
+_WATCHING: list[int] = []
+
+
+def _watch(main_pid: int, main_host: str) -> None:
+    while True:
+        time.sleep(WATCH_INTERVAL)
+        if main_gone(main_pid, main_host):
+            os._exit(70)

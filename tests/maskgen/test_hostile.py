@@ -577,6 +577,44 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+_BUSY_WORKER = """
+import os, sys, time
+from maskgen.dataset.state import stop_if_orphaned
+stop_if_orphaned(os.getppid(), sys.argv[1])
+open(sys.argv[2], "w").close()
+time.sleep(300)  # one long item: the loop between items never comes round again
+"""
+
+_MAIN = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]])
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_worker_busy_with_one_item_stops_when_the_main_process_is_killed(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import sys
+
+    started = tmp_path / "started"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    main = subprocess.Popen([sys.executable, "-c", _MAIN, _BUSY_WORKER, socket.gethostname(),
+                             str(started)], env=env)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (worker,) = _children(main.pid)
+    assert started.exists() and _alive(worker)
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(worker)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_workers_stop_when_the_main_process_is_killed(tmp_path: Path) -> None:
     import signal
