@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from distill.eval.pairs import PairsSet
 from maskgen.io import BinPack, ImageReadError
+from maskgen.jpeg import JpegGrid, grid_of_file
 from maskgen.landmarks import ARCFACE_112, similarity_transform, to_five
 from maskgen.protocol import DatasetProtocol, protocol_draws, protocol_landmarks
 from maskgen.protocol import image_key as image_key_of_pack
@@ -111,10 +112,20 @@ class _Materialiser:
         lm = self.landmarks(i, image)
         if lm is None:
             raise _ImageError("no face landmarks (nothing to mask)")
+        jpeg: JpegGrid | bool = True
+        if params.compression > 0:  # the compression the file says, as maskgen render reads it
+            jpeg = grid_of_file(self._file_head(i), image) or False
         try:
-            return render(image, lm, params).image
+            return render(image, lm, params, jpeg=jpeg).image
         except ValueError as exc:
             raise _ImageError(f"mask rendering failed: {exc}") from exc
+
+    def _file_head(self, i: int) -> bytes:
+        """The first bytes of image ``i``'s file (enough for a JPEG header)."""
+        if isinstance(self.dataset, BinPack):
+            return self.dataset.images[i][:65536]
+        with open(self.dataset.paths[i], "rb") as fh:
+            return fh.read(65536)
 
     def __call__(self, i: int, params: MaskParams | None) -> np.ndarray:
         image = self.masked_image(i, params)

@@ -83,10 +83,12 @@ def test_eval_mode_is_deterministic(name: str) -> None:
     with torch.no_grad():
         first, second = model(images), model(images)
     assert torch.equal(first, second)
-    # eval mode: a sample's embedding does not depend on the rest of the batch
+    # eval mode: a sample's embedding does not depend on the rest of the batch. Up to
+    # float32 rounding: oneDNN picks other convolution kernels for a batch of one (iresnet50
+    # differs by 4e-4 relative when run alone); batch statistics would differ by far more.
     with torch.no_grad():
         alone = model(images[:1])
-    torch.testing.assert_close(alone, first[:1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(alone, first[:1], rtol=2e-3, atol=2e-3)
 
 
 @pytest.mark.parametrize("name", list_backbones())

@@ -270,3 +270,31 @@ def test_float_and_rgba_photos_get_the_same_compression(astronaut):
     assert changed > 2.0
     assert np.abs(as_float - plain)[inside].mean() < 0.1 * changed
     assert np.array_equal(rgba[..., :3], plain.astype(np.uint8)) and (rgba[..., 3] == 255).all()
+
+
+def test_distill_eval_masks_a_jpeg_pack_with_its_files_compression(astronaut):
+    pytest.importorskip("torch")
+    from distill.eval.inputs import _build_entry, _Materialiser
+    from maskgen.io import BinPack
+    from maskgen.landmarks import ARCFACE_112, similarity_transform, to_five
+    from maskgen.protocol import dataset_sha256, protocol_landmarks
+
+    image, lm = astronaut
+    crop = cv2.warpAffine(image, similarity_transform(to_five(lm), ARCFACE_112), (112, 112))
+    images = []
+    for i in range(4):
+        _, data = cv2.imencode(".jpg", np.roll(crop, 3 * i, axis=1)[..., ::-1].copy(),
+                               [cv2.IMWRITE_JPEG_QUALITY, 40])  # fmt: skip
+        images.append(data.tobytes())
+    pack = BinPack(images, [True, False])
+    spec = MaskSpec(compression=(1.0, 1.0))
+    entry = _build_entry("p", pack, ("m-m",), 5, spec, "auto", dataset_sha256(pack))
+    make = _Materialiser(pack, entry, None)
+    grid = JpegGrid(scale_of_quality(40), (0, 0))
+    for i, draw in enumerate(entry.draws["m-m"]):
+        clean = pack.decode(i)
+        masked = make.masked_image(i, draw)
+        assert np.array_equal(masked, render(clean, protocol_landmarks(clean.shape), draw,
+                                             jpeg=grid).image)  # fmt: skip
+        sticker = render(clean, protocol_landmarks(clean.shape), draw, jpeg=False).image
+        assert not np.array_equal(masked, sticker)
