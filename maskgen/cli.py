@@ -173,7 +173,9 @@ def render_command(
     textures: str = typer.Option(None, help="Textures, e.g. none,pleats,grain."),
     random_colors: float = typer.Option(None, min=0, max=1, help="Share of random colours."),
     photo_look: bool = typer.Option(
-        True, help="Give masks the photo's own noise, blur and colour cast (faster without)."
+        True,
+        help="Give masks the photo's own noise, blur, colour cast and JPEG compression "
+        "(faster without).",
     ),
     p: float = typer.Option(1.0, "--p", min=0, max=1, help="Probability that an output is masked."),
     variants: int = typer.Option(1, min=1, help="Outputs per input image."),

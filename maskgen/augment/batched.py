@@ -361,7 +361,7 @@ class RandomFaceMask(IntensityAugmentationBase2D):
             tiles = self.tiles
         images = input if rows is None else input[rows]
         geometry = _host_geometry(lm, p, (images.shape[0], H, W), input.device)
-        looks = measure_looks(images, geometry, p)  # the photo's noise, blur and colour
+        looks = measure_looks(images, geometry, p)  # the photo's noise, blur, colour, JPEG
         out, alpha = mask_batch(images, geometry, match_look_colours(p, looks), tiles=tiles,
                                 subsamples=self.subsamples)  # fmt: skip
         out, alpha = apply_look(out, alpha, geometry, p, looks)
