@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 from numba import njit
 
+from maskgen.io.images import JPEG_SOF, jpeg_segments
+
 __all__ = [
     "CHROMA_TABLE",
     "LUMA_TABLE",
@@ -397,24 +399,6 @@ def _zigzag() -> np.ndarray:
 _ZIGZAG = _zigzag()
 
 
-def _segments(data: bytes):
-    """(marker, body) of each segment of a JPEG file's header, up to its first scan."""
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        yield marker, data[i + 4 : i + 2 + length]
-        if marker == 0xDA:
-            return
-        i += 2 + length
-
-
 def _tables(body: bytes) -> dict[int, np.ndarray]:
     """The quantisation tables of a DQT segment (64 one- or two-byte steps each, zigzag
     order), by id, in natural order."""
@@ -458,10 +442,10 @@ def luma_table_of_file(data: bytes | bytearray | memoryview) -> tuple[np.ndarray
         return None
     found: dict[int, np.ndarray] = {}
     luma_id, orientation = 0, 1
-    for marker, body in _segments(head):
+    for marker, body in jpeg_segments(head):
         if marker == 0xDB:
             found.update(_tables(body))
-        elif marker in (0xC0, 0xC1, 0xC2) and len(body) >= 9:  # the frame's first component
+        elif marker in JPEG_SOF and len(body) >= 9:  # the frame's first component
             luma_id = body[8] & 15
         elif marker == 0xE1:
             orientation = _orientation(body)

@@ -11,6 +11,7 @@ from maskgen.io.binpack import BinPack, BinPackError, UnsafePickleError, load_bi
 from maskgen.io.formats import decode_full, frame_count, lost_in, may_hold_more
 from maskgen.io.images import (
     IMAGE_EXTENSIONS,
+    JPEG_SOF,
     LISTED_EXTENSIONS,
     ImageReadError,
     ImageTooLargeError,
@@ -20,6 +21,7 @@ from maskgen.io.images import (
     encode_image,
     image_size,
     iter_image_files,
+    jpeg_segments,
     read_image,
     read_image_raw,
     rgb_to_bgr,
@@ -43,6 +45,7 @@ from maskgen.io.recordio import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "JPEG_SOF",
     "LISTED_EXTENSIONS",
     "AtomicFile",
     "BinPack",
@@ -70,6 +73,7 @@ __all__ = [
     "frame_record",
     "image_size",
     "iter_image_files",
+    "jpeg_segments",
     "load_bin",
     "lost_in",
     "may_hold_more",

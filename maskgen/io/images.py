@@ -32,6 +32,7 @@ from maskgen.io.atomic import atomic_write_bytes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "JPEG_SOF",
     "LISTED_EXTENSIONS",
     "ImageReadError",
     "ImageTooLargeError",
@@ -41,6 +42,7 @@ __all__ = [
     "encode_image",
     "image_size",
     "iter_image_files",
+    "jpeg_segments",
     "read_image",
     "read_image_raw",
     "rgb_to_bgr",
@@ -108,14 +110,20 @@ def sniff_image_format(data: bytes | bytearray | memoryview) -> str | None:
     return None
 
 
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: JPEG's start-of-frame markers (every coding process; not DHT, JPG or DAC).
+JPEG_SOF: frozenset[int] = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+def jpeg_segments(head: bytes) -> Iterator[tuple[int, bytes]]:
+    """(marker, body) of each segment of a JPEG file's header (``head`` from its SOI on),
+    up to and including the first scan (SOS); it stops early at anything that is not a
+    segment. A body may be cut short where ``head`` ends.
+
+    >>> list(jpeg_segments(bytes.fromhex("ffd8 ffe0 0004 6162 ffda 0002")))
+    [(224, b'ab'), (218, b'')]
+    """
     pos = 2
-    while pos + 4 <= len(head):
-        if head[pos] != 0xFF:
-            return None
+    while pos + 4 <= len(head) and head[pos] == 0xFF:
         marker = head[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -124,13 +132,18 @@ def _jpeg_size(head: bytes) -> tuple[int, int] | None:
             pos += 2
             continue
         length = int.from_bytes(head[pos + 2 : pos + 4], "big")
-        if marker in _JPEG_SOF and pos + 9 <= len(head):
-            h = int.from_bytes(head[pos + 5 : pos + 7], "big")
-            w = int.from_bytes(head[pos + 7 : pos + 9], "big")
-            return w, h
         if length < 2:
-            return None
+            return
+        yield marker, head[pos + 4 : pos + 2 + length]
+        if marker == 0xDA:
+            return
         pos += 2 + length
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    for marker, body in jpeg_segments(head):
+        if marker in JPEG_SOF and len(body) >= 5:
+            return int.from_bytes(body[3:5], "big"), int.from_bytes(body[1:3], "big")
     return None
 
 
