@@ -49,6 +49,7 @@ __all__ = [
     "grid_of_file",
     "jpeg_entry",
     "jpeg_from_entry",
+    "mcu_box",
     "noise_survival",
     "quality_of_scale",
     "scale_of_quality",
@@ -326,6 +327,26 @@ def _scales_at(luma: np.ndarray, phase: tuple[int, int]) -> JpegGrid | None:
     if high <= low:
         return None
     return JpegGrid((low + high) / 2, (py, px))
+
+
+def mcu_box(
+    box: tuple[int, int, int, int], phase: tuple[int, int], h: int, w: int
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """``box`` (x0, y0, x1, y1) widened to whole MCUs of the grid at ``phase`` (rows,
+    columns, as in :class:`JpegGrid`) and clipped to an h×w image, and where the MCUs start
+    in it (the ``phase`` :func:`compress` takes): the region whose codec round trip gives
+    the box the image's own blocks.
+
+    >>> mcu_box((20, 5, 40, 30), (0, 3), 64, 64)
+    ((19, 0, 51, 32), (0, 0))
+    >>> mcu_box((2, 2, 10, 10), (4, 4), 64, 64)
+    ((0, 0, 20, 20), (4, 4))
+    """
+    x0, y0, x1, y1 = box
+    py, px = phase
+    gx0, gy0 = max(0, x0 - (x0 - px) % MCU), max(0, y0 - (y0 - py) % MCU)
+    gx1, gy1 = min(w, x1 + (px - x1) % MCU), min(h, y1 + (py - y1) % MCU)
+    return (gx0, gy0, gx1, gy1), ((py - gy0) % MCU, (px - gx0) % MCU)
 
 
 def compress(

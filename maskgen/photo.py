@@ -314,26 +314,3 @@ def degrade_pixels(
                 if integer:
                     v = min(max(np.float32(np.rint(v)), 0.0), top)
                 pixels[y, k] = v
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def blend_decoded(
-    pixels: np.ndarray, decoded: np.ndarray, alpha: np.ndarray, opacity: float, top: float
-) -> None:
-    """pixels (h rows of 3·w interleaved values, in place) move towards ``decoded`` (the
-    same layout) by alpha × ``opacity`` wherever the mask reaches (alpha > 0); integer
-    images (``top`` > 1.5) are rounded and clipped to ``top``."""
-    h, w = alpha.shape
-    integer = top > 1.5
-    for y in range(h):
-        for x in range(w):
-            a = alpha[y, x] * opacity
-            if a <= 0.0:
-                continue
-            for c in range(3):
-                k = 3 * x + c
-                v = np.float32(pixels[y, k])
-                v += a * (np.float32(decoded[y, k]) - v)
-                if integer:
-                    v = min(max(np.float32(np.rint(v)), 0.0), top)
-                pixels[y, k] = v

@@ -32,13 +32,19 @@ import numpy as np
 
 from maskgen import appearance as app
 from maskgen import fabric, paint
-from maskgen.jpeg import MCU, JpegGrid, compress, compress_bgr, noise_survival, quality_of_scale
+from maskgen.jpeg import (
+    JpegGrid,
+    compress,
+    compress_bgr,
+    mcu_box,
+    noise_survival,
+    quality_of_scale,
+)
 from maskgen.landmarks import landmarks_from_five, validate_landmarks
 from maskgen.photo import (
     MIN_BLUR,
     MIN_NOISE,
     PhotoLook,
-    blend_decoded,
     blur_kernel_size,
     degrade_pixels,
     face_region,
@@ -797,8 +803,8 @@ def paint_face(
         scale = look.jpeg.scale * params.compression
         kept = noise_survival(scale, params.noise * look.noise)
         _photo_degradations(roi, cov, params, look, max_value)
-        _photo_compression(image, cov, params, look.jpeg, max_value)
-        _photo_degradations(roi, cov, params, look, max_value, blur=False,
+        decoded = _codec_pixels(image, cov.box, look.jpeg.phase, scale, max_value)
+        _photo_degradations(roi, cov, params, look, max_value, replacement=decoded,
                             noise_gain=math.sqrt(1 - kept * kept), grain_seed=1)  # fmt: skip
     elif look is not None:
         _photo_degradations(roi, cov, params, look, max_value)
@@ -812,27 +818,31 @@ def _photo_degradations(
     params: MaskParams,
     look: PhotoLook,
     max_value: float,
-    *, blur: bool = True, noise_gain: float = 1.0, grain_seed: int = 0,
+    *, replacement: np.ndarray | None = None, noise_gain: float = 1.0, grain_seed: int = 0,
 ) -> None:  # fmt: skip
     """Give the painted mask the photo's blur (its texture and edge, within the occlusion
-    map; ``blur``) and then its noise (under the mask; times ``noise_gain``, from the noise
-    field of the draw's texture seed + ``grain_seed``), in place."""
+    map) and then its noise (under the mask; times ``noise_gain``, from the noise field of
+    the draw's texture seed + ``grain_seed``), in place. ``replacement``: BGR pixels of the
+    box (the codec's, :func:`_codec_pixels`) that take the blur's place."""
     assert cov.alpha is not None
     h, w = cov.alpha.shape
     sigma = params.blur * look.blur
     spread = params.noise * look.noise * max_value / 255.0
-    do_blur = blur and sigma >= MIN_BLUR
+    do_blur = replacement is None and sigma >= MIN_BLUR
     do_noise = spread >= MIN_NOISE * max_value / 255.0
-    spread *= noise_gain
-    if not (do_blur or do_noise):
+    if not (do_blur or do_noise or replacement is not None):
         return
-    pixels, copied, _ = paint._interleaved(roi)
+    pixels, copied, bgr = paint._interleaved(roi)
     blurred = _EMPTY
-    if do_blur:  # in the storage order of the pixels, whatever it is
+    if replacement is not None:  # in the storage order of the pixels
+        blurred = np.ascontiguousarray(replacement if bgr else replacement[..., ::-1])
+        blurred = blurred.reshape(h, 3 * w)
+    elif do_blur:  # in the storage order of the pixels, whatever it is
         k = blur_kernel_size(sigma)
         blurred = cv2.GaussianBlur(pixels.reshape(h, w, 3), (k, k), sigma).reshape(h, 3 * w)
     grain = noise_field(h, w, params.texture_seed + grain_seed) if do_noise else _EMPTY
-    degrade_pixels(pixels, blurred, cov.alpha, grain, spread * params.opacity, max_value)
+    degrade_pixels(pixels, blurred, cov.alpha, grain, spread * noise_gain * params.opacity,
+                   max_value)  # fmt: skip
     if copied:
         roi[..., :3] = pixels.reshape(h, w, 3)
 
@@ -840,35 +850,20 @@ def _photo_degradations(
 _EMPTY = np.zeros((0, 0), np.float32)
 
 
-def _photo_compression(
-    image: np.ndarray, cov: _Occlusion, params: MaskParams, grid: JpegGrid, max_value: float
-) -> None:
-    """Give the painted mask the photo's JPEG compression, in place: the mask's box, widened
-    to whole MCUs of the photo's grid, through an encoder and decoder at the photo's scale
-    (times ``params.compression``), taken where the mask covers (its occlusion map times
-    its opacity), so its blocks and ringing fall on the photo's own grid."""
-    assert cov.box is not None and cov.alpha is not None
-    x0, y0, x1, y1 = cov.box
-    h, w = image.shape[:2]
-    py, px = grid.phase
-    gx0, gy0 = max(0, x0 - (x0 - px) % MCU), max(0, y0 - (y0 - py) % MCU)
-    gx1, gy1 = min(w, x1 + (px - x1) % MCU), min(h, y1 + (py - y1) % MCU)
+def _codec_pixels(
+    image: np.ndarray, box: Box, phase: tuple[int, int], scale: float, max_value: float
+) -> np.ndarray:
+    """The box's pixels (BGR) as a JPEG encoder and decoder at IJG ``scale`` leave the image
+    on its grid at ``phase``: the box widened to whole MCUs (:func:`maskgen.jpeg.mcu_box`)
+    goes through the codec, so its blocks and ringing fall on the photo's own."""
+    x0, y0, x1, y1 = box
+    (gx0, gy0, gx1, gy1), start = mcu_box(box, phase, image.shape[0], image.shape[1])
     region = image[gy0:gy1, gx0:gx1, :3]
-    scale = grid.scale * params.compression
-    phase = ((py - gy0) % MCU, (px - gx0) % MCU)
-    if image.dtype == np.uint8:  # the codec's own pixels (BGR), no float round trip
-        decoded = compress_bgr(region[..., ::-1], quality_of_scale(scale), phase)
-        inner = decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+    if image.dtype == np.uint8:  # the codec's own pixels, no float round trip
+        decoded = compress_bgr(region[..., ::-1], quality_of_scale(scale), start)
     else:
-        decoded = compress(region, scale, phase, max_value)
-        inner = decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0, ::-1]  # as BGR
-    roi = image[y0:y1, x0:x1, :3]
-    pixels, copied, bgr = paint._interleaved(roi)
-    rows, cols = cov.alpha.shape
-    target = np.ascontiguousarray(inner if bgr else inner[..., ::-1]).reshape(rows, 3 * cols)
-    blend_decoded(pixels, target, cov.alpha, float(params.opacity), max_value)
-    if copied:
-        roi[...] = pixels.reshape(rows, cols, 3)
+        decoded = compress(region, scale, start, max_value)[..., ::-1]
+    return decoded[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
 
 
 def _paint_template(

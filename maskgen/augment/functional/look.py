@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from maskgen.augment.functional.geometry import BatchGeometry
 from maskgen.augment.functional.jpeg import jpeg_roundtrip
-from maskgen.jpeg import MCU, noise_survival
+from maskgen.jpeg import mcu_box, noise_survival
 from maskgen.photo import (
     MIN_BLUR,
     MIN_NOISE,
@@ -227,13 +227,15 @@ def _compress_samples(
     params: dict[str, torch.Tensor],
     looks: list[PhotoLook | None],
 ) -> None:
-    """The CPU renderer's compression step (``maskgen.render._photo_compression``) for
-    each sample that wants it, in place in ``samples``: the mask's box, widened to whole
-    MCUs of the photo's grid, through :func:`jpeg_roundtrip` at the photo's scale times
-    ``compression``, taken under the mask; then the noise the compression took away, from
-    the draw's texture seed + 1."""
+    """The CPU renderer's compression step (``maskgen.render._codec_pixels``, then the noise
+    pass) for each sample that wants it, in place in ``samples``: the mask's box, widened to
+    whole MCUs of the photo's grid (:func:`maskgen.jpeg.mcu_box`), through
+    :func:`jpeg_roundtrip` at the photo's scale times ``compression``, taken wherever the
+    mask reaches, as the blur is; then the noise the compression took away, from the draw's
+    texture seed + 1."""
     strength = _values(params, "compression", len(looks))
     noise = _values(params, "noise", len(looks))
+    opacity = _values(params, "opacity", len(looks))
     seeds = params["texture_seed"].cpu().tolist()
     boxes = geometry.box.detach().cpu().long().tolist()
     tile = None
@@ -243,23 +245,20 @@ def _compress_samples(
         if not wanted or look is None or look.jpeg is None or x1 <= x0 or y1 <= y0:
             continue
         frame = samples[i]
-        H, W = frame.shape[1:]
-        py, px = look.jpeg.phase
-        gx0, gy0 = max(0, x0 - (x0 - px) % MCU), max(0, y0 - (y0 - py) % MCU)
-        gx1, gy1 = min(W, x1 + (px - x1) % MCU), min(H, y1 + (py - y1) % MCU)
+        (gx0, gy0, gx1, gy1), start = mcu_box((x0, y0, x1, y1), look.jpeg.phase,
+                                              frame.shape[1], frame.shape[2])  # fmt: skip
         scale = look.jpeg.scale * strength[i]
-        decoded = jpeg_roundtrip(frame[:, gy0:gy1, gx0:gx1], scale,
-                                 ((py - gy0) % MCU, (px - gx0) % MCU))  # fmt: skip
+        decoded = jpeg_roundtrip(frame[:, gy0:gy1, gx0:gx1], scale, start)
         roi = frame[:, y0:y1, x0:x1]
-        a = alpha[i, :, y0:y1, x0:x1].to(roi.dtype)  # opacity applied
-        roi = roi + a * (decoded[:, y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] - roi)
+        a = alpha[i, 0, y0:y1, x0:x1].to(roi.dtype)  # opacity applied
+        reach = (a / max(opacity[i], 1e-6) >= REACH_FLOOR).to(roi.dtype)
+        roi = roi + reach * (decoded[:, y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] - roi)
         spread = noise[i] * look.noise / 255.0
         if spread >= MIN_NOISE / 255.0:
             if tile is None:
                 tile = torch.from_numpy(noise_tile()).to(frame.device, frame.dtype)
             kept = noise_survival(scale, noise[i] * look.noise)
-            cover = a[0]  # the map times the opacity, as the CPU renderer weighs it
-            roi = _box_noise(roi, cover, spread * (1 - kept * kept) ** 0.5, seeds[i] + 1, tile)
+            roi = _box_noise(roi, a, spread * (1 - kept * kept) ** 0.5, seeds[i] + 1, tile)
         frame = frame.clone()
         frame[:, y0:y1, x0:x1] = roi.clamp(0.0, 1.0)
         samples[i] = frame
