@@ -89,6 +89,7 @@ def replay(
     from maskgen.dataset import replay_record
     from maskgen.dataset.paths import replay_target
     from maskgen.io import read_image
+    from maskgen.jpeg import jpeg_from_entry
     from maskgen.render import MaskParams
 
     root = input_root or manifest.parent
@@ -104,6 +105,8 @@ def replay(
                     if face.get("params") is not None:
                         MaskParams.from_dict(face["params"])
                         np.asarray(face["landmarks"], np.float32).reshape(-1, 2)
+                if "jpeg" in record:
+                    jpeg_from_entry(record["jpeg"])
                 source, target = record["input"], record["output"]
             except (ValueError, KeyError, TypeError) as exc:
                 raise typer.BadParameter(f"{manifest}:{line_no}: bad record: {exc}") from exc

@@ -40,6 +40,7 @@ from numba import njit
 from maskgen.io.images import JPEG_SOF, jpeg_segments
 
 __all__ = [
+    "BY_OUTPUT",
     "CHROMA_TABLE",
     "LUMA_TABLE",
     "JpegGrid",
@@ -507,19 +508,35 @@ def grid_of_file(
     return None if found is None else JpegGrid(scale, found.phase)
 
 
-def jpeg_entry(grid: JpegGrid) -> dict[str, Any]:
-    """A grid as a manifest records it (``maskgen render``'s ``"jpeg"`` field).
+#: A manifest's ``"jpeg"`` when the output's own JPEG encoder gave the masks the photo's
+#: compression (the renderer did not).
+BY_OUTPUT = "output"
+
+
+def jpeg_entry(grid: JpegGrid | bool | str) -> dict[str, Any] | str | None:
+    """What a manifest records (``maskgen render``'s ``"jpeg"`` field) of the compression
+    the masks were given: a grid as its scale and phase, ``None`` for none (``False``: the
+    file is no JPEG), :data:`BY_OUTPUT` as it is.
 
     >>> jpeg_from_entry(jpeg_entry(JpegGrid(50.0, (0, 3)))) == JpegGrid(50.0, (0, 3))
     True
+    >>> jpeg_entry(False), jpeg_from_entry(jpeg_entry(BY_OUTPUT))
+    (None, False)
     """
-    return {"scale": grid.scale, "phase": list(grid.phase)}
+    if isinstance(grid, JpegGrid):
+        return {"scale": grid.scale, "phase": list(grid.phase)}
+    return grid if grid == BY_OUTPUT else None
 
 
 def jpeg_from_entry(entry: dict[str, Any] | str | None) -> JpegGrid | bool:
     """What a manifest's ``"jpeg"`` field tells :func:`maskgen.render.paint_face`: the grid,
-    or ``False`` (``null``: the photo's file showed no compression; ``"output"``: the
+    or ``False`` (``null``: the photo's file showed no compression; :data:`BY_OUTPUT`: the
     output's JPEG encoder gave the mask the photo's compression, not the renderer)."""
-    if entry is None or isinstance(entry, str):
+    if entry is None or entry == BY_OUTPUT:
         return False
-    return JpegGrid(float(entry["scale"]), (int(entry["phase"][0]), int(entry["phase"][1])))
+    try:
+        return JpegGrid(float(entry["scale"]), (int(entry["phase"][0]), int(entry["phase"][1])))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f'a manifest\'s "jpeg" is {{"scale", "phase"}}, null or {BY_OUTPUT!r}; got {entry!r}'
+        ) from exc

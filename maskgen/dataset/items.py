@@ -31,7 +31,7 @@ from maskgen.io import (
     rgb_to_bgr,
 )
 from maskgen.io.formats import decode_full, encode_gif, frame_count, lost_in, may_hold_more
-from maskgen.jpeg import JpegGrid, grid_of_file, jpeg_entry, scale_of_quality
+from maskgen.jpeg import BY_OUTPUT, JpegGrid, grid_of_file, jpeg_entry, scale_of_quality
 from maskgen.protocol import protocol_masks
 from maskgen.render import MaskParams, paint_face
 from maskgen.seeding import draw_item
@@ -352,11 +352,6 @@ def mask_items(
     ]
 
 
-#: What ``_file_grid`` returns when the output's own JPEG encoder gives the masks the
-#: photo's compression (recorded as ``"jpeg": "output"``).
-BY_OUTPUT = "output"
-
-
 def _file_grid(
     ctx: Context, item: Item, raw: bytes, image: Any, draws: list[Draw]
 ) -> JpegGrid | bool | str:
@@ -466,7 +461,7 @@ def _describe(
         name = out_name(ctx, item, variant, label)
         rec = record(ctx, item, variant, name, label, det.entries, draw.params)
         if jpeg is not True and draw.masked:
-            rec["jpeg"] = jpeg if isinstance(jpeg, str) else jpeg_entry(jpeg) if jpeg else None
+            rec["jpeg"] = jpeg_entry(jpeg)
         if getattr(raw, "note", ""):  # e.g. a record found elsewhere than its .idx says
             rec["note"] = raw.note
         if ctx.options.save_occlusion:

@@ -71,3 +71,12 @@ def test_replay_reports_a_bad_record_with_its_line(tmp_path) -> None:
     result = runner.invoke(app, ["replay", str(manifest), str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "manifest.jsonl:1" in result.output
+
+
+def test_replay_reports_a_bad_jpeg_entry_with_its_line(tmp_path) -> None:
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"input": "a.png", "output": "b.png", "landmarks": [], "params": null, '
+                        '"jpeg": "maybe"}\n')  # fmt: skip
+    result = runner.invoke(app, ["replay", str(manifest), str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert "manifest.jsonl:1" in result.output and "jpeg" in result.output
