@@ -119,7 +119,7 @@ class MaskParams:
             folds laid in surface coordinates (seeded by ``texture_seed``) that tilt the
             normal, so they answer the light like the pleats do (0: a smooth fabric).
         compression: the mask gets the photo's own JPEG compression, its quantisation scale
-            times this (:func:`maskgen.photo.jpeg_quality` estimates it from the pixels;
+            times this (:func:`maskgen.jpeg.estimate_jpeg` reads it from the pixels,
             0, or a photo that shows no JPEG grid: none). Both are off in a hand-made
             ``MaskParams`` and on in the draws of a default :class:`MaskSpec`.
 

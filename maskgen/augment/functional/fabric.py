@@ -166,44 +166,39 @@ def fabric_relief_batch(
     lambert = (normals * light[:, :, None, None]).sum(1)
     plain = AMBIENT + (1.0 - AMBIENT) * lambert.clamp_min(0.0)
     mean = (plain * alpha).sum((1, 2)) / alpha.sum((1, 2)).clamp_min(1e-6)
-    if creases is not None:
-        lambert = _creased(normals, lambert, light, creases, folds)
-    elif folds is not None:
-        tilt, down, phase = folds
-        along = (normals * down[:, :, None, None]).sum(1, keepdim=True)
-        tangent = down[:, :, None, None] - along * normals
-        length = tangent.norm(dim=1)
-        lit = (tangent * light[:, :, None, None]).sum(1) / length.clamp_min(1e-6)
-        c = tilt[:, None, None] * torch.cos(2 * math.pi * phase)
-        bent = (lambert + c * lit) / torch.sqrt(1 + c * c)
-        lambert = torch.where((length > 1e-6) & (tilt[:, None, None] > 0), bent, lambert)
+    if creases is not None or folds is not None:
+        lambert = _bent(normals, lambert, light, folds, creases)
     shade = AMBIENT + (1.0 - AMBIENT) * lambert.clamp_min(0.0)
     relief = shade / mean.clamp_min(1e-6)[:, None, None]
     return 1.0 + strength[:, None, None].to(relief) * (relief - 1.0)
 
 
-def _creased(
+def _bent(
     normals: torch.Tensor, lambert: torch.Tensor, light: torch.Tensor,
-    creases: tuple[torch.Tensor, torch.Tensor], folds: tuple[torch.Tensor, ...] | None,
+    folds: tuple[torch.Tensor, ...] | None, creases: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:  # fmt: skip
-    """Lambert's cosine with the normal n bent by the creases' slope (and the pleats' tilt p,
-    if any) as the CPU kernel bends it: to n + (p − ∂h/∂v)·t_v − ∂h/∂u·t_u, t_v the unit
-    tangent down the face, t_u = t_v × n."""
-    down, slope = creases
+    """Lambert's cosine with the normal n bent by the pleats' tilt p and the creases' slope
+    as the CPU kernel bends it: to n + (p − ∂h/∂v)·t_v − ∂h/∂u·t_u, t_v the unit tangent
+    down the face, t_u = t_v × n (either may be absent)."""
+    down = creases[0] if creases is not None else folds[1]  # type: ignore[index]
     lit = light[:, :, None, None]
     along = (normals * down[:, :, None, None]).sum(1, keepdim=True)
     tangent = down[:, :, None, None] - along * normals
     length = tangent.norm(dim=1)
     unit = tangent / length.clamp_min(1e-6)[:, None]
-    lit_v = (unit * lit).sum(1)
-    lit_u = (torch.cross(unit, normals, dim=1) * lit).sum(1)
-    bend = -slope[:, 1]
+    bend = torch.zeros_like(lambert)
     if folds is not None:
         tilt, _, phase = folds
         bend = bend + tilt[:, None, None] * torch.cos(2 * math.pi * phase)
-    g = slope[:, 0]
-    bent = (lambert + bend * lit_v - g * lit_u) / torch.sqrt(1 + bend * bend + g * g)
-    return torch.where(length > 1e-6, bent, lambert)
+    if creases is not None:
+        bend = bend - creases[1][:, 1]
+    cosine = lambert + bend * (unit * lit).sum(1)
+    norm = 1 + bend * bend
+    if creases is not None:
+        across = creases[1][:, 0]
+        cosine = cosine - across * (torch.cross(unit, normals, dim=1) * lit).sum(1)
+        norm = norm + across * across
+    return torch.where(length > 1e-6, cosine / torch.sqrt(norm), lambert)
 
 
 def fold_phases(
