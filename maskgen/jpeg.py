@@ -42,6 +42,7 @@ from maskgen.io.images import JPEG_SOF, jpeg_segments
 __all__ = [
     "BY_OUTPUT",
     "CHROMA_TABLE",
+    "DCT",
     "LUMA_TABLE",
     "JpegGrid",
     "compress",
@@ -92,11 +93,12 @@ MAX_STEP = 64
 #: The MCU of 4:2:0 JPEG: chroma blocks span 16×16 pixels.
 MCU = 16
 _K = np.arange(8)
-_DCT = np.sqrt(np.where(_K == 0, 1 / 8, 2 / 8))[:, None] * np.cos(
+#: The orthonormal 8-point DCT matrix (JPEG's FDCT is this on rows and columns).
+DCT = np.sqrt(np.where(_K == 0, 1 / 8, 2 / 8))[:, None] * np.cos(
     (2 * _K[None, :] + 1) * _K[:, None] * np.pi / 16
-)  # orthonormal: JPEG's FDCT
-_HIGH = np.ascontiguousarray(_DCT[7:])
-_BASIS = np.stack([np.outer(_DCT[r], _DCT[c]) for r, c in PROBED])
+)
+_HIGH = np.ascontiguousarray(DCT[7:])
+_BASIS = np.stack([np.outer(DCT[r], DCT[c]) for r, c in PROBED])
 _PROBED_BASE = np.array([LUMA_TABLE[r, c] for r, c in PROBED])
 
 

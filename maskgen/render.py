@@ -119,8 +119,9 @@ class MaskParams:
             folds laid in surface coordinates (seeded by ``texture_seed``) that tilt the
             normal, so they answer the light like the pleats do (0: a smooth fabric).
         compression: the mask gets the photo's own JPEG compression, its quantisation scale
-            times this (:func:`maskgen.jpeg.estimate_jpeg` reads it from the pixels,
-            0, or a photo that shows no JPEG grid: none). Both are off in a hand-made
+            times this (:func:`maskgen.jpeg.estimate_jpeg` reads it from the pixels and
+            :func:`maskgen.jpeg.grid_of_file` from the file; 0, or a photo that shows no JPEG
+            grid: none). Both are off in a hand-made
             ``MaskParams`` and on in the draws of a default :class:`MaskSpec`.
 
     New draws get the current ``geometry`` and ``lighting``; a recorded draw without them is

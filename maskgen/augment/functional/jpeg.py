@@ -16,12 +16,10 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from maskgen.jpeg import MCU, tables
+from maskgen.jpeg import DCT, MCU, tables
 
 __all__ = ["jpeg_roundtrip"]
 
@@ -30,13 +28,6 @@ _TO_YCC = torch.tensor(
     dtype=torch.float64,
 )
 _FROM_YCC = torch.linalg.inv(_TO_YCC)
-
-
-def _dct_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    k = torch.arange(8, dtype=torch.float64)
-    scale = torch.where(k == 0, math.sqrt(1 / 8), math.sqrt(2 / 8))
-    d = scale[:, None] * torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16)
-    return d.to(device, dtype)
 
 
 def _quantise(plane: torch.Tensor, table: torch.Tensor, dct: torch.Tensor) -> torch.Tensor:
@@ -77,7 +68,7 @@ def jpeg_roundtrip(
     x = F.pad(x[None], (left, right, top, bottom), mode="replicate")[0]
     ycc = torch.einsum("ij,jhw->ihw", _TO_YCC.to(x.device), x)
     luma_table, chroma_table = (torch.from_numpy(t).to(x.device) for t in tables(scale))
-    dct = _dct_matrix(x.device, x.dtype)
+    dct = torch.from_numpy(DCT).to(x.device, x.dtype)
     planes = [_quantise(ycc[0] - 128.0, luma_table, dct) + 128.0]
     for c in (1, 2):  # chroma is centred on 0 already
         small = F.avg_pool2d(ycc[c][None, None], 2)[0, 0]
